@@ -1,0 +1,1 @@
+"""OpenMMLab registry glue (the only place importing mmengine/mmseg)."""

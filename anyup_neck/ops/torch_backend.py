@@ -1,0 +1,105 @@
+"""Pure-PyTorch implementations of window attention.
+
+* :func:`window_attention_tiled` is the portable backend: the output is cut into tiles, each
+  tile gathers only the key rectangle that covers its pixels' windows, and tiles are processed
+  in chunks of bounded size. Nothing of size (H*W) x (h*w) is formed, so very large outputs run
+  in bounded memory. Autograd differentiates it like any PyTorch code.
+* :func:`window_attention_dense` builds the full masked (H*W) x (h*w) attention, as the
+  official model does. It is kept as the test reference and the benchmark baseline only.
+
+Both take projected queries q (B, N*d, H, W), keys k (B, N*d, h, w), values v (B, C, h, w) and
+return (B, C, H, W): per head a scaled dot product and softmax over the window, the weights
+averaged over heads, applied to the raw values.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .windows import window_bounds_1d, window_mask
+
+# Upper bound on the number of elements of one chunk's logits or gathered values.
+_CHUNK_ELEMENTS = 1 << 24
+
+
+def window_attention_dense(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_heads: int,
+                           window_ratio: float, scale: float) -> torch.Tensor:
+    """Dense masked attention (memory O(H*W*h*w)); the reference formulation."""
+    B, D, H, W = q.shape
+    h, w = k.shape[-2:]
+    d = D // num_heads
+    qh = q.reshape(B, num_heads, d, H * W).transpose(-1, -2)        # (B, N, HW, d)
+    kh = k.reshape(B, num_heads, d, h * w)                           # (B, N, d, hw)
+    logits = torch.matmul(qh, kh) * scale                            # (B, N, HW, hw)
+    allowed = window_mask((H, W), (h, w), window_ratio, q.device)
+    logits = logits.masked_fill(~allowed, float('-inf'))
+    weights = logits.softmax(dim=-1).mean(dim=1)                     # (B, HW, hw)
+    out = torch.matmul(weights, v.reshape(B, v.shape[1], h * w).transpose(1, 2))
+    return out.transpose(1, 2).reshape(B, v.shape[1], H, W)
+
+
+def _tile_key_ranges(out_len: int, in_len: int, tile: int, window_ratio: float, device):
+    """Per tile along one axis: key indices to gather and the per-pixel validity mask.
+
+    Returns (index (T, K) int64 clamped into range, valid (T, tile, K) bool, T) where
+    T = ceil(out_len / tile) and K is the widest key span any tile needs.
+    """
+    start, stop = window_bounds_1d(out_len, in_len, window_ratio, device)
+    num_tiles = math.ceil(out_len / tile)
+    pad = num_tiles * tile - out_len
+    # Padded pixels repeat the last real window, so no row of logits is fully masked.
+    start = torch.cat([start, start[-1:].expand(pad)]).view(num_tiles, tile)
+    stop = torch.cat([stop, stop[-1:].expand(pad)]).view(num_tiles, tile)
+    # Window bounds are monotone in the pixel index: a tile's span runs from its first
+    # pixel's start to its last pixel's stop.
+    first = start[:, 0]
+    span = int((stop[:, -1] - first).max())
+    keys = first[:, None] + torch.arange(span, device=device)        # (T, K)
+    valid = (keys[:, None, :] >= start[:, :, None]) & (keys[:, None, :] < stop[:, :, None])
+    return keys.clamp(max=in_len - 1), valid, num_tiles
+
+
+def _tile_size(out_len: int, in_len: int) -> int:
+    """Output pixels per tile side: about one key cell, at least 4, at most 32."""
+    return max(4, min(32, math.ceil(out_len / in_len)))
+
+
+def window_attention_tiled(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_heads: int,
+                           window_ratio: float, scale: float) -> torch.Tensor:
+    """Tiled window attention in bounded memory (see module docstring)."""
+    B, D, H, W = q.shape
+    C, h, w = v.shape[1:]
+    d = D // num_heads
+    th, tw = _tile_size(H, h), _tile_size(W, w)
+    rows, row_valid, Tr = _tile_key_ranges(H, h, th, window_ratio, q.device)
+    cols, col_valid, Tc = _tile_key_ranges(W, w, tw, window_ratio, q.device)
+    KH, KW = rows.shape[1], cols.shape[1]
+
+    # Queries as (B, Tr, Tc, N, th*tw, d), zero-padded to whole tiles.
+    qp = torch.nn.functional.pad(q, (0, Tc * tw - W, 0, Tr * th - H))
+    qp = qp.view(B, num_heads, d, Tr, th, Tc, tw).permute(0, 3, 5, 1, 4, 6, 2)
+    qp = qp.reshape(B, Tr, Tc, num_heads, th * tw, d)
+    # Gather columns once (small), rows per chunk.
+    k_cols = k.view(B, num_heads, d, h, w)[..., cols]                 # (B, N, d, h, Tc, KW)
+    v_cols = v[..., cols]                                             # (B, C, h, Tc, KW)
+    # Which keys each pixel may see: (Tr, Tc, th*tw, KH*KW).
+    allowed = (row_valid[:, None, :, None, :, None] & col_valid[None, :, None, :, None, :])
+    allowed = allowed.reshape(Tr, Tc, th * tw, KH * KW)
+
+    per_tile_row = B * Tc * th * tw * KH * KW * max(num_heads, 1) + B * Tc * KH * KW * C
+    chunk = max(1, _CHUNK_ELEMENTS // max(per_tile_row, 1))
+    out_rows = []
+    for t0 in range(0, Tr, chunk):
+        t1 = min(Tr, t0 + chunk)
+        kc = k_cols[:, :, :, rows[t0:t1]]                             # (B, N, d, t, KH, Tc, KW)
+        kc = kc.permute(0, 3, 5, 1, 2, 4, 6).reshape(B, t1 - t0, Tc, num_heads, d, KH * KW)
+        logits = torch.matmul(qp[:, t0:t1], kc) * scale               # (B, t, Tc, N, P, K)
+        logits = logits.masked_fill(~allowed[None, t0:t1, :, None], float('-inf'))
+        weights = logits.softmax(dim=-1).mean(dim=3)                  # (B, t, Tc, P, K)
+        vc = v_cols[:, :, rows[t0:t1]]                                # (B, C, t, KH, Tc, KW)
+        vc = vc.permute(0, 2, 4, 3, 5, 1).reshape(B, t1 - t0, Tc, KH * KW, C)
+        out_rows.append(torch.matmul(weights, vc))                    # (B, t, Tc, P, C)
+    out = torch.cat(out_rows, dim=1).view(B, Tr, Tc, th, tw, C)
+    out = out.permute(0, 5, 1, 3, 2, 4).reshape(B, C, Tr * th, Tc * tw)
+    return out[:, :, :H, :W]

@@ -1,0 +1,173 @@
+"""AnyUp's building blocks. Module and parameter names follow the official state_dict.
+
+All maps are NCHW. D is the query/key width (qk_dim), M the LFU basis size.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..ops import window_attention
+
+
+class ResBlock(nn.Module):
+    """GroupNorm(8) -> SiLU -> conv -> GroupNorm(8) -> SiLU -> conv, plus a shortcut.
+
+    Convs have no bias; the shortcut is the identity, or a 1x1 conv when channels change.
+    Parameters sit at ``block.0/.2/.3/.5`` (and ``shortcut``) as in the official model.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1,
+                 num_groups: int = 8, padding_mode: str = 'reflect') -> None:
+        super().__init__()
+        pad = kernel_size // 2
+        self.block = nn.Sequential(
+            nn.GroupNorm(num_groups, in_channels), nn.SiLU(),
+            nn.Conv2d(in_channels, out_channels, kernel_size, padding=pad,
+                      padding_mode=padding_mode, bias=False),
+            nn.GroupNorm(num_groups, out_channels), nn.SiLU(),
+            nn.Conv2d(out_channels, out_channels, kernel_size, padding=pad,
+                      padding_mode=padding_mode, bias=False),
+        )
+        self.shortcut = (nn.Identity() if in_channels == out_channels
+                         else nn.Conv2d(in_channels, out_channels, 1, bias=False))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.block(x) + self.shortcut(x)
+
+
+LFU_MODES = ('official', 'paper')
+
+
+class LearnedFeatureUnification(nn.Module):
+    """Maps features with any channel count C to M channels (paper Eq. 1).
+
+    Features are L2-normalised over channels by the caller. Each input channel is convolved on
+    its own with every basis kernel (zero padding, each response divided by the number of
+    in-image taps), giving M*C responses with flat index ``channel * M + basis``. These are
+    arranged in an (M, C) grid whose column c holds the M responses that share one softmax:
+
+    * ``'official'``: the flat responses read in order as an (M, C) array (what the official
+      checkpoints were trained with; depends on the order of the input channels);
+    * ``'paper'``: column c holds channel c's M basis responses (invariant to channel order).
+
+    The softmax runs down each column and the columns are averaged. Columns are processed in
+    chunks of at most ``max_chunk_elements`` responses so the M*C stack is never held at once.
+    """
+
+    max_chunk_elements: int = 1 << 24
+
+    def __init__(self, num_basis: int = 128, kernel_size: int = 5, mode: str = 'official') -> None:
+        super().__init__()
+        if mode not in LFU_MODES:
+            raise ValueError(f'lfu_mode: expected one of {LFU_MODES}, got {mode!r}')
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f'lfu_kernel_size: expected an odd positive int, got {kernel_size}')
+        self.mode = mode
+        self.kernel_size = kernel_size
+        self.basis = nn.Parameter(torch.randn(num_basis, 1, kernel_size, kernel_size))
+
+    def extra_repr(self) -> str:
+        return f'num_basis={self.basis.shape[0]}, kernel_size={self.kernel_size}, mode={self.mode!r}'
+
+    def response_grid(self, num_channels: int, device: torch.device) -> torch.Tensor:
+        """Flat response index (channel * M + basis) at each cell of the (M, C) softmax grid."""
+        M = self.basis.shape[0]
+        grid = torch.arange(M * num_channels, device=device)
+        if self.mode == 'official':
+            return grid.view(M, num_channels)
+        return grid.view(num_channels, M).t()
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, C, h, w) normalised features -> (B, M, h, w)."""
+        B, C, h, w = features.shape
+        M, k = self.basis.shape[0], self.kernel_size
+        pad = k // 2
+        padded = F.pad(features, (pad, pad, pad, pad))
+        taps = F.conv2d(F.pad(features.new_ones(1, 1, h, w), (pad, pad, pad, pad)),
+                        features.new_ones(1, 1, k, k))                   # (1, 1, h, w)
+        grid = self.response_grid(C, features.device)
+        cols_per_chunk = max(1, self.max_chunk_elements // (B * M * h * w))
+        total = features.new_zeros(B, M, h, w)
+        for c0 in range(0, C, cols_per_chunk):
+            flat = grid[:, c0:c0 + cols_per_chunk].reshape(-1)          # m-major
+            responses = F.conv2d(padded[:, flat // M], self.basis[flat % M], groups=flat.numel())
+            responses = (responses / taps).view(B, M, -1, h, w)
+            total = total + responses.softmax(dim=1).sum(dim=2)
+        return total / C
+
+
+class RoPE(nn.Module):
+    """2-D rotary position encoding over the channels of an NCHW map.
+
+    Coordinates are linspace(0, 1) per axis at the map's resolution; ``freqs`` (2, D) maps
+    (row, col) to D angles. It is a parameter, so checkpoints override the initial values.
+    """
+
+    def __init__(self, dim: int, theta: float = 100.0) -> None:
+        super().__init__()
+        if dim % 4:
+            raise ValueError(f'qk_dim: expected a multiple of 4 for 2-D RoPE, got {dim}')
+        g = theta ** torch.linspace(0, -1, dim // 4)
+        f = 2 * math.pi * torch.cat([g, g])
+        freqs = torch.zeros(2, dim)
+        freqs[0, :dim // 2] = f
+        freqs[1, dim // 2:] = f
+        self.freqs = nn.Parameter(freqs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        H, W = x.shape[-2:]
+        rows = torch.linspace(0, 1, H, device=x.device, dtype=x.dtype)
+        cols = torch.linspace(0, 1, W, device=x.device, dtype=x.dtype)
+        coords = torch.stack(torch.meshgrid(rows, cols, indexing='ij'), dim=-1)  # (H, W, 2)
+        angle = (coords @ self.freqs.to(x.dtype)).permute(2, 0, 1)               # (D, H, W)
+        x1, x2 = x.chunk(2, dim=1)
+        return x * angle.cos() + torch.cat([-x2, x1], dim=1) * angle.sin()
+
+
+class WindowCrossAttention(nn.Module):
+    """RMSNorm'd queries and keys, projected per head, attending to raw feature values.
+
+    ``attention`` is an ``nn.MultiheadAttention`` used only as the holder of the query/key
+    projections (``in_proj_weight`` rows 0..D-1 and D..2D-1), so that official checkpoints
+    load unchanged; its value and output projections are never applied.
+    """
+
+    def __init__(self, dim: int, num_heads: int, window_ratio: float, backend: str = 'auto') -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.window_ratio = window_ratio
+        self.backend = backend
+        self.norm_q = nn.RMSNorm(dim)
+        self.norm_k = nn.RMSNorm(dim)
+        self.attention = nn.MultiheadAttention(dim, num_heads, batch_first=True)
+
+    def _project(self, x: torch.Tensor, norm: nn.RMSNorm, rows: slice) -> torch.Tensor:
+        x = norm(x.permute(0, 2, 3, 1))
+        x = F.linear(x, self.attention.in_proj_weight[rows], self.attention.in_proj_bias[rows])
+        return x.permute(0, 3, 1, 2)
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                backend: str | None = None) -> torch.Tensor:
+        """q (B, D, H, W), k (B, D, h, w), v (B, C, h, w) -> (B, C, H, W)."""
+        D = q.shape[1]
+        q = self._project(q, self.norm_q, slice(0, D)).to(v.dtype)
+        k = self._project(k, self.norm_k, slice(D, 2 * D)).to(v.dtype)
+        return window_attention(q, k, v, num_heads=self.num_heads, window_ratio=self.window_ratio,
+                                backend=backend or self.backend)
+
+
+class CrossAttentionBlock(nn.Module):
+    """3x3 conv (zero padding, no bias) on the queries, then :class:`WindowCrossAttention`."""
+
+    def __init__(self, dim: int, num_heads: int, window_ratio: float, backend: str = 'auto') -> None:
+        super().__init__()
+        self.cross_attn = WindowCrossAttention(dim, num_heads, window_ratio, backend)
+        self.conv2d = nn.Conv2d(dim, dim, 3, padding=1, bias=False)
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                backend: str | None = None) -> torch.Tensor:
+        return self.cross_attn(self.conv2d(q), k, v, backend=backend)

@@ -1,0 +1,67 @@
+"""AnyUp equals the independent dense float64 reference written from DESIGN.md."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.conftest import randomized_anyup
+from tests.reference import reference_anyup
+
+# (C, image HxW, feature hxw, output HxW or None, batch, window ratio, what it covers)
+CASES = [
+    (1, (32, 32), (4, 4), None, 1, 0.1, 'one channel, x8'),
+    (3, (28, 42), (2, 3), None, 1, 0.1, 'non-square, x14'),
+    (384, (48, 64), (3, 4), None, 1, 0.1, 'ViT width, x16'),
+    (1024, (20, 20), (6, 6), (13, 17), 1, 0.1, 'wide, non-integer ratio, non-square out'),
+    (5, (24, 24), (8, 8), (5, 6), 1, 0.1, 'output smaller than features'),
+    (7, (16, 24), (4, 6), (16, 24), 1, 0.0, 'global window'),
+    (6, (18, 18), (3, 3), (36, 30), 3, 0.1, 'batch 3, output larger than image'),
+    (2, (30, 10), (6, 2), (1, 23), 2, 0.25, '1xN output'),
+]
+
+
+@pytest.mark.parametrize('C,img,feat,out,batch,ratio,_', CASES, ids=[c[-1] for c in CASES])
+@pytest.mark.parametrize('mode', ['official', 'paper'])
+def test_matches_reference_float64(C, img, feat, out, batch, ratio, _, mode):
+    model = randomized_anyup(window_ratio=ratio, lfu_mode=mode, backend='torch')
+    image = torch.randn(batch, 3, *img, dtype=torch.float64)
+    feats = torch.randn(batch, C, *feat, dtype=torch.float64)
+    with torch.no_grad():
+        got = model(image, feats, output_size=out)
+    expected = reference_anyup(model.state_dict(), image, feats, out or img, ratio=ratio, mode=mode)
+    assert got.shape == (batch, C, *(out or img))
+    torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-10)
+
+
+def test_float32_matches_reference_to_round_off():
+    model = randomized_anyup(dtype=torch.float32, backend='torch')
+    image = torch.randn(2, 3, 56, 42)
+    feats = torch.randn(2, 384, 4, 3)
+    with torch.no_grad():
+        got = model(image, feats)
+    sd64 = {k: v.double() for k, v in model.state_dict().items()}
+    expected = reference_anyup(sd64, image.double(), feats.double(), (56, 42))
+    torch.testing.assert_close(got.double(), expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize('backend', ['torch', 'dense'])
+def test_backends_agree_inside_the_model(backend):
+    model = randomized_anyup(backend=backend)
+    image = torch.randn(1, 3, 33, 47, dtype=torch.float64)
+    feats = torch.randn(1, 16, 3, 4, dtype=torch.float64)
+    with torch.no_grad():
+        got = model(image, feats, output_size=(21, 50))
+    expected = reference_anyup(model.state_dict(), image, feats, (21, 50))
+    torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-10)
+
+
+def test_encoding_can_be_shared_across_feature_maps():
+    model = randomized_anyup()
+    image = torch.randn(1, 3, 32, 32, dtype=torch.float64)
+    feats_a = torch.randn(1, 8, 4, 4, dtype=torch.float64)
+    feats_b = torch.randn(1, 3, 2, 2, dtype=torch.float64)
+    with torch.no_grad():
+        enc = model.encode_image(image)
+        torch.testing.assert_close(model.upsample(enc, feats_a, (16, 16)),
+                                   model(image, feats_a, (16, 16)))
+        torch.testing.assert_close(model.upsample(enc, feats_b, 32), model(image, feats_b))
