@@ -68,6 +68,10 @@ class AnyUp(nn.Module):
                  lfu_basis: int = 128, lfu_kernel_size: int = 5, lfu_mode: str = 'official',
                  in_channels: int = 3, image_kernel_size: int = 1, backend: str = 'auto') -> None:
         super().__init__()
+        for name, value in (('qk_dim', qk_dim), ('lfu_basis', lfu_basis)):
+            if value < 8 or value % 8:
+                raise ValueError(f'{name}: expected a positive multiple of 8 (GroupNorm(8) '
+                                 f'groups), got {value}')
         if qk_dim % num_heads:
             raise ValueError(f'num_heads: expected a divisor of qk_dim={qk_dim}, got {num_heads}')
         if not 0.0 <= window_ratio <= 1.0:
