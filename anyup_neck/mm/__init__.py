@@ -1,1 +1,9 @@
-"""OpenMMLab registry glue (the only place importing mmengine/mmseg)."""
+"""OpenMMLab glue: the only part of anyup_neck importing mmengine / mmseg.
+
+Importing it registers every module below into mmseg's registries. ``compat`` comes first:
+it makes ``mmseg`` importable on mmcv-lite and lets torch load Runner checkpoints safely.
+"""
+from . import compat  # noqa: F401  (must run before anything imports mmseg)
+from .backbones import TimmBackbone
+
+__all__ = ['TimmBackbone']
