@@ -1,7 +1,6 @@
 """The mmcv._ext stand-in and the weights_only allow-list for Runner checkpoints."""
 import argparse
 import importlib.util
-
 import pickle
 
 import numpy as np

@@ -42,8 +42,11 @@ def test_pretrained_from_local_file_and_tag_mean_std(tmp_path):
     torch.save(source.state_dict(), path)
     backbone = build(model_name='vit_base_patch16_siglip_224.v2_webli', pretrained=str(path),
                      model_kwargs=kwargs)
+    backbone.init_weights()  # what the Runner calls: must not re-initialise
     torch.testing.assert_close(backbone.model.patch_embed.proj.weight,
                                source.patch_embed.proj.weight)
+    torch.testing.assert_close(backbone.model.blocks[1].mlp.fc2.weight,
+                               source.blocks[1].mlp.fc2.weight)
     assert backbone.mean == pytest.approx((127.5,) * 3) and backbone.std == pytest.approx((127.5,) * 3)
 
 

@@ -79,7 +79,6 @@ class TimmBackbone(BaseModule):
             the input should be a multiple of :attr:`patch_size`.
         model_kwargs: more ``timm.create_model`` arguments (e.g. ``init_values=1.0``,
             ``drop_path_rate``).
-        init_cfg: mmengine init config (rarely needed: weights come from ``pretrained``).
 
     Attributes:
         out_channels: channels of each output.
@@ -94,9 +93,8 @@ class TimmBackbone(BaseModule):
 
     def __init__(self, model_name: str, pretrained: str | None = None,
                  out_indices: Sequence[int] = (-1,), norm: bool = False,
-                 dynamic_img_size: bool = True, model_kwargs: dict | None = None,
-                 init_cfg: dict | None = None) -> None:
-        super().__init__(init_cfg=init_cfg)
+                 dynamic_img_size: bool = True, model_kwargs: dict | None = None) -> None:
+        super().__init__()
         _check_model_name(model_name)
         if pretrained is not None and not os.path.isfile(pretrained):
             raise FileNotFoundError(f'pretrained: expected a local weights file for '
@@ -119,6 +117,14 @@ class TimmBackbone(BaseModule):
         if hasattr(model, 'prune_intermediate_layers'):
             model.prune_intermediate_layers(self.out_indices, prune_norm=not norm, prune_head=True)
         self.model = model
+
+    def init_weights(self) -> None:
+        """Keep the weights timm built (random init or ``pretrained``).
+
+        mmengine's default would call the timm model's own ``init_weights`` when the Runner
+        starts and silently re-initialise pretrained weights.
+        """
+        self._is_init = True
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """(B, 3, H, W) normalised image -> tuple of NCHW maps, one per ``out_indices``."""
