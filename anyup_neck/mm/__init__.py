@@ -5,5 +5,12 @@ it makes ``mmseg`` importable on mmcv-lite and lets torch load Runner checkpoint
 """
 from . import compat  # noqa: F401  (must run before anything imports mmseg)
 from .backbones import TimmBackbone
+from .datasets import ShapesDataset
+from .heads import DPTDepthHead, DPTPyramidHead, LinearHead
+from .necks import AnyUpNeck, BilinearNeck
+from .optim import TrainableParamsOptimWrapperConstructor
+from .segmentors import AnyUpDepthEstimator, AnyUpEncoderDecoder
 
-__all__ = ['TimmBackbone']
+__all__ = ['TimmBackbone', 'AnyUpNeck', 'BilinearNeck', 'AnyUpEncoderDecoder',
+           'AnyUpDepthEstimator', 'LinearHead', 'DPTPyramidHead', 'DPTDepthHead',
+           'ShapesDataset', 'TrainableParamsOptimWrapperConstructor']

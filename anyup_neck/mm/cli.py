@@ -1,0 +1,83 @@
+"""What tools/train.py and tools/test.py share: mmseg's command line, config loading.
+
+The options and their meaning follow mmseg's own tools (``--work-dir``, ``--cfg-options``,
+``--launcher none|pytorch|slurm|mpi``, ``--local-rank``); distributed runs are set up by
+mmengine's Runner from ``--launcher`` (``torchrun`` sets the environment it reads).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import os.path as osp
+
+from mmengine.config import Config, DictAction
+
+
+def base_parser(description: str) -> argparse.ArgumentParser:
+    """Parser with the positional ``config`` and the options common to both tools."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument('config', help='config file path')
+    parser.add_argument('--work-dir', help='directory for logs, checkpoints and results '
+                        '(default: ./work_dirs/<config name>)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config entries, key=value (e.g. '
+                        'model.backbone.pretrained=ckpt.pth train_cfg.max_iters=100); '
+                        'lists as key="[a,b]"')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher (pytorch = torchrun)')
+    # torch.distributed.launch passes --local-rank (torch >= 2) or --local_rank.
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    return parser
+
+
+def load_config(args: argparse.Namespace) -> Config:
+    """Config from ``args.config`` with the launcher, ``--cfg-options`` and work_dir applied.
+
+    work_dir priority: ``--work-dir`` > the config's ``work_dir`` > ./work_dirs/<config name>.
+    """
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    return cfg
+
+
+def enable_amp(cfg: Config) -> None:
+    """Switch ``OptimWrapper`` to mixed precision (``AmpOptimWrapper``, dynamic loss scale)."""
+    wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
+    if wrapper == 'AmpOptimWrapper':
+        return
+    if wrapper != 'OptimWrapper':
+        raise ValueError(f"--amp: expected optim_wrapper.type 'OptimWrapper' (to switch to "
+                         f"'AmpOptimWrapper'), got {wrapper!r}")
+    cfg.optim_wrapper.type = 'AmpOptimWrapper'
+    cfg.optim_wrapper.loss_scale = 'dynamic'
+
+
+def set_prediction_output(cfg: Config, out_dir: str) -> None:
+    """Make the test metrics (IoUMetric / DepthMetric) write each prediction as a PNG."""
+    evaluators = cfg.test_evaluator if isinstance(cfg.test_evaluator, list) \
+        else [cfg.test_evaluator]
+    for evaluator in evaluators:
+        evaluator['output_dir'] = out_dir
+        evaluator['keep_results'] = True
+
+
+def enable_visualization(cfg: Config, show_dir: str | None, show: bool = False,
+                         wait_time: float = 2.0) -> None:
+    """Turn on the config's visualization hook: overlays saved under ``show_dir``."""
+    hook = cfg.default_hooks.get('visualization')
+    if hook is None:
+        raise ValueError("default_hooks.visualization: expected a hook config "
+                         "(dict(type='SegVisualizationHook')) to draw predictions, got none")
+    hook['draw'] = True
+    if show:
+        hook['show'] = True
+        hook['wait_time'] = wait_time
+    if show_dir:
+        cfg.visualizer['save_dir'] = show_dir

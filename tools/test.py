@@ -1,0 +1,41 @@
+"""Evaluate a checkpoint on a config's test set (mmseg's CLI); optionally write predictions.
+
+    python tools/test.py configs/ade20k_dinov2_anyup.py work_dirs/.../iter_40000.pth
+        [--work-dir DIR] [--out PRED_DIR] [--show-dir VIS_DIR] [--cfg-options k=v ...]
+        [--launcher none|pytorch|slurm]
+
+--out writes each prediction as a PNG (label ids / depth in the metric's scale); --show-dir
+writes coloured overlays.
+"""
+import os.path as osp
+import sys
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout
+
+from mmengine.runner import Runner  # noqa: E402
+from mmseg.registry import RUNNERS  # noqa: E402
+
+from anyup_neck.mm.cli import (base_parser, enable_visualization, load_config,  # noqa: E402
+                               set_prediction_output)
+
+
+def main() -> None:
+    parser = base_parser('Test (and evaluate) a segmentor (mmseg + anyup_neck)')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--out', help='directory to write predictions to, one PNG per image')
+    parser.add_argument('--show', action='store_true', help='show predictions in a window')
+    parser.add_argument('--show-dir', help='directory to save painted predictions in')
+    parser.add_argument('--wait-time', type=float, default=2, help='seconds per shown image')
+    args = parser.parse_args()
+    cfg = load_config(args)
+    cfg.load_from = args.checkpoint
+    if args.show or args.show_dir:
+        enable_visualization(cfg, args.show_dir, args.show, args.wait_time)
+    if args.out is not None:
+        set_prediction_output(cfg, args.out)
+    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    runner.test()
+
+
+if __name__ == '__main__':
+    main()
