@@ -83,23 +83,29 @@ def window_attention_tiled(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, nu
     # Gather columns once (small), rows per chunk.
     k_cols = k.view(B, num_heads, d, h, w)[..., cols]                 # (B, N, d, h, Tc, KW)
     v_cols = v[..., cols]                                             # (B, C, h, Tc, KW)
-    # Which keys each pixel may see: (Tr, Tc, th*tw, KH*KW).
-    allowed = (row_valid[:, None, :, None, :, None] & col_valid[None, :, None, :, None, :])
-    allowed = allowed.reshape(Tr, Tc, th * tw, KH * KW)
+    # Which keys each pixel may see, as additive 0/-inf biases per axis, broadcast inside
+    # the logits instead of materialising a (Tr, Tc, th*tw, KH*KW) mask.
+    neg_inf = torch.tensor(float('-inf'), dtype=q.dtype, device=q.device)
+    zero = torch.zeros((), dtype=q.dtype, device=q.device)
+    row_bias = torch.where(row_valid, zero, neg_inf)[:, None, None, :, None, :, None]
+    col_bias = torch.where(col_valid, zero, neg_inf)[None, :, None, None, :, None, :]
 
     per_tile_row = B * Tc * th * tw * KH * KW * max(num_heads, 1) + B * Tc * KH * KW * C
     chunk = max(1, _CHUNK_ELEMENTS // max(per_tile_row, 1))
-    out_rows = []
+    # Written chunk by chunk into its final layout, so no second full-size copy is made.
+    out = q.new_empty(B, C, Tr, th, Tc, tw)
     for t0 in range(0, Tr, chunk):
         t1 = min(Tr, t0 + chunk)
         kc = k_cols[:, :, :, rows[t0:t1]]                             # (B, N, d, t, KH, Tc, KW)
         kc = kc.permute(0, 3, 5, 1, 2, 4, 6).reshape(B, t1 - t0, Tc, num_heads, d, KH * KW)
         logits = torch.matmul(qp[:, t0:t1], kc) * scale               # (B, t, Tc, N, P, K)
-        logits = logits.masked_fill(~allowed[None, t0:t1, :, None], float('-inf'))
-        weights = logits.softmax(dim=-1).mean(dim=3)                  # (B, t, Tc, P, K)
+        logits = logits.view(B, t1 - t0, Tc, num_heads, th, tw, KH, KW)
+        logits = logits + row_bias[t0:t1] + col_bias
+        weights = logits.view(B, t1 - t0, Tc, num_heads, th * tw, KH * KW)
+        weights = weights.softmax(dim=-1).mean(dim=3)                 # (B, t, Tc, P, K)
         vc = v_cols[:, :, rows[t0:t1]]                                # (B, C, t, KH, Tc, KW)
         vc = vc.permute(0, 2, 4, 3, 5, 1).reshape(B, t1 - t0, Tc, KH * KW, C)
-        out_rows.append(torch.matmul(weights, vc))                    # (B, t, Tc, P, C)
-    out = torch.cat(out_rows, dim=1).view(B, Tr, Tc, th, tw, C)
-    out = out.permute(0, 5, 1, 3, 2, 4).reshape(B, C, Tr * th, Tc * tw)
-    return out[:, :, :H, :W]
+        tile_out = torch.matmul(weights, vc)                          # (B, t, Tc, P, C)
+        out[:, :, t0:t1] = tile_out.view(B, t1 - t0, Tc, th, tw, C).permute(0, 5, 1, 3, 2, 4)
+    out = out.view(B, C, Tr * th, Tc * tw)
+    return out if (Tr * th, Tc * tw) == (H, W) else out[:, :, :H, :W].contiguous()
