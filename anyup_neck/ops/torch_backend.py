@@ -76,10 +76,6 @@ def window_attention_tiled(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, nu
     cols, col_valid, Tc = _tile_key_ranges(W, w, tw, window_ratio, q.device)
     KH, KW = rows.shape[1], cols.shape[1]
 
-    # Queries as (B, Tr, Tc, N, th*tw, d), zero-padded to whole tiles.
-    qp = torch.nn.functional.pad(q, (0, Tc * tw - W, 0, Tr * th - H))
-    qp = qp.view(B, num_heads, d, Tr, th, Tc, tw).permute(0, 3, 5, 1, 4, 6, 2)
-    qp = qp.reshape(B, Tr, Tc, num_heads, th * tw, d)
     # Gather columns once (small), rows per chunk.
     k_cols = k.view(B, num_heads, d, h, w)[..., cols]                 # (B, N, d, h, Tc, KW)
     v_cols = v[..., cols]                                             # (B, C, h, Tc, KW)
@@ -98,7 +94,12 @@ def window_attention_tiled(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, nu
         t1 = min(Tr, t0 + chunk)
         kc = k_cols[:, :, :, rows[t0:t1]]                             # (B, N, d, t, KH, Tc, KW)
         kc = kc.permute(0, 3, 5, 1, 2, 4, 6).reshape(B, t1 - t0, Tc, num_heads, d, KH * KW)
-        logits = torch.matmul(qp[:, t0:t1], kc) * scale               # (B, t, Tc, N, P, K)
+        # This chunk's queries as (B, t, Tc, N, th*tw, d), zero-padded to whole tiles.
+        qc = q[:, :, t0 * th:t1 * th]
+        qc = torch.nn.functional.pad(qc, (0, Tc * tw - W, 0, (t1 - t0) * th - qc.shape[2]))
+        qc = qc.reshape(B, num_heads, d, t1 - t0, th, Tc, tw).permute(0, 3, 5, 1, 4, 6, 2)
+        qc = qc.reshape(B, t1 - t0, Tc, num_heads, th * tw, d)
+        logits = torch.matmul(qc, kc) * scale                         # (B, t, Tc, N, P, K)
         logits = logits.view(B, t1 - t0, Tc, num_heads, th, tw, KH, KW)
         logits = logits + row_bias[t0:t1] + col_bias
         weights = logits.view(B, t1 - t0, Tc, num_heads, th * tw, KH * KW)

@@ -126,6 +126,17 @@ class AnyUp(nn.Module):
         """
         return self.rope(self.image_encoder(self._check_image(image)))
 
+    def _queries_and_keys(self, encoding: torch.Tensor, features: torch.Tensor,
+                          output_size: int | Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pooled queries (B, D, H, W) and aggregated keys (B, D, h, w), before attention."""
+        H, W = _check_size(output_size)
+        features = self._check_features(features, encoding.shape[0], encoding.device)
+        h, w = features.shape[-2:]
+        q = F.adaptive_avg_pool2d(self.query_encoder(encoding), (H, W))
+        k = F.adaptive_avg_pool2d(self.key_encoder(encoding), (h, w))
+        unified = self.key_features_encoder(F.normalize(features.to(k.dtype), dim=1))
+        return q, self.aggregation(torch.cat([k, unified], dim=1))
+
     def upsample(self, encoding: torch.Tensor, features: torch.Tensor,
                  output_size: int | Sequence[int], backend: str | None = None) -> torch.Tensor:
         """Upsample ``features`` (B, C, h, w) to ``output_size`` guided by ``encoding``.
@@ -133,14 +144,15 @@ class AnyUp(nn.Module):
         ``encoding`` comes from :meth:`encode_image`. Returns (B, C, H, W) in the features'
         dtype.
         """
-        H, W = _check_size(output_size)
-        features = self._check_features(features, encoding.shape[0], encoding.device)
-        h, w = features.shape[-2:]
-        q = F.adaptive_avg_pool2d(self.query_encoder(encoding), (H, W))
-        k = F.adaptive_avg_pool2d(self.key_encoder(encoding), (h, w))
-        unified = self.key_features_encoder(F.normalize(features.to(k.dtype), dim=1))
-        k = self.aggregation(torch.cat([k, unified], dim=1))
+        q, k = self._queries_and_keys(encoding, features, output_size)
         return self.cross_decode(q, k, features, backend=backend)
+
+    def attention_map(self, image: torch.Tensor, features: torch.Tensor,
+                      output_size: int | Sequence[int], pixel: tuple[int, int]) -> torch.Tensor:
+        """Weights (B, h, w) with which output ``pixel`` (row, col) averages the features."""
+        q, k = self._queries_and_keys(self.encode_image(image), features, output_size)
+        decoded = self.cross_decode.decode_queries(q)
+        return self.cross_decode.cross_attn.pixel_weights(decoded, k, pixel)
 
     def forward(self, image: torch.Tensor, features: torch.Tensor,
                 output_size: int | Sequence[int] | None = None,

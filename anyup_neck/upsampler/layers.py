@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..ops import window_attention
+from ..ops import window_attention, window_mask
 
 
 class ResBlock(nn.Module):
@@ -150,24 +150,81 @@ class WindowCrossAttention(nn.Module):
         x = F.linear(x, self.attention.in_proj_weight[rows], self.attention.in_proj_bias[rows])
         return x.permute(0, 3, 1, 2)
 
+    def project_queries(self, q: torch.Tensor) -> torch.Tensor:
+        """(B, D, H, W) -> RMSNorm'd, projected queries (B, D, H, W)."""
+        return self._project(q, self.norm_q, slice(0, q.shape[1]))
+
+    def project_keys(self, k: torch.Tensor) -> torch.Tensor:
+        """(B, D, h, w) -> RMSNorm'd, projected keys (B, D, h, w)."""
+        D = k.shape[1]
+        return self._project(k, self.norm_k, slice(D, 2 * D))
+
+    def pixel_weights(self, projected_q: torch.Tensor, k: torch.Tensor,
+                      pixel: tuple[int, int]) -> torch.Tensor:
+        """Head-averaged attention weights of one output pixel over the keys, (B, h, w).
+
+        ``projected_q`` (B, D, H, W) as :meth:`attend` takes it, ``k`` (B, D, h, w) raw keys.
+        For inspection only (a dense row of the attention); zero outside the pixel's window.
+        """
+        (H, W), (h, w), D = projected_q.shape[-2:], k.shape[-2:], projected_q.shape[1]
+        i, j = pixel
+        if not (0 <= i < H and 0 <= j < W):
+            raise ValueError(f'pixel: expected a position inside the {H}x{W} output, got {pixel}')
+        qp = projected_q[:, :, i:i + 1, j:j + 1]                              # (B, D, 1, 1)
+        kp = self.project_keys(k)                                             # (B, D, h, w)
+        d = D // self.num_heads
+        logits = torch.einsum('bnd,bndk->bnk', qp.reshape(-1, self.num_heads, d),
+                              kp.reshape(kp.shape[0], self.num_heads, d, h * w)) / math.sqrt(d)
+        allowed = window_mask((H, W), (h, w), self.window_ratio, k.device)[i * W + j]
+        logits = logits.masked_fill(~allowed, float('-inf'))
+        return logits.softmax(dim=-1).mean(dim=1).view(-1, h, w)
+
+    def attend(self, projected_q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+               backend: str | None = None) -> torch.Tensor:
+        """Already projected queries (B, D, H, W), raw keys (B, D, h, w), values (B, C, h, w).
+
+        Runs in the values' dtype and returns (B, C, H, W).
+        """
+        return window_attention(projected_q.to(v.dtype), self.project_keys(k).to(v.dtype), v,
+                                num_heads=self.num_heads, window_ratio=self.window_ratio,
+                                backend=backend or self.backend)
+
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                 backend: str | None = None) -> torch.Tensor:
         """q (B, D, H, W), k (B, D, h, w), v (B, C, h, w) -> (B, C, H, W)."""
-        D = q.shape[1]
-        q = self._project(q, self.norm_q, slice(0, D)).to(v.dtype)
-        k = self._project(k, self.norm_k, slice(D, 2 * D)).to(v.dtype)
-        return window_attention(q, k, v, num_heads=self.num_heads, window_ratio=self.window_ratio,
-                                backend=backend or self.backend)
+        return self.attend(self.project_queries(q), k, v, backend)
 
 
 class CrossAttentionBlock(nn.Module):
-    """3x3 conv (zero padding, no bias) on the queries, then :class:`WindowCrossAttention`."""
+    """3x3 conv (zero padding, no bias) on the queries, then :class:`WindowCrossAttention`.
+
+    Without autograd, the query path (conv, norm, projection) runs in blocks of output rows
+    of at most ``max_block_elements`` values, written into one preallocated tensor, so a
+    very large output holds about two query-sized buffers instead of four.
+    """
+
+    max_block_elements: int = 1 << 24
 
     def __init__(self, dim: int, num_heads: int, window_ratio: float, backend: str = 'auto') -> None:
         super().__init__()
         self.cross_attn = WindowCrossAttention(dim, num_heads, window_ratio, backend)
         self.conv2d = nn.Conv2d(dim, dim, 3, padding=1, bias=False)
 
+    def decode_queries(self, q: torch.Tensor) -> torch.Tensor:
+        """Pooled queries (B, D, H, W) -> convolved, normalised, projected (B, D, H, W)."""
+        if torch.is_grad_enabled():
+            return self.cross_attn.project_queries(self.conv2d(q))
+        B, D, H, W = q.shape
+        out = torch.empty_like(q)
+        rows = max(1, self.max_block_elements // (B * D * W))
+        for r0 in range(0, H, rows):
+            r1 = min(H, r0 + rows)
+            # One halo row each side (zeros at the borders) makes the 3x3 conv exact.
+            block = F.pad(q[:, :, max(0, r0 - 1):r1 + 1], (0, 0, int(r0 == 0), int(r1 == H)))
+            block = F.conv2d(block, self.conv2d.weight, padding=(0, 1))
+            out[:, :, r0:r1] = self.cross_attn.project_queries(block)
+        return out
+
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                 backend: str | None = None) -> torch.Tensor:
-        return self.cross_attn(self.conv2d(q), k, v, backend=backend)
+        return self.cross_attn.attend(self.decode_queries(q), k, v, backend=backend)

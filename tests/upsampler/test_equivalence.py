@@ -65,3 +65,27 @@ def test_encoding_can_be_shared_across_feature_maps():
         torch.testing.assert_close(model.upsample(enc, feats_a, (16, 16)),
                                    model(image, feats_a, (16, 16)))
         torch.testing.assert_close(model.upsample(enc, feats_b, 32), model(image, feats_b))
+
+
+def test_attention_map_is_the_row_that_produces_the_pixel():
+    model = randomized_anyup()
+    image = torch.randn(2, 3, 24, 32, dtype=torch.float64)
+    feats = torch.randn(2, 5, 6, 8, dtype=torch.float64)
+    with torch.no_grad():
+        out = model(image, feats, output_size=(12, 20))
+        weights = model.attention_map(image, feats, (12, 20), pixel=(7, 15))
+    assert weights.shape == (2, 6, 8)
+    torch.testing.assert_close(weights.sum(dim=(1, 2)), torch.ones(2, dtype=torch.float64))
+    torch.testing.assert_close(torch.einsum('bhw,bchw->bc', weights, feats), out[:, :, 7, 15])
+    assert (weights[:, :, :5] == 0).all()     # window of column 15/20 starts at key column 5
+
+
+def test_row_blocked_query_path_equals_the_direct_one():
+    """Inference decodes queries in row blocks; it must equal the autograd path exactly."""
+    model = randomized_anyup(qk_dim=16, lfu_basis=8, num_heads=2)
+    model.cross_decode.max_block_elements = 16 * 31 * 3           # 3 rows per block
+    q = torch.randn(2, 16, 20, 31, dtype=torch.float64)
+    with torch.no_grad():
+        blocked = model.cross_decode.decode_queries(q)
+    direct = model.cross_decode.decode_queries(q)
+    torch.testing.assert_close(blocked, direct.detach(), rtol=1e-12, atol=1e-12)
