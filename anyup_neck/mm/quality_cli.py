@@ -1,0 +1,97 @@
+"""What the quality tools (eval_upsampling, visualize) share: the backbone and the methods
+named on the command line."""
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+
+from ..quality.benchmark import FeatureFn, Method
+from ..upsampler import AnyUp
+from ..upsampler.baselines import BASELINES
+from .backbones import TimmBackbone
+
+
+def add_backbone_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--backbone``, ``--backbone-weights``, ``--backbone-kwargs``, ``--out-index``, ``--seed``."""
+    group = parser.add_argument_group('backbone')
+    group.add_argument('--backbone', default='vit_small_patch14_dinov2',
+                       help='timm model name (default: %(default)s)')
+    group.add_argument('--backbone-weights', help='local weights file (default: random init)')
+    group.add_argument('--backbone-kwargs', type=json.loads, default={},
+                       help='JSON of extra timm.create_model arguments, e.g. '
+                       '\'{"init_values": 1.0}\'')
+    group.add_argument('--out-index', type=int, default=-1, help='block / stage to read')
+    group.add_argument('--seed', type=int, default=0, help='seed of random initialisation')
+
+
+def add_method_arguments(parser: argparse.ArgumentParser, default: list[str]) -> None:
+    """``--methods`` (baselines and ``anyup_random``) and ``--checkpoint NAME=PATH``."""
+    parser.add_argument('--methods', nargs='+', default=default,
+                        choices=[*BASELINES, 'anyup_random'],
+                        help='training-free baselines, and AnyUp with random weights')
+    parser.add_argument('--checkpoint', nargs='+', default=[], metavar='NAME=PATH',
+                        help='AnyUp checkpoints to compare (official files or exports of '
+                        'tools/train_upsampler.py), each under its own name')
+    parser.add_argument('--lfu-mode', choices=['official', 'paper'], default=None,
+                        help='LFU mode of the checkpoints (default: official for official '
+                        "files; exports of train_upsampler.py are usually 'paper')")
+    parser.add_argument('--backend', default='auto', help='window-attention backend')
+
+
+def build_backbone(args: argparse.Namespace) -> tuple[TimmBackbone, FeatureFn]:
+    """The frozen backbone and a function RGB [0, 1] (B, 3, H, W) -> features (B, C, h, w)."""
+    torch.manual_seed(args.seed)
+    backbone = TimmBackbone(args.backbone, pretrained=args.backbone_weights,
+                            out_indices=(args.out_index,), model_kwargs=args.backbone_kwargs)
+    backbone.eval().requires_grad_(False)
+    mean = torch.tensor(backbone.mean).view(1, 3, 1, 1) / 255
+    std = torch.tensor(backbone.std).view(1, 3, 1, 1) / 255
+
+    def features(images: torch.Tensor) -> torch.Tensor:
+        return backbone((images - mean) / std)[0]
+    return backbone, features
+
+
+def _anyup_method(model: AnyUp) -> Method:
+    model.eval()
+    return lambda guidance, features, size: model(guidance, features, output_size=size)
+
+
+def build_methods(args: argparse.Namespace) -> dict[str, Method]:
+    """Name -> method, in command-line order: baselines, ``anyup_random``, checkpoints.
+
+    ``anyup_random`` has the architecture of the first checkpoint (the default AnyUp when
+    there is none), so it isolates what training adds.
+    """
+    checkpoints = {}
+    for item in args.checkpoint:
+        name, sep, path = item.partition('=')
+        if not sep or not name or not path:
+            raise ValueError(f'--checkpoint: expected NAME=PATH, got {item!r}')
+        kwargs = dict(backend=args.backend)
+        if args.lfu_mode:
+            kwargs['lfu_mode'] = args.lfu_mode
+        checkpoints[name] = AnyUp.from_pretrained(path, **kwargs)
+    methods: dict[str, Method] = {}
+    for name in args.methods:
+        if name == 'anyup_random':
+            torch.manual_seed(args.seed)
+            template = next(iter(checkpoints.values()), None)
+            model = AnyUp(backend=args.backend) if template is None else type(template)(
+                **_architecture(template), backend=args.backend)
+            methods[name] = _anyup_method(model)
+        else:
+            methods[name] = BASELINES[name]
+    methods.update({name: _anyup_method(model) for name, model in checkpoints.items()})
+    return methods
+
+
+def _architecture(model: AnyUp) -> dict:
+    """Constructor arguments that rebuild ``model``'s architecture (random weights)."""
+    attention = model.cross_decode.cross_attn
+    lfu = model.key_features_encoder[0]
+    return dict(qk_dim=model.rope.freqs.shape[1], num_heads=attention.num_heads,
+                window_ratio=attention.window_ratio, lfu_basis=lfu.basis.shape[0],
+                lfu_kernel_size=lfu.kernel_size, lfu_mode=lfu.mode)
