@@ -8,9 +8,10 @@ from .backbones import TimmBackbone
 from .datasets import ShapesDataset
 from .heads import DPTDepthHead, DPTPyramidHead, LinearHead
 from .necks import AnyUpNeck, BilinearNeck
-from .optim import TrainableParamsOptimWrapperConstructor
+from .optim import CPUAmpOptimWrapper, TrainableParamsOptimWrapperConstructor
 from .segmentors import AnyUpDepthEstimator, AnyUpEncoderDecoder
 
 __all__ = ['TimmBackbone', 'AnyUpNeck', 'BilinearNeck', 'AnyUpEncoderDecoder',
            'AnyUpDepthEstimator', 'LinearHead', 'DPTPyramidHead', 'DPTDepthHead',
-           'ShapesDataset', 'TrainableParamsOptimWrapperConstructor']
+           'ShapesDataset', 'TrainableParamsOptimWrapperConstructor', 'CPUAmpOptimWrapper']
+from . import training  # noqa: F401

@@ -10,6 +10,7 @@ import argparse
 import os
 import os.path as osp
 
+import torch
 from mmengine.config import Config, DictAction
 
 
@@ -48,15 +49,19 @@ def load_config(args: argparse.Namespace) -> Config:
 
 
 def enable_amp(cfg: Config) -> None:
-    """Switch ``OptimWrapper`` to mixed precision (``AmpOptimWrapper``, dynamic loss scale)."""
+    """Switch ``OptimWrapper`` to mixed precision: mmengine's ``AmpOptimWrapper`` (fp16,
+    dynamic loss scale) on GPUs, :class:`CPUAmpOptimWrapper` (bf16 autocast) without one."""
     wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
-    if wrapper == 'AmpOptimWrapper':
+    if wrapper in ('AmpOptimWrapper', 'CPUAmpOptimWrapper'):
         return
     if wrapper != 'OptimWrapper':
         raise ValueError(f"--amp: expected optim_wrapper.type 'OptimWrapper' (to switch to "
-                         f"'AmpOptimWrapper'), got {wrapper!r}")
-    cfg.optim_wrapper.type = 'AmpOptimWrapper'
-    cfg.optim_wrapper.loss_scale = 'dynamic'
+                         f"a mixed-precision wrapper), got {wrapper!r}")
+    if torch.cuda.is_available():
+        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        cfg.optim_wrapper.loss_scale = 'dynamic'
+    else:
+        cfg.optim_wrapper.type = 'CPUAmpOptimWrapper'
 
 
 def set_prediction_output(cfg: Config, out_dir: str) -> None:
@@ -70,12 +75,13 @@ def set_prediction_output(cfg: Config, out_dir: str) -> None:
 
 def enable_visualization(cfg: Config, show_dir: str | None, show: bool = False,
                          wait_time: float = 2.0) -> None:
-    """Turn on the config's visualization hook: overlays saved under ``show_dir``."""
+    """Turn on the config's visualization hook for every image: overlays under ``show_dir``."""
     hook = cfg.default_hooks.get('visualization')
     if hook is None:
         raise ValueError("default_hooks.visualization: expected a hook config "
                          "(dict(type='SegVisualizationHook')) to draw predictions, got none")
     hook['draw'] = True
+    hook['interval'] = 1
     if show:
         hook['show'] = True
         hook['wait_time'] = wait_time

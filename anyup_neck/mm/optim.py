@@ -1,6 +1,9 @@
-"""An optimizer-wrapper constructor that leaves frozen parameters out of the optimizer."""
+"""Optimizer wrappers: frozen parameters left out of the optimizer; mixed precision on CPU."""
 from __future__ import annotations
 
+from contextlib import contextmanager
+
+import torch
 from mmengine.logging import print_log
 from mmengine.optim import DefaultOptimWrapperConstructor, OptimWrapper
 from mmseg.registry import OPTIM_WRAPPER_CONSTRUCTORS, OPTIM_WRAPPERS, OPTIMIZERS
@@ -34,3 +37,18 @@ class TrainableParamsOptimWrapperConstructor(DefaultOptimWrapperConstructor):
                    is_dcn_module: int | float | None = None) -> None:
         super().add_params(params, module, prefix, is_dcn_module)
         params[:] = [group for group in params if group['params'][0].requires_grad]
+
+
+@OPTIM_WRAPPERS.register_module()
+class CPUAmpOptimWrapper(OptimWrapper):
+    """Mixed precision on CPU: bfloat16 autocast around the forward, no loss scaling.
+
+    mmengine's ``AmpOptimWrapper`` needs a CUDA/NPU/MLU device; ``tools/train.py --amp``
+    picks this wrapper when none is present. (On CPUs without native bf16, oneDNN may need
+    ``ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16``.)
+    """
+
+    @contextmanager
+    def optim_context(self, model: nn.Module):
+        with super().optim_context(model), torch.autocast('cpu', dtype=torch.bfloat16):
+            yield

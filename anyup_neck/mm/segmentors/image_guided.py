@@ -13,9 +13,11 @@
 """
 from __future__ import annotations
 
+import logging
 from contextlib import nullcontext
 
 import torch
+from mmengine.logging import print_log
 from mmseg.models.segmentors import DepthEstimator, EncoderDecoder
 from mmseg.registry import MODELS
 
@@ -39,6 +41,7 @@ class ImageGuidedMixin:
 
     def _setup_image_guidance(self, freeze_backbone: bool) -> None:
         self.freeze_backbone = freeze_backbone
+        self._check_preprocessor_matches_backbone()
         if freeze_backbone:
             self.backbone.requires_grad_(False)
             self.backbone.eval()
@@ -52,6 +55,19 @@ class ImageGuidedMixin:
                 mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
             self.neck.set_image_normalization(mean, std)
         self._check_shapes()
+
+    def _check_preprocessor_matches_backbone(self) -> None:
+        """Warn when data_preprocessor normalises differently from what the backbone expects."""
+        preprocessor, backbone = self.data_preprocessor, self.backbone
+        if not (hasattr(backbone, 'mean') and getattr(preprocessor, '_enable_normalize', False)):
+            return
+        actual = (preprocessor.mean.flatten().tolist(), preprocessor.std.flatten().tolist())
+        if not all(abs(a - e) < 0.01 for got, want in zip(actual, (backbone.mean, backbone.std))
+                   for a, e in zip(got, want)):
+            print_log(f'data_preprocessor mean/std {actual} differ from what the backbone '
+                      f'expects ({list(backbone.mean)}, {list(backbone.std)}; 0-255 scale); '
+                      f'set them to the backbone values unless this is intended',
+                      logger='current', level=logging.WARNING)
 
     def _check_shapes(self) -> None:
         num_levels, backbone_channels = _backbone_levels(self.backbone)
