@@ -55,8 +55,8 @@ def build_backbone(args: argparse.Namespace) -> tuple[TimmBackbone, FeatureFn]:
 
 
 def _anyup_method(model: AnyUp) -> Method:
-    model.eval()
-    return lambda guidance, features, size: model(guidance, features, output_size=size)
+    """The model's bound ``__call__`` (its ``__self__`` is the model, for tools that need it)."""
+    return model.eval().__call__
 
 
 def build_methods(args: argparse.Namespace) -> dict[str, Method]:
