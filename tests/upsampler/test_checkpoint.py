@@ -86,3 +86,37 @@ def test_missing_file_and_non_state_dict_fail_clearly(tmp_path):
     torch.save([1, 2], path)
     with pytest.raises(ValueError, match='expected a state_dict'):
         AnyUp.from_pretrained(path)
+
+
+def test_from_pretrained_downloads_a_url_once(tmp_path, monkeypatch):
+    """URLs go through torch.hub's cache; served here from a loopback HTTP server."""
+    import functools
+    import http.server
+    import threading
+
+    model = randomized_anyup(dtype=torch.float32, qk_dim=16, lfu_basis=8, num_heads=2)
+    served = tmp_path / 'served'
+    served.mkdir()
+    torch.save(model.state_dict(), served / 'anyup_small.pth')
+    requests = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            requests.append(self.path)
+
+    server = http.server.ThreadingHTTPServer(
+        ('127.0.0.1', 0), functools.partial(Handler, directory=str(served)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch_home'))
+    try:
+        url = f'http://127.0.0.1:{server.server_address[1]}/anyup_small.pth'
+        for _ in range(2):
+            loaded = AnyUp.from_pretrained(url, num_heads=2)
+            assert all(torch.equal(loaded.state_dict()[k], v)
+                       for k, v in model.state_dict().items())
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert len(requests) == 1                                        # second call: from cache
+    assert list((tmp_path / 'torch_home').rglob('anyup_small.pth'))
