@@ -17,6 +17,7 @@ from mmseg.registry import RUNNERS  # noqa: E402
 
 from anyup_neck.mm.cli import (base_parser, enable_visualization, load_config,  # noqa: E402
                                set_prediction_output)
+from anyup_neck.mm.distributed import prepare_cpu_distributed  # noqa: E402
 
 
 def main() -> None:
@@ -33,6 +34,7 @@ def main() -> None:
         enable_visualization(cfg, args.show_dir, args.show, args.wait_time)
     if args.out is not None:
         set_prediction_output(cfg, args.out)
+    prepare_cpu_distributed(cfg)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     runner.test()
 

@@ -6,6 +6,7 @@ it makes ``mmseg`` importable on mmcv-lite and lets torch load Runner checkpoint
 from . import compat  # noqa: F401  (must run before anything imports mmseg)
 from .backbones import TimmBackbone
 from .datasets import ShapesDataset
+from .distributed import CPUDistributedDataParallel
 from .heads import DPTDepthHead, DPTPyramidHead, LinearHead
 from .necks import AnyUpNeck, BilinearNeck
 from .optim import CPUAmpOptimWrapper, TrainableParamsOptimWrapperConstructor
@@ -13,5 +14,5 @@ from .segmentors import AnyUpDepthEstimator, AnyUpEncoderDecoder
 
 __all__ = ['TimmBackbone', 'AnyUpNeck', 'BilinearNeck', 'AnyUpEncoderDecoder',
            'AnyUpDepthEstimator', 'LinearHead', 'DPTPyramidHead', 'DPTDepthHead',
-           'ShapesDataset', 'TrainableParamsOptimWrapperConstructor', 'CPUAmpOptimWrapper']
-from . import training  # noqa: F401
+           'ShapesDataset', 'TrainableParamsOptimWrapperConstructor', 'CPUAmpOptimWrapper',
+           'CPUDistributedDataParallel']
