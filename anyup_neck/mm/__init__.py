@@ -16,3 +16,4 @@ __all__ = ['TimmBackbone', 'AnyUpNeck', 'BilinearNeck', 'AnyUpEncoderDecoder',
            'AnyUpDepthEstimator', 'LinearHead', 'DPTPyramidHead', 'DPTDepthHead',
            'ShapesDataset', 'TrainableParamsOptimWrapperConstructor', 'CPUAmpOptimWrapper',
            'CPUDistributedDataParallel']
+from . import training  # noqa: F401
