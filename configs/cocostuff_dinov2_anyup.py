@@ -3,12 +3,5 @@ _base_ = [
     './_base_/models/anyup_linear.py', './_base_/datasets/coco_stuff164k_448.py',
     './_base_/default_runtime.py', './_base_/schedules/probe_40k.py'
 ]
-# https://dl.fbaipublicfiles.com/dinov2/dinov2_vits14/dinov2_vits14_pretrain.pth
-backbone_weights = 'checkpoints/dinov2_vits14_pretrain.pth'
-# https://github.com/wimmerth/anyup/releases/download/checkpoint_v2/anyup_multi_backbone.pth
-anyup_weights = 'checkpoints/anyup_multi_backbone.pth'
-model = dict(
-    backbone=dict(pretrained=backbone_weights),
-    neck=dict(init_cfg=dict(type='Pretrained', checkpoint=anyup_weights)),
-    decode_head=dict(num_classes=171))
+model = dict(decode_head=dict(num_classes=171))
 default_hooks = dict(checkpoint=dict(save_best='mIoU', rule='greater'))

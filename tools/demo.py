@@ -13,9 +13,9 @@ import sys
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout
 
 from mmengine.config import Config, DictAction  # noqa: E402
-from mmengine.runner import Runner  # noqa: E402
 
-from anyup_neck.mm.cli import enable_visualization, set_prediction_output  # noqa: E402
+from anyup_neck.mm.cli import (build_runner, enable_visualization,  # noqa: E402
+                               set_prediction_output)
 from anyup_neck.mm.datasets import write_demo_datasets  # noqa: E402
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -23,7 +23,8 @@ REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--config', default=osp.join(REPO, 'configs/demo/shapes_vit_anyup_linear.py'))
+    parser.add_argument('--config',
+                        default=osp.join(REPO, 'configs', 'demo', 'shapes_vit_anyup_linear.py'))
     parser.add_argument('--data-root', default='data/demo')
     parser.add_argument('--work-dir', default='work_dirs/demo')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
@@ -42,7 +43,7 @@ def main() -> None:
     set_prediction_output(cfg, osp.join(args.work_dir, 'predictions'))
     enable_visualization(cfg, osp.join(args.work_dir, 'vis'))
 
-    runner = Runner.from_cfg(cfg)
+    runner = build_runner(cfg)
     runner.train()
     metrics = runner.test()
     runner.logger.info(f'demo finished: {metrics}; predictions in '

@@ -12,12 +12,8 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout
 
-from mmengine.runner import Runner  # noqa: E402
-from mmseg.registry import RUNNERS  # noqa: E402
-
-from anyup_neck.mm.cli import (base_parser, enable_visualization, load_config,  # noqa: E402
-                               set_prediction_output)
-from anyup_neck.mm.distributed import prepare_cpu_distributed  # noqa: E402
+from anyup_neck.mm.cli import (base_parser, build_runner, enable_visualization,  # noqa: E402
+                               load_config, set_prediction_output)
 
 
 def main() -> None:
@@ -28,14 +24,16 @@ def main() -> None:
     parser.add_argument('--show-dir', help='directory to save painted predictions in')
     parser.add_argument('--wait-time', type=float, default=2, help='seconds per shown image')
     args = parser.parse_args()
+    if not osp.isfile(args.checkpoint):
+        raise FileNotFoundError(f'checkpoint: expected a checkpoint file, got '
+                                f'{args.checkpoint!r} (no such file)')
     cfg = load_config(args)
     cfg.load_from = args.checkpoint
     if args.show or args.show_dir:
         enable_visualization(cfg, args.show_dir, args.show, args.wait_time)
     if args.out is not None:
         set_prediction_output(cfg, args.out)
-    prepare_cpu_distributed(cfg)
-    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    runner = build_runner(cfg)
     runner.test()
 
 

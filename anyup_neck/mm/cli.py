@@ -1,4 +1,4 @@
-"""What tools/train.py and tools/test.py share: mmseg's command line, config loading.
+"""What tools/train.py and tools/test.py share: mmseg's command line, config, Runner.
 
 The options and their meaning follow mmseg's own tools (``--work-dir``, ``--cfg-options``,
 ``--launcher none|pytorch|slurm|mpi``, ``--local-rank``); distributed runs are set up by
@@ -12,6 +12,10 @@ import os.path as osp
 
 import torch
 from mmengine.config import Config, DictAction
+from mmengine.runner import Runner
+from mmseg.registry import RUNNERS
+
+from .distributed import prepare_cpu_distributed
 
 
 def base_parser(description: str) -> argparse.ArgumentParser:
@@ -36,6 +40,9 @@ def load_config(args: argparse.Namespace) -> Config:
 
     work_dir priority: ``--work-dir`` > the config's ``work_dir`` > ./work_dirs/<config name>.
     """
+    if not osp.isfile(args.config):
+        raise FileNotFoundError(f'config: expected a config file, got {args.config!r} '
+                                f'(no such file)')
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
@@ -46,6 +53,28 @@ def load_config(args: argparse.Namespace) -> Config:
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
     return cfg
+
+
+def add_training_options(parser: argparse.ArgumentParser) -> None:
+    """``--resume [CKPT]`` and ``--amp``, as mmseg's tools/train.py has them."""
+    parser.add_argument('--resume', nargs='?', const='auto', default=None, metavar='CKPT',
+                        help='resume from CKPT, or without a value from the latest '
+                        'checkpoint in the work dir')
+    parser.add_argument('--amp', action='store_true', help='mixed precision (fp16 '
+                        'AmpOptimWrapper on GPUs, bf16 CPUAmpOptimWrapper on CPU)')
+
+
+def apply_training_options(cfg: Config, args: argparse.Namespace) -> None:
+    """Apply :func:`add_training_options`' ``--amp`` and ``--resume`` to ``cfg``."""
+    if args.amp:
+        enable_amp(cfg)
+    if args.resume == 'auto':
+        cfg.resume, cfg.load_from = True, None
+    elif args.resume is not None:
+        if not osp.isfile(args.resume):
+            raise FileNotFoundError(f'--resume: expected a checkpoint file, got '
+                                    f'{args.resume!r} (no such file)')
+        cfg.resume, cfg.load_from = True, args.resume
 
 
 def enable_amp(cfg: Config) -> None:
@@ -87,3 +116,9 @@ def enable_visualization(cfg: Config, show_dir: str | None, show: bool = False,
         hook['wait_time'] = wait_time
     if show_dir:
         cfg.visualizer['save_dir'] = show_dir
+
+
+def build_runner(cfg: Config) -> Runner:
+    """mmengine's Runner for ``cfg`` (or ``cfg.runner_type``), CPU-only torchrun included."""
+    prepare_cpu_distributed(cfg)
+    return Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)

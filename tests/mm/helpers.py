@@ -52,7 +52,6 @@ def tiny_run_options(data_root: Path, work_dir: Path, checkpoint: Path | None,
     if checkpoint is not None:  # an AnyUp neck, with the tiny checkpoint's architecture
         options.update({'model.neck.upsampler.qk_dim': TINY_ANYUP['qk_dim'],
                         'model.neck.upsampler.lfu_basis': TINY_ANYUP['lfu_basis'],
-                        'model.neck.init_cfg.type': 'Pretrained',
                         'model.neck.init_cfg.checkpoint': str(checkpoint)})
     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         options.update({f'{loader}.dataset.data_root': root, f'{loader}.batch_size': 2,

@@ -26,7 +26,7 @@ def official_size_checkpoint(tmp_path_factory):
 def test_config_builds_and_runs(path, official_size_checkpoint):
     cfg = Config.fromfile(path)
     cfg.model.backbone.pretrained = None
-    if cfg.model.neck.get('init_cfg') is not None:
+    if cfg.model.neck.get('init_cfg', {}).get('checkpoint') is not None:
         cfg.model.neck.init_cfg.checkpoint = str(official_size_checkpoint)
     model = MODELS.build(cfg.model)
     model.init_weights()

@@ -85,6 +85,9 @@ def test_init_cfg_loads_official_format_strictly(tmp_path, anyup_checkpoint):
     neck.init_weights()
     torch.testing.assert_close(neck.upsampler.rope.freqs, state['rope.freqs'])
 
+    # checkpoint=None: random weights (what the demo configs use)
+    assert anyup_neck(init_cfg=dict(type='Pretrained', checkpoint=None)).checkpoint is None
+
     # an architecture that does not fit the file: every mismatch is reported
     neck = anyup_neck(upsampler=dict(qk_dim=32, num_heads=4, lfu_basis=8),
                       init_cfg=dict(type='Pretrained', checkpoint=str(anyup_checkpoint)))

@@ -26,7 +26,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 def _checkpoint_from_init_cfg(init_cfg: dict | None) -> tuple[str | None, str]:
     """``init_cfg=dict(type='Pretrained', checkpoint=path_or_url, prefix='')`` -> (path, prefix).
 
-    Checked at build time: a local file must exist (URLs are fetched by ``init_weights``).
+    ``checkpoint=None`` (or no ``init_cfg``) keeps the random initialisation. Checked at build
+    time: a local file must exist (URLs are fetched by ``init_weights``).
     """
     if init_cfg is None:
         return None, ''
@@ -34,6 +35,8 @@ def _checkpoint_from_init_cfg(init_cfg: dict | None) -> tuple[str | None, str]:
             or 'checkpoint' not in init_cfg or set(init_cfg) - {'type', 'checkpoint', 'prefix'}:
         raise ValueError(f"init_cfg: expected dict(type='Pretrained', checkpoint=<file or URL>"
                          f"[, prefix=<key prefix>]), got {init_cfg!r}")
+    if init_cfg['checkpoint'] is None:
+        return None, ''
     checkpoint = os.fspath(init_cfg['checkpoint'])
     if not checkpoint.startswith(('http://', 'https://')) and not os.path.isfile(checkpoint):
         raise FileNotFoundError(
@@ -64,7 +67,8 @@ class AnyUpNeck(ResamplingNeck):
             preprocessor's values). None = set by the segmentor from its data preprocessor.
         init_cfg: ``dict(type='Pretrained', checkpoint=<file or URL>, prefix='')``: AnyUp
             weights (official ``anyup_multi_backbone.pth``/``anyup_paper.pth`` or files written
-            by ``tools/train_upsampler.py``), loaded strictly by :meth:`init_weights`.
+            by ``tools/train_upsampler.py``), loaded strictly by :meth:`init_weights`;
+            ``checkpoint=None`` = random weights.
 
     Shapes: ``forward(inputs, image)``: inputs[l] (B, C_l, h_l, w_l), image (B, 3, H, W)
     -> tuple of (B, C_l, ceil(H/s), ceil(W/s)).

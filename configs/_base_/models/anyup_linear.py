@@ -1,5 +1,14 @@
 # Frozen DINOv2 ViT-S/14 -> frozen AnyUp to image resolution -> linear head (the probing setup
-# of AnyUp / JAFAR / FeatUp). Leaf configs set the weights paths and the dataset's num_classes.
+# of AnyUp / JAFAR / FeatUp). Leaf configs set the dataset's num_classes.
+#
+# Weights: local paths (point them at your files here, or per run with
+#   --cfg-options model.backbone.pretrained=... model.neck.init_cfg.checkpoint=...).
+# DINOv2 ViT-S/14: https://dl.fbaipublicfiles.com/dinov2/dinov2_vits14/dinov2_vits14_pretrain.pth
+#   (or timm's https://huggingface.co/timm/vit_small_patch14_dinov2.lvd142m model.safetensors)
+backbone_weights = 'checkpoints/dinov2_vits14_pretrain.pth'
+# AnyUp (a URL works too: downloaded once into the torch hub cache):
+#   https://github.com/wimmerth/anyup/releases/download/checkpoint_v2/anyup_multi_backbone.pth
+anyup_weights = 'checkpoints/anyup_multi_backbone.pth'
 norm_cfg = dict(type='SyncBN', requires_grad=True)  # plain BN when not distributed
 data_preprocessor = dict(
     type='SegDataPreProcessor',
@@ -17,7 +26,7 @@ model = dict(
     backbone=dict(
         type='TimmBackbone',
         model_name='vit_small_patch14_dinov2',
-        pretrained=None,
+        pretrained=backbone_weights,
         out_indices=(-1,),
         norm=True),
     neck=dict(
@@ -25,15 +34,14 @@ model = dict(
         in_index=-1,
         out_strides=(1,),  # image resolution
         frozen=True,
-        upsampler=dict()),  # the official architecture; weights: init_cfg in the leaf configs
+        upsampler=dict(),  # the official architecture
+        init_cfg=dict(type='Pretrained', checkpoint=anyup_weights)),
     decode_head=dict(
         type='LinearHead',
         in_channels=384,
         in_index=0,
-        num_classes=150,
         norm_cfg=norm_cfg,
         dropout_ratio=0.0,
-        align_corners=False,
-        loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0)),
+        align_corners=False),
     train_cfg=dict(),
     test_cfg=dict(mode='slide', crop_size=(448, 448), stride=(298, 298)))

@@ -9,6 +9,7 @@ model = dict(
     freeze_backbone=False,
     backbone=dict(model_name='vit_tiny_patch16_224', pretrained=None,
                   model_kwargs=dict(patch_size=8, depth=4, img_size=64)),
-    neck=dict(upsampler=dict(qk_dim=32, num_heads=4, lfu_basis=16)),
-    decode_head=dict(in_channels=192, num_classes=5, norm_cfg=dict(type='BN')),
+    neck=dict(upsampler=dict(qk_dim=32, num_heads=4, lfu_basis=16),
+              init_cfg=dict(checkpoint=None)),  # random weights
+    decode_head=dict(in_channels=192, norm_cfg=dict(type='BN')),
     test_cfg=dict(_delete_=True, mode='whole'))
