@@ -13,7 +13,7 @@ import sys
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout
 
 from anyup_neck.mm.cli import (base_parser, build_runner, enable_visualization,  # noqa: E402
-                               load_config, set_prediction_output)
+                               load_config, set_prediction_output, skip_pretrained_weights)
 
 
 def main() -> None:
@@ -29,6 +29,7 @@ def main() -> None:
                                 f'{args.checkpoint!r} (no such file)')
     cfg = load_config(args)
     cfg.load_from = args.checkpoint
+    skip_pretrained_weights(cfg)  # all weights come from the checkpoint
     if args.show or args.show_dir:
         enable_visualization(cfg, args.show_dir, args.show, args.wait_time)
     if args.out is not None:

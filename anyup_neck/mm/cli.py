@@ -77,6 +77,16 @@ def apply_training_options(cfg: Config, args: argparse.Namespace) -> None:
         cfg.resume, cfg.load_from = True, args.resume
 
 
+def skip_pretrained_weights(cfg: Config) -> None:
+    """Build without reading the backbone / upsampler weight files: a checkpoint being tested
+    (or used for inference) holds every weight, frozen ones included."""
+    backbone, neck = cfg.model.get('backbone') or {}, cfg.model.get('neck') or {}
+    if 'pretrained' in backbone:
+        backbone['pretrained'] = None
+    if isinstance(neck.get('init_cfg'), dict) and 'checkpoint' in neck['init_cfg']:
+        neck['init_cfg']['checkpoint'] = None
+
+
 def enable_amp(cfg: Config) -> None:
     """Switch ``OptimWrapper`` to mixed precision: mmengine's ``AmpOptimWrapper`` (fp16,
     dynamic loss scale) on GPUs, :class:`CPUAmpOptimWrapper` (bf16 autocast) without one."""

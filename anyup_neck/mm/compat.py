@@ -1,4 +1,4 @@
-"""Make the pinned OpenMMLab stack usable as it installs today (imported first by ``anyup_neck.mm``).
+"""Make the pinned OpenMMLab stack usable as it installs today (first import of ``anyup_neck.mm``).
 
 Two fixes, each applied once, each as narrow as possible:
 

@@ -18,7 +18,8 @@ def anyup_neck(**kwargs):
 
 
 def normalise(image01, mean, std):
-    return (image01 * 255 - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    mean, std = torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
+    return (image01 * 255 - mean) / std
 
 
 def test_outputs_match_anyup_with_imagenet_guidance_and_share_one_encoding():
@@ -98,7 +99,8 @@ def test_init_cfg_loads_official_format_strictly(tmp_path, anyup_checkpoint):
 @pytest.mark.parametrize('kwargs, error, message', [
     (dict(init_cfg=dict(type='Pretrained', checkpoint='nowhere/anyup.pth')), FileNotFoundError,
      r"init_cfg.checkpoint: expected an AnyUp checkpoint file or URL, got 'nowhere/anyup.pth'"),
-    (dict(init_cfg=dict(type='Kaiming')), ValueError, r"init_cfg: expected dict\(type='Pretrained'"),
+    (dict(init_cfg=dict(type='Kaiming')), ValueError,
+     r"init_cfg: expected dict\(type='Pretrained'"),
     (dict(in_index=(0, 1), out_strides=(1, 2, 4)), ValueError,
      r'in_index / out_strides: expected equal lengths'),
     (dict(out_strides=(0,)), ValueError, r'out_strides: expected positive strides, got \(0,\)'),

@@ -5,6 +5,9 @@ import pytest
 import torch
 from mmengine.config import Config
 from mmengine.runner import Runner
+from mmseg.apis import inference_model, init_model
+
+from anyup_neck.mm.cli import skip_pretrained_weights
 
 from .helpers import DEMO_DEPTH, DEMO_SEG, DEMO_SEG_BILINEAR, DEMO_SEG_DPT, tiny_run_options
 
@@ -47,4 +50,16 @@ def test_frozen_upsampler_and_backbone_are_unchanged_by_training(demo_data, anyu
     official = torch.load(anyup_checkpoint)
     for key, value in model.neck.upsampler.state_dict().items():
         torch.testing.assert_close(value, official[key], rtol=0, atol=0)
-    assert any(not torch.equal(v, head_before[k]) for k, v in model.decode_head.state_dict().items())
+    head_after = model.decode_head.state_dict()
+    assert any(not torch.equal(v, head_before[k]) for k, v in head_after.items())
+
+    # mmseg's inference API loads the Runner's checkpoint (torch's weights_only default)
+    # without the original weight files
+    cfg = runner.cfg.copy()
+    skip_pretrained_weights(cfg)
+    segmentor = init_model(cfg, str(tmp_path / 'iter_2.pth'), device='cpu')
+    torch.testing.assert_close(segmentor.decode_head.conv_seg.weight,
+                               model.decode_head.conv_seg.weight)
+    image = next((demo_data / 'ade' / 'images' / 'validation').iterdir())
+    result = inference_model(segmentor, str(image))
+    assert result.pred_sem_seg.data.shape[-2:] == (32, 32)

@@ -47,12 +47,14 @@ def test_pretrained_from_local_file_and_tag_mean_std(tmp_path):
                                source.patch_embed.proj.weight)
     torch.testing.assert_close(backbone.model.blocks[1].mlp.fc2.weight,
                                source.blocks[1].mlp.fc2.weight)
-    assert backbone.mean == pytest.approx((127.5,) * 3) and backbone.std == pytest.approx((127.5,) * 3)
+    assert backbone.mean == pytest.approx((127.5,) * 3)
+    assert backbone.std == pytest.approx((127.5,) * 3)
 
 
 @pytest.mark.parametrize('kwargs, error, message', [
     (dict(model_name='vit_smal_patch14_dinov2'), ValueError,
-     r"model_name: expected a timm model name.*got 'vit_smal_patch14_dinov2'.*vit_small_patch14_dinov2"),
+     r"model_name: expected a timm model name.*got 'vit_smal_patch14_dinov2'"
+     r".*close matches: \['vit_small_patch14_dinov2'"),
     (dict(model_name='resnet18', out_indices=(5,)), ValueError,
      r"out_indices: expected indices in \[-5, 5\).*got \(5,\)"),
     (dict(model_name='resnet18', out_indices=(3, 1)), ValueError, 'increasing order'),

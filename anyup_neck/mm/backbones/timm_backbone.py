@@ -53,7 +53,8 @@ def _normalise_indices(out_indices: Sequence[int], num_levels: int, model_name: 
     bad = [i for i in out_indices if not -num_levels <= i < num_levels]
     if not out_indices or bad:
         raise ValueError(f'out_indices: expected indices in [-{num_levels}, {num_levels}) '
-                         f'({num_levels} blocks/stages in {model_name!r}), got {tuple(out_indices)}')
+                         f'({num_levels} blocks/stages in {model_name!r}), '
+                         f'got {tuple(out_indices)}')
     indices = [i % num_levels for i in out_indices]
     if indices != sorted(set(indices)):
         raise ValueError(f'out_indices: expected distinct indices in increasing order, got '
@@ -102,7 +103,8 @@ class TimmBackbone(BaseModule):
         model = _create(model_name, pretrained, dynamic_img_size, dict(model_kwargs or {}))
         if not hasattr(model, 'forward_intermediates'):
             raise ValueError(f'model_name: {model_name!r} ({type(model).__name__}) has no '
-                             f'forward_intermediates in timm {timm.__version__}; pick another model')
+                             f'forward_intermediates in timm {timm.__version__}; '
+                             f'pick another model')
         info = model.feature_info
         self.out_indices = _normalise_indices(out_indices, len(info), model_name)
         self.norm = norm

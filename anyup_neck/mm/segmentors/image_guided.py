@@ -47,14 +47,23 @@ class ImageGuidedMixin:
             self.backbone.eval()
         if not (self.with_neck and getattr(self.neck, 'takes_image', False)):
             return
-        preprocessor = self.data_preprocessor
         if getattr(self.neck, 'image_normalization_set', True) is False:
-            if getattr(preprocessor, '_enable_normalize', False):
-                mean, std = preprocessor.mean.flatten().tolist(), preprocessor.std.flatten().tolist()
-            else:
-                mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
-            self.neck.set_image_normalization(mean, std)
+            self._give_neck_the_input_normalization()
         self._check_shapes()
+
+    def _give_neck_the_input_normalization(self) -> None:
+        """Tell the neck how data_preprocessor normalised the image (mean/std, RGB)."""
+        preprocessor = self.data_preprocessor
+        if not getattr(preprocessor, 'channel_conversion', True):
+            print_log('data_preprocessor.bgr_to_rgb is off: images loaded by mmcv are BGR, but '
+                      'AnyUpNeck expects RGB guidance; set bgr_to_rgb=True unless your images '
+                      'are loaded as RGB', logger='current', level=logging.WARNING)
+        if getattr(preprocessor, '_enable_normalize', False):
+            mean = preprocessor.mean.flatten().tolist()
+            std = preprocessor.std.flatten().tolist()
+        else:
+            mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+        self.neck.set_image_normalization(mean, std)
 
     def _check_preprocessor_matches_backbone(self) -> None:
         """Warn when data_preprocessor normalises differently from what the backbone expects."""

@@ -1,5 +1,6 @@
 # PASCAL VOC 2012 (21 classes incl. background), 448x448 crops.
-# Layout (mmseg standard; http://host.robots.ox.ac.uk/pascal/VOC/voc2012/VOCtrainval_11-May-2012.tar):
+# Layout (mmseg standard;
+# http://host.robots.ox.ac.uk/pascal/VOC/voc2012/VOCtrainval_11-May-2012.tar):
 #   data/VOCdevkit/VOC2012/{JPEGImages,SegmentationClass}/
 #   data/VOCdevkit/VOC2012/ImageSets/Segmentation/{train,val}.txt
 _base_ = ['./ade20k_448.py']
