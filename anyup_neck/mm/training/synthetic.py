@@ -26,7 +26,8 @@ def write_synthetic_images(root: str, num_images: int, size: int, seed: int = 0)
     os.makedirs(root, exist_ok=True)
     paths = []
     for i in range(num_images):
-        path = os.path.join(root, f'scene_seed{seed}_{size}px_{i:05d}.' + ('png' if i % 2 else 'jpg'))
+        extension = 'png' if i % 2 else 'jpg'
+        path = os.path.join(root, f'scene_seed{seed}_{size}px_{i:05d}.{extension}')
         if not os.path.exists(path):
             temporary = f'{path}.{os.getpid()}.tmp'
             image = Image.fromarray(render_scene(np.random.default_rng([seed, i]), size)[0])

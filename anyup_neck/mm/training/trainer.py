@@ -140,14 +140,14 @@ class AnyUpTrainer(BaseModel):
         self.input_consistency_weight = _non_negative('input_consistency_weight',
                                                       input_consistency_weight)
         self.augment = StrongAugment(**(augment or {}))
-        self.upsampler = AnyUp(**{'lfu_mode': 'paper', **(upsampler or {})})
-        freeze_unused_parameters(self.upsampler)
         self.backbones = nn.ModuleDict()
         self.geometries: dict[str, CropGeometry] = {}
         for name, cfg in backbones.items():
             self.backbones[name], self.geometries[name] = self._build_backbone(
                 name, cfg, image_size, input_size, crop_size)
         self.backbones.requires_grad_(False).eval()
+        self.upsampler = AnyUp(**{'lfu_mode': 'paper', **(upsampler or {})})
+        freeze_unused_parameters(self.upsampler)
         self.register_buffer('step', torch.zeros((), dtype=torch.long))
         self.register_state_dict_post_hook(_drop_backbones)
         self.register_load_state_dict_pre_hook(_fill_backbones)
