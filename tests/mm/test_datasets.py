@@ -40,6 +40,7 @@ def test_layouts_depth_encoding_and_generate_once(tmp_path):
 
     assert not write_demo_datasets(str(tmp_path), num_train=2, num_val=1, size=24, seed=1,
                                    log=lambda _: None)  # already there
-    assert write_demo_datasets(str(tmp_path), num_train=3, num_val=1, size=24, seed=1,
-                               log=lambda _: None)  # different request: rewritten
-    assert json.loads((tmp_path / 'dataset.json').read_text())['num_train'] == 3
+    assert write_demo_datasets(str(tmp_path), num_train=1, num_val=1, size=24, seed=1,
+                               log=lambda _: None)  # different request: replaced
+    assert json.loads((tmp_path / 'dataset.json').read_text())['num_train'] == 1
+    assert len(list((tmp_path / 'ade/images/training').iterdir())) == 1

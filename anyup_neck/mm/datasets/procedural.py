@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Callable
 
 import numpy as np
@@ -134,6 +135,7 @@ def write_demo_datasets(root: str, num_train: int = 200, num_val: int = 40, size
                         seed: int = 0, log: Callable[[str], None] = print) -> bool:
     """Write both layouts under ``root``; skipped when ``root`` already holds this exact set.
 
+    A different set written earlier by this function (``root/dataset.json``) is replaced.
     Returns True if files were written, False if an identical set was already there.
     """
     if min(num_train, num_val) < 1 or size < 16:
@@ -146,6 +148,9 @@ def write_demo_datasets(root: str, num_train: int = 200, num_val: int = 40, size
             if json.load(f) == json.loads(json.dumps(spec)):
                 log(f'demo data: {root} already holds {spec}; not regenerating')
                 return False
+        os.remove(stamp)
+        for layout in ('ade', 'nyu'):
+            shutil.rmtree(os.path.join(root, layout), ignore_errors=True)
     rng = np.random.default_rng(seed)
     log(f'demo data: writing {num_train} training and {num_val} validation scenes '
         f'({size}x{size}) to {root}')
