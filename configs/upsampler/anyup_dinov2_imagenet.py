@@ -18,9 +18,5 @@ model = dict(
     image_size={{_base_.image_size}}, input_size=224, crop_size=224, num_crops=4,
     self_consistency_weight=0.1, input_consistency_weight=0.1,
     augment=dict(strength=1.0, num_ops=3))
-
-optim_wrapper = dict(optimizer=dict(type='AdamW', lr=2e-4))
-train_cfg = dict(type='IterBasedTrainLoop', max_iters=100000, val_interval=5000)
-default_hooks = dict(
-    logger=dict(type='LoggerHook', interval=50, log_metric_by_epoch=False),
-    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=5000, max_keep_ckpts=3))
+# AdamW lr 2e-4, 100k iterations, validation and checkpoints every 5k, logs every 50: the
+# defaults of _base_/upsampler_runtime.py; batch 4 in _base_/image_folder.py.

@@ -145,18 +145,20 @@ def test_two_backbones_of_different_width_and_patch_size_in_one_run(images, tmp_
     assert 'zz_corrupt.jpg' in open(log).read()
 
 
-def test_torchrun_two_ranks_end_with_the_same_weights(images, tmp_path):
+def test_torchrun_two_ranks_with_amp_end_with_the_same_weights(images, tmp_path):
     work = tmp_path / 'ddp'
     options = tiny_options(images, work, 4, **{'env_cfg.dist_cfg.backend': 'gloo',
                                                'default_hooks.logger.interval': 2})
     proc = subprocess.run(
         [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',
-         str(PROBE), str(DEMO), '--launcher', 'pytorch', '--cfg-options', *as_cli(options)],
+         str(PROBE), str(DEMO), '--launcher', 'pytorch', '--amp',
+         '--cfg-options', *as_cli(options)],
         cwd=REPO, env=dict(SUBPROCESS_ENV, OMP_NUM_THREADS='1'), capture_output=True,
         text=True, timeout=400)
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-6000:]
     assert 'Distributed training: True' in output and 'Iter(train) [4/4]' in output
+    assert "type='CPUAmpOptimWrapper'" in output                # bf16 autocast on CPU
     rank0, rank1 = (torch.load(work / f'rank{r}_after.pth', weights_only=True) for r in (0, 1))
     start = torch.load(work / 'rank0_before.pth', weights_only=True)
     assert any(not torch.equal(start[k], rank0[k]) for k in start)     # it trained
