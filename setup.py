@@ -1,5 +1,51 @@
-"""Installs anyup_neck. ``pip install -e .`` (see README for the pinned, tested stack)."""
+"""Installs anyup_neck. ``pip install -e .`` (see README for the pinned, tested stack).
+
+The window-attention op (anyup_neck/ops/csrc) is compiled on install: C++ always, CUDA when a
+toolkit is found; switches in anyup_neck/ops/build_config.py. Without torch at build time the
+package installs without it and runs the pure-PyTorch backend.
+"""
+import importlib.util
+import os
+from pathlib import Path
+
 from setuptools import find_packages, setup
+
+
+def _build_config():
+    """anyup_neck/ops/build_config.py, loaded by path (the package is not importable yet)."""
+    path = Path(__file__).resolve().parent / 'anyup_neck' / 'ops' / 'build_config.py'
+    spec = importlib.util.spec_from_file_location('anyup_neck_build_config', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _extensions() -> dict:
+    """``ext_modules`` and ``cmdclass`` for the compiled op ({} when torch is missing)."""
+    try:
+        import torch
+    except ImportError:
+        print('anyup_neck: torch not importable at build time, skipping the compiled op')
+        return {}
+    config = _build_config()
+    with_cuda, reason = config.want_cuda(torch.cuda.is_available(), torch.version.cuda is not None)
+    if with_cuda:  # before cpp_extension reads it at import
+        os.environ.setdefault('CUDA_HOME', str(config.cuda_home()))
+    from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
+    print(f'anyup_neck: building the window-attention op for CPU{" and CUDA" * with_cuda} '
+          f'({reason})')
+    sources = [f'anyup_neck/ops/csrc/{name}' for name in config.sources(with_cuda)]
+    if with_cuda:
+        extension = CUDAExtension(config.EXTENSION_NAME, sources,
+                                  extra_compile_args={'cxx': config.CXX_FLAGS,
+                                                      'nvcc': config.NVCC_FLAGS},
+                                  extra_link_args=config.LINK_FLAGS)
+    else:
+        extension = CppExtension(config.EXTENSION_NAME, sources,
+                                 extra_compile_args=config.CXX_FLAGS,
+                                 extra_link_args=config.LINK_FLAGS)
+    return {'ext_modules': [extension], 'cmdclass': {'build_ext': BuildExtension}}
+
 
 setup(
     name='anyup_neck',
@@ -13,4 +59,5 @@ setup(
                'torchvision', 'ftfy', 'regex'],
         'test': ['pytest'],
     },
+    **_extensions(),
 )

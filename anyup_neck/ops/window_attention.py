@@ -8,15 +8,28 @@ any C; out (B, C, H, W). Each output pixel attends to the keys inside its window
 softmax, the weights averaged over heads, applied to v.
 
 Backends are looked up by name in :data:`BACKENDS`; ``'auto'`` is resolved by
-:func:`resolve_backend`, the single place that decides which implementation runs.
+:func:`resolve_backend`, the single place that decides which implementation runs:
+
+* ``'cuda'``: the compiled CUDA kernels (CUDA tensors; float32/16, bfloat16, float64);
+* ``'cpp'``: the compiled C++ kernels (CPU tensors; float32, float64);
+* ``'torch'``: tiled pure PyTorch, any device and dtype, autograd by PyTorch;
+* ``'dense'``: the dense masked formulation of the official model (reference and baseline);
+* ``'natten'``: optional, an approximation through NATTEN's neighborhood attention with other
+  windows (see :mod:`anyup_neck.ops.natten_backend`); only when natten is installed.
+
+``'auto'`` picks ``'cuda'`` for CUDA tensors and ``'cpp'`` for CPU tensors when the extension
+has kernels for them and the dtype is supported, and ``'torch'`` otherwise (warning once when
+the extension is missing).
 """
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Callable
 
 import torch
 
+from . import extension, natten_backend
 from .torch_backend import window_attention_dense, window_attention_tiled
 
 BackendFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int, float, float], torch.Tensor]
@@ -26,19 +39,52 @@ BACKENDS: dict[str, BackendFn] = {
     'torch': window_attention_tiled,
     'dense': window_attention_dense,
 }
+if extension.available():
+    BACKENDS['cpp'] = extension.window_attention_cpp
+if extension.has_cuda_kernels():
+    BACKENDS['cuda'] = extension.window_attention_cuda
+if natten_backend.available():
+    BACKENDS['natten'] = natten_backend.window_attention_natten
+
+#: dtypes that 'auto' sends to the compiled backends.
+_COMPILED_DTYPES = {'cpp': extension.CPU_DTYPES, 'cuda': extension.CUDA_DTYPES}
+_warned: set[str] = set()
 
 
 def register_backend(name: str, fn: BackendFn) -> None:
-    """Make ``fn`` selectable as ``backend=name`` (used by the compiled kernels)."""
+    """Make ``fn`` selectable as ``backend=name``."""
     BACKENDS[name] = fn
 
 
-def resolve_backend(backend: str, device: torch.device) -> str:
+def _unavailable_reason(name: str) -> str:
+    """Why the optional backend ``name`` is not in :data:`BACKENDS`."""
+    if name == 'natten':
+        return 'the natten package is not installed (`pip install natten`)'
+    if not extension.available():
+        return (f'the compiled extension anyup_neck.ops._C is not built '
+                f'({extension.LOAD_ERROR}); {extension.BUILD_HINT}')
+    return ('the compiled extension was built without CUDA kernels; rebuild it with a CUDA '
+            'toolkit (CUDA_HOME, TORCH_CUDA_ARCH_LIST; see anyup_neck/ops/build_config.py)')
+
+
+def resolve_backend(backend: str, device: torch.device, dtype: torch.dtype | None = None) -> str:
     """Turn ``backend`` (possibly ``'auto'``) into the name of an available implementation."""
     if backend == 'auto':
         preferred = 'cuda' if device.type == 'cuda' else 'cpp'
-        return preferred if preferred in BACKENDS else 'torch'
+        if preferred not in BACKENDS:
+            if preferred not in _warned:
+                _warned.add(preferred)
+                warnings.warn(f'anyup_neck: window attention falls back to the slower '
+                              f'pure-PyTorch backend: {_unavailable_reason(preferred)}',
+                              RuntimeWarning, stacklevel=3)
+            return 'torch'
+        if dtype is not None and dtype not in _COMPILED_DTYPES[preferred]:
+            return 'torch'
+        return preferred
     if backend not in BACKENDS:
+        if backend in ('cpp', 'cuda', 'natten'):
+            raise ValueError(f'backend: {backend!r} is not available: '
+                             f'{_unavailable_reason(backend)}')
         raise ValueError(f"backend: expected one of {['auto', *sorted(BACKENDS)]}, got {backend!r}")
     return backend
 
@@ -100,5 +146,5 @@ def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, num_h
     check_window_attention_args(q, k, v, num_heads, window_ratio)
     if scale is None:
         scale = 1.0 / math.sqrt(q.shape[1] // num_heads)
-    name = resolve_backend(backend, q.device)
+    name = resolve_backend(backend, q.device, q.dtype)
     return BACKENDS[name](q, k, v, num_heads, float(window_ratio), float(scale))

@@ -1,0 +1,3 @@
+// CPU kernels for any processor (the compiler's baseline instruction set).
+#define WA_ISA base
+#include "window_attention_cpu_kernels.h"

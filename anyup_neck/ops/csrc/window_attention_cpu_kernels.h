@@ -1,0 +1,320 @@
+// CPU kernels of the window-attention op (float32 and float64), parallel with at::parallel_for.
+// Included once per instruction set by window_attention_cpu_{base,avx2,avx512}.cpp, which define
+// WA_ISA (the namespace of this copy) and, on x86-64, WA_TARGET (the GCC target of the code
+// below the library includes) before including it.
+//
+// Forward and the backward "pixel pass" take chunks of up to kChunk consecutive pixels of one
+// output row, in segments of kSegment pixels. The shared per-query math
+// (window_attention_math.h) gives each pixel's weights (or dq terms) over its own window; the
+// loops over the C value channels then run across a segment's pixels against the union of
+// their windows, so they vectorise, and each chunk reads and writes whole runs of NCHW rows.
+// The backward "key pass" runs the shared key_backward once per key. No thread writes what
+// another writes and every sum runs in a fixed order: results are deterministic.
+
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "window_attention.h"
+#include "window_attention_cpu.h"
+
+// Only this file's code (and the shared math) is built for WA_TARGET; library headers above keep
+// the default target, so the linker never picks a wide-instruction copy of a library function.
+#if defined(WA_TARGET) && defined(__x86_64__) && defined(__GNUC__)
+#define WA_PRAGMA(text) _Pragma(#text)
+#define WA_TARGET_PRAGMA(isa_target) WA_PRAGMA(GCC target(isa_target))
+WA_TARGET_PRAGMA(WA_TARGET)
+#endif
+
+#include "window_attention_math.h"
+
+namespace anyup_neck {
+namespace cpu {
+namespace WA_ISA {
+namespace {
+
+constexpr int64_t kSegment = 16;  // pixels whose value sums run together (SIMD lanes)
+constexpr int64_t kChunk = 256;   // pixels of one row per unit of parallel work
+constexpr int kScratch = 4096;    // per-query scratch of the shared math, in acc_t elements
+
+using wa::KeyCursor;
+using wa::Window;
+
+template <typename scalar_t>
+using acc_type = at::opmath_type<scalar_t>;
+
+int64_t chunks_per_row(const Problem& p) { return (p.W + kChunk - 1) / kChunk; }
+
+// Pixels j0 .. j0 + count - 1 of row i of batch element b.
+struct Chunk {
+  int64_t b, i, j0, count;
+
+  Chunk(const Problem& p, int64_t item) {
+    const int64_t per_row = chunks_per_row(p);
+    b = item / (p.H * per_row);
+    i = (item / per_row) % p.H;
+    j0 = (item % per_row) * kChunk;
+    count = std::min(kChunk, p.W - j0);
+  }
+
+  int64_t pixel(const Problem& p, int64_t t) const { return i * p.W + j0 + t; }
+};
+
+// Pixels t0 .. t0 + count - 1 of a chunk and the union of their windows: the rows are shared
+// and column windows never move left as j grows.
+struct Segment {
+  int64_t t0, count;
+  Window span;
+
+  Segment(const Problem& p, const Chunk& chunk, int64_t first) : t0(first) {
+    count = std::min(kSegment, chunk.count - t0);
+    const int64_t j = chunk.j0 + t0;
+    span = wa::query_window(chunk.i, j, p.H, p.W, p.h, p.w, p.ratio);
+    span.col1 = wa::query_window(chunk.i, j + count - 1, p.H, p.W, p.h, p.w, p.ratio).col1;
+  }
+
+  // Index of key (row, col) for segment pixel t in a [span key][kSegment] buffer.
+  int64_t slot(int64_t row, int64_t col, int64_t t) const {
+    return ((row - span.row0) * span.cols() + col - span.col0) * kSegment + t;
+  }
+  int64_t slots() const { return span.size() * kSegment; }
+  // Offset (y * w + x) of the span's key number u, in slot order.
+  int64_t key_offset(int64_t u, int64_t w) const {
+    return (span.row0 + u / span.cols()) * w + span.col0 + u % span.cols();
+  }
+};
+
+template <typename scalar_t>
+wa::KeyMap<acc_type<scalar_t>, scalar_t> key_map(const Problem& p, int64_t b) {
+  return {p.k_cl.data_ptr<scalar_t>() + b * p.h * p.w * p.D, 1, p.D, p.w,
+          static_cast<int>(p.heads), p.dim, static_cast<acc_type<scalar_t>>(p.scale)};
+}
+
+// queries[t * D + c] = q(c, pixel t of the chunk): each pixel's channels contiguous.
+template <typename scalar_t, typename acc_t>
+void load_queries(const Problem& p, const Chunk& chunk, acc_t* queries) {
+  const Layout l = layout_of(p.q);
+  const scalar_t* q = p.q.data_ptr<scalar_t>() + chunk.b * l.batch + chunk.pixel(p, 0) * l.pixel;
+  for (int64_t c = 0; c < p.D; ++c)
+    for (int64_t t = 0; t < chunk.count; ++t)
+      queries[t * p.D + c] = static_cast<acc_t>(q[c * l.channel + t * l.pixel]);
+}
+
+// tile[c * kChunk + t] for c < C, t < count -> map(c, pixel t of the chunk), NCHW map.
+template <typename scalar_t, typename acc_t>
+void store_rows(const Problem& p, const Chunk& chunk, int64_t C, const acc_t* tile,
+                const at::Tensor& map) {
+  const int64_t HW = p.H * p.W;
+  scalar_t* rows = map.data_ptr<scalar_t>() + chunk.b * C * HW + chunk.pixel(p, 0);
+  for (int64_t c = 0; c < C; ++c)
+    for (int64_t t = 0; t < chunk.count; ++t)
+      rows[c * HW + t] = static_cast<scalar_t>(tile[c * kChunk + t]);
+}
+
+// Calls fn(value_ptr, u) for the span's keys in slot order; value_ptr = v + key offset.
+template <typename scalar_t, typename Fn>
+void for_span_keys(const Segment& seg, int64_t w, const scalar_t* v, Fn&& fn) {
+  int64_t u = 0;
+  for (int64_t y = seg.span.row0; y < seg.span.row1; ++y)
+    for (int64_t x = seg.span.col0; x < seg.span.col1; ++x, ++u) fn(v + y * w + x, u);
+}
+
+// kSegment lanes of acc_t as one GCC vector: the compiler maps it onto the target's registers
+// (one zmm for float on AVX-512, two ymm on AVX2, four xmm on the baseline).
+template <typename acc_t>
+struct Lanes {
+  typedef acc_t type __attribute__((vector_size(kSegment * sizeof(acc_t))));
+  // (By reference: returning wide vectors by value would change the ABI between the copies.)
+  static void load(type& x, const acc_t* from) { __builtin_memcpy(&x, from, sizeof(x)); }
+  static void store(const type& x, acc_t* to) { __builtin_memcpy(to, &x, sizeof(x)); }
+};
+
+// tile[c * kChunk + seg.t0 + t] = sum_u v(c, u) * weights[u][t] for channels [c0, c0 + kBlock).
+template <int64_t kBlock, typename scalar_t, typename acc_t>
+void weighted_sum_block(const Segment& seg, int64_t w, int64_t hw, const scalar_t* v, int64_t c0,
+                        const acc_t* weights, acc_t* tile) {
+  using L = Lanes<acc_t>;
+  typename L::type acc[kBlock] = {};
+  for_span_keys(seg, w, v + c0 * hw, [&](const scalar_t* value, int64_t u) {
+    typename L::type wu;
+    L::load(wu, weights + u * kSegment);
+    for (int64_t b = 0; b < kBlock; ++b) acc[b] += static_cast<acc_t>(value[b * hw]) * wu;
+  });
+  for (int64_t b = 0; b < kBlock; ++b) L::store(acc[b], tile + (c0 + b) * kChunk + seg.t0);
+}
+
+// dws[u][t] = sum_c v(c, u) * grads[c * kChunk + seg.t0 + t] for span keys [u0, u0 + kBlock).
+template <int64_t kBlock, typename scalar_t, typename acc_t>
+void value_dot_block(const Segment& seg, int64_t w, int64_t hw, int64_t C, const scalar_t* v,
+                     int64_t u0, const acc_t* grads, acc_t* dws) {
+  using L = Lanes<acc_t>;
+  const scalar_t* keys[kBlock];
+  for (int64_t b = 0; b < kBlock; ++b) keys[b] = v + seg.key_offset(u0 + b, w);
+  typename L::type acc[kBlock] = {};
+  for (int64_t c = 0; c < C; ++c) {
+    typename L::type gc;
+    L::load(gc, grads + c * kChunk + seg.t0);
+    for (int64_t b = 0; b < kBlock; ++b) acc[b] += static_cast<acc_t>(keys[b][c * hw]) * gc;
+  }
+  for (int64_t b = 0; b < kBlock; ++b) L::store(acc[b], dws + (u0 + b) * kSegment);
+}
+
+template <typename scalar_t>
+void forward_kernel(Problem& p) {
+  using acc_t = acc_type<scalar_t>;
+  const int64_t HW = p.H * p.W, hw = p.h * p.w;
+  acc_t* lse = p.lse.data_ptr<acc_t>();
+  at::parallel_for(0, p.B * p.H * chunks_per_row(p), 1, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> queries(kChunk * p.D), tile(kChunk * p.C), weights;
+    for (int64_t item = begin; item < end; ++item) {
+      const Chunk chunk(p, item);
+      const auto keys = key_map<scalar_t>(p, chunk.b);
+      const scalar_t* v = p.v.data_ptr<scalar_t>() + chunk.b * p.C * hw;
+      load_queries<scalar_t>(p, chunk, queries.data());
+      for (int64_t t0 = 0; t0 < chunk.count; t0 += kSegment) {
+        const Segment seg(p, chunk, t0);
+        weights.assign(seg.slots(), acc_t(0));
+        for (int64_t t = 0; t < seg.count; ++t) {
+          auto sink = [&](KeyCursor cursor, int64_t count, const acc_t* wts) {
+            for (int64_t u = 0; u < count; ++u, cursor.next())
+              weights[seg.slot(cursor.row, cursor.col, t)] = wts[u];
+          };
+          const Window win = wa::query_window(chunk.i, chunk.j0 + t0 + t, p.H, p.W, p.h, p.w,
+                                              p.ratio);
+          wa::forward_query<kScratch>(keys, queries.data() + (t0 + t) * p.D, 1, win,
+                                      lse + chunk.b * p.heads * HW + chunk.pixel(p, t0 + t), HW,
+                                      sink);
+        }
+        constexpr int64_t kBlock = 4;
+        int64_t c = 0;
+        for (; c + kBlock <= p.C; c += kBlock)
+          weighted_sum_block<kBlock>(seg, p.w, hw, v, c, weights.data(), tile.data());
+        for (; c < p.C; ++c) weighted_sum_block<1>(seg, p.w, hw, v, c, weights.data(), tile.data());
+      }
+      store_rows<scalar_t>(p, chunk, p.C, tile.data(), p.out);
+    }
+  });
+}
+
+// Pixel pass: delta (B, N, H, W) and dq (B, D, H, W).
+template <typename scalar_t>
+void backward_pixels(Problem& p) {
+  using acc_t = acc_type<scalar_t>;
+  const int64_t HW = p.H * p.W, hw = p.h * p.w;
+  const acc_t* lse = p.lse.data_ptr<acc_t>();
+  acc_t* delta = p.delta.data_ptr<acc_t>();
+  at::parallel_for(0, p.B * p.H * chunks_per_row(p), 1, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> queries(kChunk * p.D), grads(kChunk * p.C), dq_tile(kChunk * p.D);
+    std::vector<acc_t> dq_p(p.D), dws;
+    for (int64_t item = begin; item < end; ++item) {
+      const Chunk chunk(p, item);
+      const auto keys = key_map<scalar_t>(p, chunk.b);
+      const scalar_t* v = p.v.data_ptr<scalar_t>() + chunk.b * p.C * hw;
+      load_queries<scalar_t>(p, chunk, queries.data());
+      // grads[c * kChunk + t] = g(c, pixel t), zero past the chunk's end.
+      const scalar_t* g = p.grad_out.data_ptr<scalar_t>() + chunk.b * p.C * HW + chunk.pixel(p, 0);
+      for (int64_t c = 0; c < p.C; ++c)
+        for (int64_t t = 0; t < kChunk; ++t)
+          grads[c * kChunk + t] = t < chunk.count ? static_cast<acc_t>(g[c * HW + t]) : acc_t(0);
+      for (int64_t t0 = 0; t0 < chunk.count; t0 += kSegment) {
+        const Segment seg(p, chunk, t0);
+        dws.resize(seg.slots());
+        constexpr int64_t kBlock = 4;
+        const int64_t keys_in_span = seg.span.size();
+        int64_t u = 0;
+        for (; u + kBlock <= keys_in_span; u += kBlock)
+          value_dot_block<kBlock>(seg, p.w, hw, p.C, v, u, grads.data(), dws.data());
+        for (; u < keys_in_span; ++u)
+          value_dot_block<1>(seg, p.w, hw, p.C, v, u, grads.data(), dws.data());
+        for (int64_t t = 0; t < seg.count; ++t) {
+          const int64_t pix = t0 + t;
+          std::fill(dq_p.begin(), dq_p.end(), acc_t(0));
+          auto dw = [&](int64_t row, int64_t col) { return dws[seg.slot(row, col, t)]; };
+          auto sink = [&](KeyCursor cursor, int64_t count, const acc_t* ds, int64_t stride) {
+            for (int64_t k = 0; k < count; ++k, cursor.next()) {
+              const scalar_t* key = keys.at(cursor.row, cursor.col);
+              for (int64_t n = 0; n < p.heads; ++n) {
+                const acc_t coef = ds[n * stride + k];
+                for (int64_t e = n * p.dim; e < (n + 1) * p.dim; ++e)
+                  dq_p[e] += coef * static_cast<acc_t>(key[e]);
+              }
+            }
+          };
+          const Window win = wa::query_window(chunk.i, chunk.j0 + pix, p.H, p.W, p.h, p.w,
+                                              p.ratio);
+          const int64_t stat = chunk.b * p.heads * HW + chunk.pixel(p, pix);
+          wa::backward_query<kScratch>(keys, queries.data() + pix * p.D, 1, win, lse + stat, HW,
+                                       dw, delta + stat, HW, sink);
+          for (int64_t c = 0; c < p.D; ++c) dq_tile[c * kChunk + pix] = dq_p[c];
+        }
+      }
+      store_rows<scalar_t>(p, chunk, p.D, dq_tile.data(), p.dq);
+    }
+  });
+}
+
+// Key pass: dk (B, D, h, w) and dv (B, C, h, w). One work item is one row of keys: its keys share
+// the output rows that see them, so each output row's gradients are read once from memory and
+// reused from cache by all keys of the row.
+template <typename scalar_t>
+void backward_keys(Problem& p) {
+  using acc_t = acc_type<scalar_t>;
+  const int64_t HW = p.H * p.W, hw = p.h * p.w;
+  at::parallel_for(0, p.B * p.h, 1, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> dk(p.w * p.D), dv(p.w * p.C);
+    std::vector<int64_t> cols(2 * p.w);
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t b = item / p.h, row = item % p.h;
+      std::fill(dk.begin(), dk.end(), acc_t(0));
+      std::fill(dv.begin(), dv.end(), acc_t(0));
+      const wa::KeyPassMaps<acc_t, scalar_t> maps{
+          key_map<scalar_t>(p, b),
+          {p.q.data_ptr<scalar_t>() + b * p.D * HW, HW, 1},
+          {p.grad_out.data_ptr<scalar_t>() + b * p.C * HW, HW, 1},
+          {p.lse.data_ptr<acc_t>() + b * p.heads * HW, HW, 1},
+          {p.delta.data_ptr<acc_t>() + b * p.heads * HW, HW, 1},
+          {p.v.data_ptr<scalar_t>() + b * p.C * hw, hw, 1},
+          p.C,
+          p.W};
+      for (int64_t col = 0; col < p.w; ++col)
+        wa::covering_range(col, p.W, p.w, p.ratio, cols[2 * col], cols[2 * col + 1]);
+      int64_t i0, i1;
+      wa::covering_range(row, p.H, p.h, p.ratio, i0, i1);
+      for (int64_t i = i0; i < i1; ++i)
+        for (int64_t col = 0; col < p.w; ++col) {
+          const wa::KeyGrads<acc_t> grads{dk.data() + col * p.D, 1, dv.data() + col * p.C, 1,
+                                          0, p.C, true};
+          wa::key_backward_row<kScratch>(maps, row, col, i, cols[2 * col], cols[2 * col + 1],
+                                         grads);
+        }
+      scalar_t* dk_row = p.dk.data_ptr<scalar_t>() + b * p.D * hw + row * p.w;
+      scalar_t* dv_row = p.dv.data_ptr<scalar_t>() + b * p.C * hw + row * p.w;
+      for (int64_t col = 0; col < p.w; ++col) {
+        for (int64_t c = 0; c < p.D; ++c) dk_row[c * hw + col] = static_cast<scalar_t>(dk[col * p.D + c]);
+        for (int64_t c = 0; c < p.C; ++c) dv_row[c * hw + col] = static_cast<scalar_t>(dv[col * p.C + c]);
+      }
+    }
+  });
+}
+
+}  // namespace
+
+void forward(Problem& p) {
+  AT_DISPATCH_FLOATING_TYPES(p.q.scalar_type(), "window_attention_forward_cpu",
+                             [&] { forward_kernel<scalar_t>(p); });
+}
+
+void backward(Problem& p) {
+  AT_DISPATCH_FLOATING_TYPES(p.q.scalar_type(), "window_attention_backward_cpu", [&] {
+    backward_pixels<scalar_t>(p);
+    backward_keys<scalar_t>(p);
+  });
+}
+
+}  // namespace WA_ISA
+}  // namespace cpu
+}  // namespace anyup_neck

@@ -1,0 +1,114 @@
+"""The compiled window-attention op and its torch.library registrations.
+
+Importing this module loads the extension built by ``setup.py`` (``anyup_neck/ops/_C*.so``),
+whose C++ code defines the ops
+
+    torch.ops.anyup_neck.window_attention_forward(q, k, v, num_heads, window_ratio, scale)
+        -> (out, lse)
+    torch.ops.anyup_neck.window_attention_backward(grad_out, q, k, v, lse, num_heads,
+                                                   window_ratio, scale) -> (dq, dk, dv)
+
+with CPU kernels (float32/float64) and, when built with CUDA, CUDA kernels (float32, float16,
+bfloat16, float64). Here they get their fake (shape-only) kernels, so ``torch.compile`` and
+meta tensors work, and the autograd formula (the backward op), so gradients and ``gradcheck``
+work. ``lse`` (B, N, H, W) is the per-pixel, per-head log-sum-exp the backward recomputes the
+weights from; it is float32, or float64 for float64 inputs.
+
+If the extension is missing, :data:`LOAD_ERROR` says why and nothing is registered.
+"""
+from __future__ import annotations
+
+import torch
+
+BUILD_HINT = ('build it with `pip install --no-build-isolation -e .` (or `python setup.py '
+              'build_ext --inplace`) in the anyup_neck repository')
+
+try:
+    from . import _C  # noqa: F401  (loading registers the ops)
+    LOAD_ERROR: str | None = None
+except ImportError as error:  # not built, or built against another torch
+    LOAD_ERROR = f'{type(error).__name__}: {error}'
+
+#: Largest head count of the compiled kernels (per-query scratch; see window_attention_math.h).
+MAX_HEADS = 64
+CPU_DTYPES = (torch.float32, torch.float64)
+CUDA_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+
+_FORWARD = 'anyup_neck::window_attention_forward'
+_BACKWARD = 'anyup_neck::window_attention_backward'
+
+
+def available() -> bool:
+    """True when the compiled op (with its CPU kernels) is loaded."""
+    return LOAD_ERROR is None
+
+
+def has_cuda_kernels() -> bool:
+    """True when the loaded extension was built with its CUDA kernels."""
+    return available() and torch._C._dispatch_has_kernel_for_dispatch_key(_FORWARD, 'CUDA')
+
+
+def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _forward_fake(q, k, v, num_heads, window_ratio, scale):
+    B, _, H, W = q.shape
+    out = q.new_empty((B, v.shape[1], H, W))
+    lse = q.new_empty((B, num_heads, H, W), dtype=_acc_dtype(q.dtype))
+    return out, lse
+
+
+def _backward_fake(grad_out, q, k, v, lse, num_heads, window_ratio, scale):
+    return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    q, k, v, num_heads, window_ratio, scale = inputs
+    ctx.save_for_backward(q, k, v, output[1])
+    ctx.mark_non_differentiable(output[1])
+    ctx.params = (num_heads, window_ratio, scale)
+
+
+def _backward(ctx, grad_out, _grad_lse):
+    q, k, v, lse = ctx.saved_tensors
+    dq, dk, dv = torch.ops.anyup_neck.window_attention_backward(grad_out, q, k, v, lse,
+                                                                *ctx.params)
+    return dq, dk, dv, None, None, None
+
+
+if available():
+    torch.library.register_fake(_FORWARD, _forward_fake)
+    torch.library.register_fake(_BACKWARD, _backward_fake)
+    torch.library.register_autograd(_FORWARD, _backward, setup_context=_setup_context)
+
+
+def _check_backend(backend: str, q: torch.Tensor, device_type: str, dtypes: tuple,
+                   num_heads: int) -> None:
+    if q.device.type != device_type:
+        raise ValueError(f"q, k, v: expected {device_type} tensors for backend '{backend}', "
+                         f'got {q.device}')
+    if q.dtype not in dtypes:
+        names = ', '.join(str(d).replace('torch.', '') for d in dtypes)
+        raise TypeError(f"q, k, v: expected one of {names} for backend '{backend}', got {q.dtype}")
+    if num_heads > MAX_HEADS:
+        raise ValueError(f"num_heads: expected at most {MAX_HEADS} for backend '{backend}', "
+                         f'got {num_heads}')
+
+
+def _compiled_backend(backend: str, device_type: str, dtypes: tuple):
+    """The backend function ``backend`` ('cpp' or 'cuda') of :data:`BACKENDS`."""
+
+    def run(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_heads: int,
+            window_ratio: float, scale: float) -> torch.Tensor:
+        _check_backend(backend, q, device_type, dtypes, num_heads)
+        return torch.ops.anyup_neck.window_attention_forward(q, k, v, num_heads, window_ratio,
+                                                             scale)[0]
+
+    run.__name__ = run.__qualname__ = f'window_attention_{backend}'
+    run.__doc__ = f'The compiled op on {device_type} tensors; returns (B, C, H, W) contiguous.'
+    return run
+
+
+window_attention_cpp = _compiled_backend('cpp', 'cpu', CPU_DTYPES)
+window_attention_cuda = _compiled_backend('cuda', 'cuda', CUDA_DTYPES)
