@@ -7,7 +7,7 @@
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
-#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
@@ -168,7 +168,7 @@ std::tuple<Tensor, Tensor> forward_cuda(const Tensor& q_in, const Tensor& k, con
   const auto acc_options = q.options().dtype(acc_dtype(q));
   Tensor out = at::empty({s.B, s.C, s.H, s.W}, acc_options);
   Tensor lse = at::empty({s.B, s.heads, s.H, s.W}, acc_options);
-  const auto stream = at::cuda::getCurrentCUDAStream();
+  const auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(),
                                   "window_attention_forward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
@@ -200,7 +200,7 @@ std::tuple<Tensor, Tensor, Tensor> backward_cuda(const Tensor& grad_out, const T
   Tensor dk = at::zeros(k.sizes(), acc_options);
   Tensor dv = at::zeros(v.sizes(), acc_options);
   const int64_t slices = (s.C + kSlice - 1) / kSlice;
-  const auto stream = at::cuda::getCurrentCUDAStream();
+  const auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(),
                                   "window_attention_backward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
