@@ -90,11 +90,11 @@ def free_port() -> int:
 
 
 def test_torchrun_two_processes_gloo(demo_data, anyup_checkpoint, tmp_path):
+    """tools/dist_train.sh: torchrun, mmengine's launcher and DDP, gloo on CPU."""
     options = tiny_run_options(demo_data, tmp_path / 'work', anyup_checkpoint)
     options['train_cfg.val_interval'] = 100  # training only
-    env = dict(SUBPROCESS_ENV, OMP_NUM_THREADS='1')
-    out = run([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2',
-               f'--master_port={free_port()}', TRAIN, str(DEMO_SEG), '--launcher', 'pytorch',
+    env = dict(SUBPROCESS_ENV, OMP_NUM_THREADS='1', PYTHON=sys.executable, PORT=str(free_port()))
+    out = run(['bash', str(REPO / 'tools' / 'dist_train.sh'), str(DEMO_SEG), '2',
                '--cfg-options', *as_cli(options)], env=env)
     assert 'Distributed launcher: pytorch' in out and 'Distributed training: True' in out
     assert "model_wrapper_cfg = dict(type='mmseg.CPUDistributedDataParallel')" in out  # DDP
