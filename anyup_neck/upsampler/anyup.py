@@ -32,8 +32,14 @@ def _encoder(first: nn.Module, first_channels: int, dim: int, num_blocks: int = 
 
 
 def _conv(in_channels: int, out_channels: int, kernel_size: int) -> nn.Conv2d:
+    # Reflect padding; a 1x1 conv pads nothing, and zero mode skips F.pad's copy.
     return nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2,
-                     padding_mode='reflect', bias=False)
+                     padding_mode='reflect' if kernel_size > 1 else 'zeros', bias=False)
+
+
+def _pool(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Adaptive average pooling to ``size``; a map already of that size is returned as is."""
+    return x if tuple(x.shape[-2:]) == tuple(size) else F.adaptive_avg_pool2d(x, size)
 
 
 def _check_size(size: object) -> tuple[int, int]:
@@ -132,8 +138,8 @@ class AnyUp(nn.Module):
         H, W = _check_size(output_size)
         features = self._check_features(features, encoding.shape[0], encoding.device)
         h, w = features.shape[-2:]
-        q = F.adaptive_avg_pool2d(self.query_encoder(encoding), (H, W))
-        k = F.adaptive_avg_pool2d(self.key_encoder(encoding), (h, w))
+        q = _pool(self.query_encoder(encoding), (H, W))
+        k = _pool(self.key_encoder(encoding), (h, w))
         unified = self.key_features_encoder(F.normalize(features.to(k.dtype), dim=1))
         return q, self.aggregation(torch.cat([k, unified], dim=1))
 

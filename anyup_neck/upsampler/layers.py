@@ -24,19 +24,28 @@ class ResBlock(nn.Module):
                  num_groups: int = 8, padding_mode: str = 'reflect') -> None:
         super().__init__()
         pad = kernel_size // 2
+        # Nothing to pad for 1x1 convs: zero mode skips the copy a reflect F.pad would make.
+        mode = padding_mode if pad else 'zeros'
         self.block = nn.Sequential(
             nn.GroupNorm(num_groups, in_channels), nn.SiLU(),
             nn.Conv2d(in_channels, out_channels, kernel_size, padding=pad,
-                      padding_mode=padding_mode, bias=False),
+                      padding_mode=mode, bias=False),
             nn.GroupNorm(num_groups, out_channels), nn.SiLU(),
             nn.Conv2d(out_channels, out_channels, kernel_size, padding=pad,
-                      padding_mode=padding_mode, bias=False),
+                      padding_mode=mode, bias=False),
         )
         self.shortcut = (nn.Identity() if in_channels == out_channels
                          else nn.Conv2d(in_channels, out_channels, 1, bias=False))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.block(x) + self.shortcut(x)
+        if torch.is_grad_enabled():
+            return self.block(x) + self.shortcut(x)
+        # Without autograd the same ops run SiLU and the residual sum in place (a pass and a
+        # full-size buffer less each).
+        norm1, _, conv1, norm2, _, conv2 = self.block
+        y = conv1(F.silu(norm1(x), inplace=True))
+        y = conv2(F.silu(norm2(y), inplace=True))
+        return y.add_(self.shortcut(x))
 
 
 LFU_MODES = ('official', 'paper')
