@@ -116,6 +116,8 @@ class RoPE(nn.Module):
     (row, col) to D angles. It is a parameter, so checkpoints override the initial values.
     """
 
+    max_block_elements: int = 1 << 22
+
     def __init__(self, dim: int, theta: float = 100.0) -> None:
         super().__init__()
         if dim % 4:
@@ -128,13 +130,35 @@ class RoPE(nn.Module):
         self.freqs = nn.Parameter(freqs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        H, W = x.shape[-2:]
-        rows = torch.linspace(0, 1, H, device=x.device, dtype=x.dtype)
-        cols = torch.linspace(0, 1, W, device=x.device, dtype=x.dtype)
-        coords = torch.stack(torch.meshgrid(rows, cols, indexing='ij'), dim=-1)  # (H, W, 2)
-        angle = (coords @ self.freqs.to(x.dtype)).permute(2, 0, 1)               # (D, H, W)
-        x1, x2 = x.chunk(2, dim=1)
-        return x * angle.cos() + torch.cat([-x2, x1], dim=1) * angle.sin()
+        """out = x * cos(angle) + rotate_half(x) * sin(angle), angle = row * f0 + col * f1.
+
+        cos and sin come from per-row and per-column tables by the angle-addition formulas
+        (no transcendental per element), for blocks of at most ``max_block_elements`` values
+        of rows; without autograd the result overwrites ``x``.
+        """
+        B, D, H, W = x.shape
+        freqs = self.freqs.to(x.dtype)
+
+        def angles(n: int, f: torch.Tensor) -> torch.Tensor:
+            return torch.linspace(0, 1, n, device=x.device, dtype=x.dtype)[:, None] * f
+
+        row, col = angles(H, freqs[0]), angles(W, freqs[1])            # (H, D), (W, D)
+        cos_r, sin_r, cos_c, sin_c = row.cos(), row.sin(), col.cos(), col.sin()
+        in_place = not torch.is_grad_enabled()
+        blocks = []
+        step = max(1, self.max_block_elements // (B * D * W))
+        for r0 in range(0, H, step):
+            r = slice(r0, min(H, r0 + step))
+            cos = (cos_r[r, None] * cos_c - sin_r[r, None] * sin_c).permute(2, 0, 1)
+            sin = (sin_r[r, None] * cos_c + cos_r[r, None] * sin_c).permute(2, 0, 1)
+            xb = x[:, :, r]
+            x1, x2 = xb.chunk(2, dim=1)
+            rotated = torch.cat([-x2, x1], dim=1)
+            if in_place:
+                xb.mul_(cos).addcmul_(rotated, sin)
+            else:
+                blocks.append(xb * cos + rotated * sin)
+        return x if in_place else torch.cat(blocks, dim=2)
 
 
 class WindowCrossAttention(nn.Module):
