@@ -128,9 +128,12 @@ class AnyUp(nn.Module):
     def encode_image(self, image: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) ImageNet-normalised image -> (B, D, H, W) position-encoded encoding.
 
-        Computed once and reusable for several feature maps of the same image.
+        Computed once and reusable for several feature maps of the same image. The encoders
+        run channels-last (NHWC memory): their 1x1 convs are GEMMs over pixels that way, about
+        twice as fast on CPU; values and shapes are unaffected.
         """
-        return self.rope(self.image_encoder(self._check_image(image)))
+        image = self._check_image(image).contiguous(memory_format=torch.channels_last)
+        return self.rope(self.image_encoder(image))
 
     def _queries_and_keys(self, encoding: torch.Tensor, features: torch.Tensor,
                           output_size: int | Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
