@@ -14,7 +14,8 @@ from .backbones import TimmBackbone
 
 
 def add_backbone_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--backbone``, ``--backbone-weights``, ``--backbone-kwargs``, ``--out-index``, ``--seed``."""
+    """``--backbone``, ``--backbone-weights``, ``--backbone-kwargs``, ``--out-index``,
+    ``--backbone-norm``, ``--seed``."""
     group = parser.add_argument_group('backbone')
     group.add_argument('--backbone', default='vit_small_patch14_dinov2',
                        help='timm model name (default: %(default)s)')
@@ -23,6 +24,8 @@ def add_backbone_arguments(parser: argparse.ArgumentParser) -> None:
                        help='JSON of extra timm.create_model arguments, e.g. '
                        '\'{"init_values": 1.0}\'')
     group.add_argument('--out-index', type=int, default=-1, help='block / stage to read')
+    group.add_argument('--backbone-norm', action='store_true',
+                       help="apply the model's final norm to the features")
     group.add_argument('--seed', type=int, default=0, help='seed of random initialisation')
 
 
@@ -44,7 +47,8 @@ def build_backbone(args: argparse.Namespace) -> tuple[TimmBackbone, FeatureFn]:
     """The frozen backbone and a function RGB [0, 1] (B, 3, H, W) -> features (B, C, h, w)."""
     torch.manual_seed(args.seed)
     backbone = TimmBackbone(args.backbone, pretrained=args.backbone_weights,
-                            out_indices=(args.out_index,), model_kwargs=args.backbone_kwargs)
+                            out_indices=(args.out_index,), norm=args.backbone_norm,
+                            model_kwargs=args.backbone_kwargs)
     backbone.eval().requires_grad_(False)
     mean = torch.tensor(backbone.mean).view(1, 3, 1, 1) / 255
     std = torch.tensor(backbone.std).view(1, 3, 1, 1) / 255

@@ -100,19 +100,3 @@ def test_torchrun_two_processes_gloo(demo_data, anyup_checkpoint, tmp_path):
     assert "model_wrapper_cfg = dict(type='mmseg.CPUDistributedDataParallel')" in out  # DDP
     assert out.count('Iter(train) [2/2]') == 1  # logged by rank 0 only
     assert (tmp_path / 'work' / 'iter_2.pth').is_file()
-
-
-def test_demo_generates_trains_tests_and_writes_pngs(tmp_path):
-    work = tmp_path / 'work'
-    out = run([sys.executable, str(REPO / 'tools' / 'demo.py'), '--data-root',
-               str(tmp_path / 'data'), '--num-train', '4', '--num-val', '2', '--size', '32',
-               '--work-dir', str(work), '--cfg-options', 'train_cfg.max_iters=2',
-               'train_dataloader.batch_size=2', 'train_dataloader.num_workers=0',
-               'train_dataloader.persistent_workers=False', 'test_dataloader.num_workers=0',
-               'test_dataloader.persistent_workers=False', 'default_hooks.checkpoint.interval=2'])
-    assert 'Iter(train) [2/2]' in out and 'Iter(val)' not in out
-    assert 'demo finished' in out and 'mIoU' in out
-    assert (work / 'iter_2.pth').is_file()
-    assert sorted(p.name for p in (work / 'predictions').glob('*.png')) == [
-        'shapes_00000.png', 'shapes_00001.png']
-    assert len(list((work / 'vis').rglob('*.png'))) == 2
