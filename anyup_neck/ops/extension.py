@@ -85,7 +85,7 @@ if available():
 
 def _check_backend(backend: str, q: torch.Tensor, device_type: str, dtypes: tuple,
                    num_heads: int) -> None:
-    if q.device.type != device_type:
+    if q.device.type not in (device_type, 'meta'):  # meta tensors run the fake kernel
         raise ValueError(f"q, k, v: expected {device_type} tensors for backend '{backend}', "
                          f'got {q.device}')
     if q.dtype not in dtypes:

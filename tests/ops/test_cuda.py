@@ -1,0 +1,85 @@
+"""CUDA: the sources compile and link here (no GPU needed); the kernels run where a GPU is."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from anyup_neck.ops import BACKENDS, build_config, window_attention
+from tests.ops.helpers import CASE_IDS, CASES, make_inputs
+from tests.reference import dense_attention
+
+# Runs in a fresh process that never imports anyup_neck (whose extension registers the same
+# ops): build_config is loaded by path, as setup.py does.
+CHECK = textwrap.dedent('''
+    import importlib.util, sys
+    from torch.utils.cpp_extension import load
+    spec = importlib.util.spec_from_file_location('build_config', sys.argv[2])
+    cfg = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cfg)
+    load(name='anyup_neck_cuda_check', sources=[str(cfg.CSRC / s) for s in cfg.CUDA_CHECK_SOURCES],
+         extra_cflags=cfg.CXX_FLAGS, extra_cuda_cflags=cfg.NVCC_FLAGS,
+         extra_ldflags=cfg.LINK_FLAGS + ['-Wl,--no-undefined'], build_directory=sys.argv[1],
+         is_python_module=False, verbose=True)
+''')
+
+
+@pytest.mark.skipif(torch.version.cuda is None or build_config.cuda_home() is None,
+                    reason='needs a CUDA build of torch and a CUDA toolkit')
+def test_cuda_sources_compile_and_link(tmp_path):
+    """nvcc builds the CUDA kernels against the installed torch and every symbol resolves
+    (-Wl,--no-undefined), so a broken .cu never lands. Loads the library, runs nothing."""
+    env = {**os.environ, 'CUDA_HOME': str(build_config.cuda_home()),
+           'TORCH_CUDA_ARCH_LIST': os.environ.get('TORCH_CUDA_ARCH_LIST') or '9.0'}
+    run = subprocess.run([sys.executable, '-c', CHECK, str(tmp_path), build_config.__file__],
+                         env=env, text=True,
+                         capture_output=True, timeout=900)
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    assert list(tmp_path.glob('anyup_neck_cuda_check*.so'))
+
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available() or 'cuda' not in BACKENDS,
+                          reason='needs a GPU and the CUDA kernels')
+TOLERANCE = {torch.float64: 1e-11, torch.float32: 2e-5, torch.float16: 3e-3, torch.bfloat16: 2e-2}
+
+
+@cuda
+@pytest.mark.parametrize('dtype', list(TOLERANCE), ids=str)
+@pytest.mark.parametrize('case', CASES, ids=CASE_IDS)
+def test_cuda_matches_reference(case, dtype):
+    B, N, d, C, out_size, in_size, ratio, _ = case
+    q, k, v = make_inputs(B, N, d, C, out_size, in_size)
+    grad_out = torch.randn(B, C, *out_size, dtype=torch.float64)
+    leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+    expected = dense_attention(*leaves, N, ratio)
+    expected.backward(grad_out)
+    on_gpu = [t.to('cuda', dtype).requires_grad_() for t in (q, k, v)]
+    got = window_attention(*on_gpu, num_heads=N, window_ratio=ratio, backend='cuda')
+    got.backward(grad_out.to('cuda', dtype))
+    tol = TOLERANCE[dtype] * (1 + C ** 0.5 / 8)
+    torch.testing.assert_close(got.double().cpu(), expected.detach(), rtol=tol, atol=tol)
+    for name, g, e in zip('qkv', on_gpu, leaves):
+        torch.testing.assert_close(g.grad.double().cpu(), e.grad, rtol=tol, atol=tol,
+                                   msg=lambda m: f'd{name}: {m}')
+
+
+@cuda
+def test_cuda_backward_is_deterministic():
+    torch.use_deterministic_algorithms(True)
+    try:
+        q, k, v = (t.cuda().float().requires_grad_() for t in make_inputs(2, 4, 8, 64, (40, 30), (7, 6)))
+        grad_out = torch.randn(2, 64, 40, 30, device='cuda')
+        grads = []
+        for _ in range(2):
+            for t in (q, k, v):
+                t.grad = None
+            window_attention(q, k, v, num_heads=4, window_ratio=0.1, backend='cuda').backward(grad_out)
+            grads.append([t.grad.clone() for t in (q, k, v)])
+        for a, b in zip(*grads):
+            assert torch.equal(a, b)
+    finally:
+        torch.use_deterministic_algorithms(False)

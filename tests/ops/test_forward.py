@@ -1,0 +1,84 @@
+"""Every backend's forward equals the independent dense float64 reference on odd shapes."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from anyup_neck.ops import window_attention
+from tests.ops.helpers import CASE_IDS, CASES, cpu_isas, make_inputs, requires, use_isa
+from tests.reference import dense_attention
+
+
+def _check(backend: str, case, dtype: torch.dtype, tol: float) -> None:
+    B, N, d, C, out_size, in_size, ratio, _ = case
+    q, k, v = make_inputs(B, N, d, C, out_size, in_size)
+    expected = dense_attention(q, k, v, N, ratio)
+    got = window_attention(q.to(dtype), k.to(dtype), v.to(dtype), num_heads=N,
+                           window_ratio=ratio, backend=backend)
+    assert got.shape == (B, C, *out_size) and got.dtype == dtype
+    assert got.is_contiguous() or backend not in ('cpp', 'cuda')
+    torch.testing.assert_close(got.double(), expected, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize('case', CASES, ids=CASE_IDS)
+@pytest.mark.parametrize('isa', cpu_isas())
+def test_cpp(case, isa, monkeypatch):
+    use_isa(monkeypatch, isa)
+    _check('cpp', case, torch.float64, 1e-12)
+    _check('cpp', case, torch.float32, 1e-5)
+
+
+@pytest.mark.parametrize('case', CASES, ids=CASE_IDS)
+@pytest.mark.parametrize('backend', ['torch', 'dense'])
+def test_pytorch_backends(case, backend):
+    _check(backend, case, torch.float64, 1e-12)
+
+
+@pytest.mark.parametrize('backend', ['cpp', 'torch'])
+def test_non_contiguous_inputs(backend):
+    """Strided rows, channels-last and channel-sliced views give the contiguous result."""
+    q, k, v = make_inputs(2, 4, 8, 6, (14, 9), (5, 6))
+    q_rows = q.repeat_interleave(2, dim=2)[:, :, ::2]                # rows two apart
+    k_cl = k.contiguous(memory_format=torch.channels_last)
+    v_sliced = torch.cat([v, torch.zeros_like(v)], dim=1)[:, :6]     # batch stride 12 * h * w
+    q_cl = q.contiguous(memory_format=torch.channels_last)
+    expected = dense_attention(q, k, v, 4, 0.1)
+    for args in ((q_rows, k_cl, v_sliced), (q_cl, k.transpose(2, 3).contiguous().transpose(2, 3),
+                                            v.contiguous(memory_format=torch.channels_last))):
+        assert not all(t.is_contiguous() for t in args)
+        got = window_attention(*args, num_heads=4, window_ratio=0.1, backend=backend)
+        torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_auto_picks_cpp_on_cpu():
+    from anyup_neck.ops import resolve_backend
+    assert resolve_backend('auto', torch.device('cpu'), torch.float32) == 'cpp'
+    assert resolve_backend('auto', torch.device('cpu'), torch.float64) == 'cpp'
+    assert resolve_backend('auto', torch.device('cpu'), torch.bfloat16) == 'torch'
+
+
+def _float64_moves_a_window(H: int, h: int, ratio: float) -> bool:
+    """Whether evaluating the window rule in float64 changes some window of an H-pixel axis."""
+    import numpy as np
+    f32, r32 = np.float32, np.float32(ratio)
+    c32 = (np.arange(H, dtype=f32) + f32(0.5)) / f32(H)
+    c64 = (np.arange(H) + 0.5) / H
+    edges32 = (np.floor(np.clip(c32 - r32, 0, 1) * f32(h)), np.ceil(np.clip(c32 + r32, 0, 1) * f32(h)))
+    edges64 = (np.floor(np.clip(c64 - ratio, 0, 1) * h), np.ceil(np.clip(c64 + ratio, 0, 1) * h))
+    return any((a != b).any() for a, b in zip(edges32, edges64))
+
+
+def test_window_rule_is_float32():
+    """A shape where float64 arithmetic would move a window edge follows the float32 rule."""
+    H, h = next((H, h) for H in range(2, 200) for h in range(2, 40)
+                if _float64_moves_a_window(H, h, 0.1))
+    _check('cpp', (1, 2, 4, 3, (H, 3), (h, 2), 0.1, ''), torch.float64, 1e-12)
+
+
+def test_natten_equals_the_op_for_global_windows():
+    """NATTEN approximates other windows; with r = 0 and integer scales it is exact."""
+    requires('natten')
+    q, k, v = make_inputs(2, 2, 8, 5, (8, 12), (4, 3), dtype=torch.float32)
+    got = window_attention(q, k, v, num_heads=2, window_ratio=0.0, backend='natten')
+    expected = dense_attention(q.double(), k.double(), v.double(), 2, 0.0)
+    torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=1e-5)

@@ -1,0 +1,78 @@
+"""torch.library registration: schema, fake kernels, autograd formula, torch.compile."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch import nn
+
+from anyup_neck.ops import extension, window_attention
+from tests.ops.helpers import make_inputs
+
+pytestmark = pytest.mark.skipif(not extension.available(), reason='needs the compiled extension')
+
+FORWARD = torch.ops.anyup_neck.window_attention_forward.default if extension.available() else None
+BACKWARD = torch.ops.anyup_neck.window_attention_backward.default if extension.available() else None
+
+
+@pytest.mark.parametrize('channels_last', [False, True])
+def test_opcheck(channels_last):
+    q, k, v = make_inputs(2, 2, 4, 3, (5, 7), (3, 4))
+    if channels_last:
+        q = q.contiguous(memory_format=torch.channels_last)
+    q, k, v = (t.requires_grad_() for t in (q, k, v))
+    torch.library.opcheck(FORWARD, (q, k, v, 2, 0.1, 0.5))
+    out, lse = FORWARD(q, k, v, 2, 0.1, 0.5)
+    grad = torch.randn_like(out)
+    torch.library.opcheck(BACKWARD, (grad, q.detach(), k.detach(), v.detach(), lse, 2, 0.1, 0.5))
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+def test_fake_kernels_match_real_outputs(dtype):
+    q, k, v = make_inputs(2, 4, 8, 5, (9, 11), (4, 3), dtype=dtype)
+    real = FORWARD(q, k, v, 4, 0.1, 0.3)
+    real_grads = BACKWARD(torch.ones_like(real[0]), q, k, v, real[1], 4, 0.1, 0.3)
+    with FakeTensorMode() as mode:
+        fq, fk, fv = (mode.from_tensor(t) for t in (q, k, v))
+        fake = FORWARD(fq, fk, fv, 4, 0.1, 0.3)
+        fake_grads = BACKWARD(torch.ones_like(fake[0]), fq, fk, fv, fake[1], 4, 0.1, 0.3)
+    for r, f in zip((*real, *real_grads), (*fake, *fake_grads)):
+        assert (f.shape, f.dtype, f.stride()) == (r.shape, r.dtype, r.stride())
+    assert fake[0].shape == (2, 5, 9, 11) and fake[1].shape == (2, 4, 9, 11)
+    assert fake[1].dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
+
+
+def test_meta_tensors():
+    q, k, v = (t.to('meta') for t in make_inputs(1, 2, 4, 6, (8, 5), (2, 2), dtype=torch.float32))
+    out = window_attention(q, k, v, num_heads=2, window_ratio=0.1, backend='cpp')
+    assert out.device.type == 'meta' and out.shape == (1, 6, 8, 5)
+
+
+class _Upsampler(nn.Module):
+    """A module that uses the op: 1x1 convs make queries and keys, features are the values."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.to_q = nn.Conv2d(3, 16, 1)
+        self.to_k = nn.Conv2d(6, 16, 1)
+
+    def forward(self, image: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        return window_attention(self.to_q(image), self.to_k(features), features, num_heads=4,
+                                window_ratio=0.1, backend='cpp')
+
+
+def test_torch_compile_fullgraph_forward_and_backward():
+    torch.manual_seed(0)
+    model = _Upsampler()
+    image, features = torch.randn(2, 3, 20, 24), torch.randn(2, 6, 5, 6, requires_grad=True)
+    expected = model(image, features)
+    expected.square().sum().backward()
+    grads = [p.grad.clone() for p in (*model.parameters(), features)]
+    for p in (*model.parameters(), features):
+        p.grad = None
+    compiled = torch.compile(model, fullgraph=True, backend='inductor')
+    got = compiled(image, features)
+    got.square().sum().backward()
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    for g, p in zip(grads, (*model.parameters(), features)):
+        torch.testing.assert_close(p.grad, g, rtol=1e-4, atol=1e-5)
