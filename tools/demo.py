@@ -25,8 +25,10 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from mmengine.config import Config, DictAction  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from anyup_neck.mm.backbones import TimmBackbone  # noqa: E402
 from anyup_neck.mm.cli import (build_runner, enable_visualization,  # noqa: E402
@@ -74,6 +76,24 @@ def backbone_arguments(backbone: dict) -> list[str]:
     flags = ['--backbone', backbone['model_name'], '--backbone-weights', backbone['pretrained'],
              '--backbone-kwargs', json.dumps(backbone.get('model_kwargs', {}))]
     return flags + (['--backbone-norm'] if backbone.get('norm') else [])
+
+
+def showcase(data_root: str, size: int) -> tuple[str, tuple[int, int]]:
+    """The validation scene with the most shape pixels, and a shape-boundary pixel in it
+    nearest to the centre (where image guidance matters), in ``size`` x ``size`` coordinates."""
+    names = sorted(os.listdir(osp.join(data_root, 'annotations', 'validation')))
+    labels = {name: np.asarray(Image.open(osp.join(data_root, 'annotations', 'validation', name)))
+              for name in names}
+    name = max(names, key=lambda n: int((labels[n] > 1).sum()))
+    shapes = labels[name] > 1
+    edge = shapes & ~np.pad(shapes, 1, mode='edge')[:-2, 1:-1]       # shape pixel below background
+    edge |= shapes & ~np.pad(shapes, 1, mode='edge')[1:-1, :-2]      # ... or right of it
+    rows, cols = np.nonzero(edge if edge.any() else np.ones_like(shapes))
+    scale = size / shapes.shape[0]
+    centre = np.array(shapes.shape) / 2
+    i = int(np.argmin((rows - centre[0]) ** 2 + (cols - centre[1]) ** 2))
+    image = osp.join(data_root, 'images', 'validation', osp.splitext(name)[0] + '.jpg')
+    return image, (int(rows[i] * scale), int(cols[i] * scale))
 
 
 def segment(args: argparse.Namespace, upsampler_file: str, upsampler_cfg: dict) -> dict:
@@ -133,13 +153,13 @@ def main(argv: list[str] | None = None) -> None:
         '--markdown', osp.join(args.work_dir, 'quality.md')])
 
     step('5. pictures')
-    first_val = sorted(os.listdir(osp.join(data, 'images', 'validation')))[0]
+    image, pixel = showcase(data, args.eval_size)
     visualize.main([
-        '--image', osp.join(data, 'images', 'validation', first_val),
+        '--image', image,
         '--image-size', str(args.eval_size), *backbone_arguments(backbone),
         '--methods', 'bilinear', 'guided_filter', '--checkpoint',
         f'anyup_trained={upsampler_file}', '--lfu-mode', upsampler_cfg['lfu_mode'],
-        '--attention-pixel', str(args.eval_size // 2), str(args.eval_size // 3),
+        '--attention-pixel', *map(str, pixel),
         '--out-dir', osp.join(args.work_dir, 'vis_features')])
 
     step('6. segmentation with AnyUpNeck holding the trained upsampler')

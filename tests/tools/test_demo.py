@@ -25,8 +25,10 @@ def test_demo_story_writes_table_pictures_and_predictions(tmp_path):
     assert list(results) == ['bilinear', 'bicubic', 'guided_filter', 'anyup_random',
                              'anyup_trained']
     assert '| anyup_trained |' in (work / 'quality.md').read_text()
-    for name in ('shapes_00000_features.png', 'shapes_00000_attention.png'):
-        with Image.open(work / 'vis_features' / name) as picture:
+    pictures = sorted((work / 'vis_features').glob('*.png'))
+    assert [p.name.split('_', 2)[-1] for p in pictures] == ['attention.png', 'features.png']
+    for path in pictures:
+        with Image.open(path) as picture:
             assert picture.format == 'PNG'
     assert 'AnyUpNeck: loaded upsampler weights from' in out
     assert 'demo finished' in out and 'mIoU' in out
