@@ -15,6 +15,7 @@ generated demo data and real datasets.
 """
 from __future__ import annotations
 
+import functools
 import glob
 import os
 from collections.abc import Callable, Sequence
@@ -111,13 +112,37 @@ class UpsamplingBenchmark:
         self.probe_steps = probe_steps
         self.batch_size = batch_size
         self.seed = seed
-        self._low_res_probe: torch.nn.Linear | None = None
 
-    # -- features ----------------------------------------------------------------------------
-    def _upsampled(self, method: Method, images: torch.Tensor) -> torch.Tensor:
-        """Pixel-resolution features of a batch with ``method``."""
-        return method(imagenet_normalise(images), self.backbone(images), tuple(images.shape[-2:]))
+    # -- backbone features, computed once and shared by every method --------------------------
+    def _features_of(self, images: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return torch.cat([self.backbone(images[batch])
+                              for batch in _batches(len(images), self.batch_size)])
 
+    @functools.cached_property
+    def train_features(self) -> torch.Tensor:
+        """(N, C, h, w) backbone features of the training images."""
+        return self._features_of(self.train.images)
+
+    @functools.cached_property
+    def val_features(self) -> torch.Tensor:
+        """(N, C, h, w) backbone features of the validation images (fidelity target too)."""
+        return self._features_of(self.val.images)
+
+    @functools.cached_property
+    def val_half_features(self) -> torch.Tensor:
+        """(N, C, h/2, w/2) features of the validation images at half resolution."""
+        half = F.interpolate(self.val.images, scale_factor=0.5, mode='bilinear', antialias=True,
+                             align_corners=False)
+        return self._features_of(half)
+
+    def _upsampled(self, method: Method, split: Split, features: torch.Tensor,
+                   batch: slice) -> torch.Tensor:
+        """Pixel-resolution features of ``split.images[batch]`` with ``method``."""
+        images = split.images[batch]
+        return method(imagenet_normalise(images), features[batch], tuple(images.shape[-2:]))
+
+    # -- probes ------------------------------------------------------------------------------
     def _sample_pixels(self, maps: torch.Tensor, labels: torch.Tensor, generator) -> tuple:
         """Up to ``pixels_per_image`` labelled pixels per image -> (N, C), (N,)."""
         xs, ys = [], []
@@ -128,52 +153,49 @@ class UpsamplingBenchmark:
             ys.append(label.flatten()[pick])
         return torch.cat(xs), torch.cat(ys)
 
-    def _fit_probe(self, feature_maps: Callable[[torch.Tensor], torch.Tensor],
-                   label_size: Callable[[torch.Tensor], torch.Tensor]) -> torch.nn.Linear:
+    def _fit_probe(self, maps_of: Callable[[slice], torch.Tensor],
+                   labels: torch.Tensor) -> torch.nn.Linear:
+        """Probe on the training split; ``maps_of(batch)`` gives maps the size of ``labels``."""
         generator = torch.Generator().manual_seed(self.seed)
         xs, ys = [], []
         for batch in _batches(len(self.train.images), self.batch_size):
-            maps = feature_maps(self.train.images[batch])
-            x, y = self._sample_pixels(maps, label_size(self.train.labels[batch]), generator)
+            x, y = self._sample_pixels(maps_of(batch), labels[batch], generator)
             xs.append(x)
             ys.append(y)
         return fit_linear_probe(torch.cat(xs), torch.cat(ys), self.num_classes,
                                 steps=self.probe_steps, seed=self.seed)
 
+    @functools.cached_property
     def low_res_probe(self) -> torch.nn.Linear:
-        """Probe on the backbone's own grid (labels sampled at the cells' centres), fitted once."""
-        if self._low_res_probe is None:
-            def on_grid(labels: torch.Tensor) -> torch.Tensor:
-                grid = self.backbone(self.train.images[:1]).shape[-2:]
-                return F.interpolate(labels[:, None].float(), size=grid, mode='nearest')[:, 0].long()
-            self._low_res_probe = self._fit_probe(self.backbone, on_grid)
-        return self._low_res_probe
+        """Probe on the backbone's own grid (labels sampled at the cells' centres)."""
+        grid = self.train_features.shape[-2:]
+        labels = F.interpolate(self.train.labels[:, None].float(), size=grid, mode='nearest')
+        return self._fit_probe(lambda batch: self.train_features[batch], labels[:, 0].long())
 
     # -- one method -------------------------------------------------------------------------
     def fidelity(self, method: Method) -> dict[str, float]:
         """2x upsampling of half-resolution features vs the full-resolution features."""
         totals = dict(cosine=0.0, mse=0.0)
         for batch in _batches(len(self.val.images), self.batch_size):
-            images = self.val.images[batch]
-            target = self.backbone(images)
-            half = F.interpolate(images, scale_factor=0.5, mode='bilinear', antialias=True,
-                                 align_corners=False)
-            pred = method(imagenet_normalise(images), self.backbone(half), tuple(target.shape[-2:]))
+            target = self.val_features[batch]
+            pred = method(imagenet_normalise(self.val.images[batch]),
+                          self.val_half_features[batch], tuple(target.shape[-2:]))
             for key, value in feature_fidelity(pred, target).items():
-                totals[key] += value * images.shape[0]
+                totals[key] += value * target.shape[0]
         return {key: value / len(self.val.images) for key, value in totals.items()}
 
     def segmentation(self, method: Method) -> dict[str, float]:
         """Probe mIoU/aAcc of the method's features, and the low-resolution probe's mIoU."""
-        probe = self._fit_probe(lambda images: self._upsampled(method, images), lambda lab: lab)
-        low_res_probe = self.low_res_probe()
+        probe = self._fit_probe(
+            lambda batch: self._upsampled(method, self.train, self.train_features, batch),
+            self.train.labels)
         own = torch.zeros(self.num_classes, self.num_classes, dtype=torch.long)
         transfer = torch.zeros_like(own)
         for batch in _batches(len(self.val.images), self.batch_size):
-            maps = self._upsampled(method, self.val.images[batch])
+            maps = self._upsampled(method, self.val, self.val_features, batch)
             labels = self.val.labels[batch]
             own += confusion_matrix(predict_map(probe, maps), labels, self.num_classes)
-            transfer += confusion_matrix(predict_map(low_res_probe, maps), labels,
+            transfer += confusion_matrix(predict_map(self.low_res_probe, maps), labels,
                                          self.num_classes)
         scores = segmentation_scores(own)
         return dict(probe_mIoU=scores['mIoU'], probe_aAcc=scores['aAcc'],
