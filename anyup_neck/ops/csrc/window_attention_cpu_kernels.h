@@ -94,14 +94,16 @@ wa::KeyMap<acc_type<scalar_t>, scalar_t> key_map(const Problem& p, int64_t b) {
           static_cast<int>(p.heads), p.dim, static_cast<acc_type<scalar_t>>(p.scale)};
 }
 
-// queries[t * D + c] = q(c, pixel t of the chunk): each pixel's channels contiguous.
+// block[c * kChunk + t] = map(c, pixel t of the chunk) for every channel, zero past the chunk's
+// end (so that whole segments can be read); map is NCHW- or channels-last-contiguous.
 template <typename scalar_t, typename acc_t>
-void load_queries(const Problem& p, const Chunk& chunk, acc_t* queries) {
-  const Layout l = layout_of(p.q);
-  const scalar_t* q = p.q.data_ptr<scalar_t>() + chunk.b * l.batch + chunk.pixel(p, 0) * l.pixel;
-  for (int64_t c = 0; c < p.D; ++c)
-    for (int64_t t = 0; t < chunk.count; ++t)
-      queries[t * p.D + c] = static_cast<acc_t>(q[c * l.channel + t * l.pixel]);
+void load_rows(const Problem& p, const Chunk& chunk, const at::Tensor& map, acc_t* block) {
+  const Layout l = layout_of(map);
+  const scalar_t* rows = map.data_ptr<scalar_t>() + chunk.b * l.batch + chunk.pixel(p, 0) * l.pixel;
+  for (int64_t c = 0; c < map.size(1); ++c)
+    for (int64_t t = 0; t < kChunk; ++t)
+      block[c * kChunk + t] =
+          t < chunk.count ? static_cast<acc_t>(rows[c * l.channel + t * l.pixel]) : acc_t(0);
 }
 
 // tile[c * kChunk + t] for c < C, t < count -> map(c, pixel t of the chunk), NCHW map.
@@ -163,21 +165,56 @@ void value_dot_block(const Segment& seg, int64_t w, int64_t hw, int64_t C, const
   for (int64_t b = 0; b < kBlock; ++b) L::store(acc[b], dws + (u0 + b) * kSegment);
 }
 
+// table[(u * N + n) * kSegment + t] = logit of segment pixel t, head n, against span key u:
+// KeyMap::logits' sums (channel order, then the scale) for all kSegment pixels at once, from
+// the chunk's queries (queries[c * kChunk + t]) and channels-last keys.
+template <typename scalar_t, typename acc_t>
+void segment_logits(const Problem& p, const Segment& seg, const wa::KeyMap<acc_t, scalar_t>& keys,
+                    const acc_t* queries, acc_t* table) {
+  using L = Lanes<acc_t>;
+  for (int64_t u = 0; u < seg.span.size(); ++u) {
+    const scalar_t* key = keys.data + seg.key_offset(u, p.w) * p.D;
+    for (int64_t n = 0; n < p.heads; ++n) {
+      typename L::type acc = {}, q;
+      for (int64_t e = n * p.dim; e < (n + 1) * p.dim; ++e) {
+        L::load(q, queries + e * kChunk + seg.t0);
+        acc += q * static_cast<acc_t>(key[e]);
+      }
+      acc = keys.scale * acc;
+      L::store(acc, table + (u * p.heads + n) * kSegment);
+    }
+  }
+}
+
+// The logits provider of the shared per-query functions for segment pixel t: reads the table.
+template <typename acc_t>
+struct TableLogits {
+  const Segment& seg;
+  const acc_t* table;
+  int64_t heads, t;
+  void operator()(int64_t row, int64_t col, acc_t* s, int64_t s_stride) const {
+    const acc_t* entry = table + seg.slot(row, col, 0) * heads + t;
+    for (int64_t n = 0; n < heads; ++n) s[n * s_stride] = entry[n * kSegment];
+  }
+};
+
 template <typename scalar_t>
 void forward_kernel(Problem& p) {
   using acc_t = acc_type<scalar_t>;
   const int64_t HW = p.H * p.W, hw = p.h * p.w;
   acc_t* lse = p.lse.data_ptr<acc_t>();
   at::parallel_for(0, p.B * p.H * chunks_per_row(p), 1, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> queries(kChunk * p.D), tile(kChunk * p.C), weights;
+    std::vector<acc_t> queries(kChunk * p.D), tile(kChunk * p.C), weights, table;
     for (int64_t item = begin; item < end; ++item) {
       const Chunk chunk(p, item);
       const auto keys = key_map<scalar_t>(p, chunk.b);
       const scalar_t* v = p.v.data_ptr<scalar_t>() + chunk.b * p.C * hw;
-      load_queries<scalar_t>(p, chunk, queries.data());
+      load_rows<scalar_t>(p, chunk, p.q, queries.data());
       for (int64_t t0 = 0; t0 < chunk.count; t0 += kSegment) {
         const Segment seg(p, chunk, t0);
         weights.assign(seg.slots(), acc_t(0));
+        table.resize(seg.slots() * p.heads);
+        segment_logits(p, seg, keys, queries.data(), table.data());
         for (int64_t t = 0; t < seg.count; ++t) {
           auto sink = [&](KeyCursor cursor, int64_t count, const acc_t* wts) {
             for (int64_t u = 0; u < count; ++u, cursor.next())
@@ -185,7 +222,8 @@ void forward_kernel(Problem& p) {
           };
           const Window win = wa::query_window(chunk.i, chunk.j0 + t0 + t, p.H, p.W, p.h, p.w,
                                               p.ratio);
-          wa::forward_query<kScratch>(keys, queries.data() + (t0 + t) * p.D, 1, win,
+          const TableLogits<acc_t> logits{seg, table.data(), p.heads, t};
+          wa::forward_query<kScratch>(static_cast<int>(p.heads), logits, win,
                                       lse + chunk.b * p.heads * HW + chunk.pixel(p, t0 + t), HW,
                                       sink);
         }
@@ -209,20 +247,18 @@ void backward_pixels(Problem& p) {
   acc_t* delta = p.delta.data_ptr<acc_t>();
   at::parallel_for(0, p.B * p.H * chunks_per_row(p), 1, [&](int64_t begin, int64_t end) {
     std::vector<acc_t> queries(kChunk * p.D), grads(kChunk * p.C), dq_tile(kChunk * p.D);
-    std::vector<acc_t> dq_p(p.D), dws;
+    std::vector<acc_t> dq_p(p.D), dws, table;
     for (int64_t item = begin; item < end; ++item) {
       const Chunk chunk(p, item);
       const auto keys = key_map<scalar_t>(p, chunk.b);
       const scalar_t* v = p.v.data_ptr<scalar_t>() + chunk.b * p.C * hw;
-      load_queries<scalar_t>(p, chunk, queries.data());
-      // grads[c * kChunk + t] = g(c, pixel t), zero past the chunk's end.
-      const scalar_t* g = p.grad_out.data_ptr<scalar_t>() + chunk.b * p.C * HW + chunk.pixel(p, 0);
-      for (int64_t c = 0; c < p.C; ++c)
-        for (int64_t t = 0; t < kChunk; ++t)
-          grads[c * kChunk + t] = t < chunk.count ? static_cast<acc_t>(g[c * HW + t]) : acc_t(0);
+      load_rows<scalar_t>(p, chunk, p.q, queries.data());
+      load_rows<scalar_t>(p, chunk, p.grad_out, grads.data());
       for (int64_t t0 = 0; t0 < chunk.count; t0 += kSegment) {
         const Segment seg(p, chunk, t0);
         dws.resize(seg.slots());
+        table.resize(seg.slots() * p.heads);
+        segment_logits(p, seg, keys, queries.data(), table.data());
         constexpr int64_t kBlock = 4;
         const int64_t keys_in_span = seg.span.size();
         int64_t u = 0;
@@ -247,8 +283,9 @@ void backward_pixels(Problem& p) {
           const Window win = wa::query_window(chunk.i, chunk.j0 + pix, p.H, p.W, p.h, p.w,
                                               p.ratio);
           const int64_t stat = chunk.b * p.heads * HW + chunk.pixel(p, pix);
-          wa::backward_query<kScratch>(keys, queries.data() + pix * p.D, 1, win, lse + stat, HW,
-                                       dw, delta + stat, HW, sink);
+          const TableLogits<acc_t> logits{seg, table.data(), p.heads, t};
+          wa::backward_query<kScratch>(static_cast<int>(p.heads), keys.scale, logits, win,
+                                       lse + stat, HW, dw, delta + stat, HW, sink);
           for (int64_t c = 0; c < p.D; ++c) dq_tile[c * kChunk + pix] = dq_p[c];
         }
       }

@@ -73,8 +73,10 @@ __global__ void forward_kernel(Sizes s, acc_t scale, const scalar_t* q, Layout q
     first = false;
   };
   const Window win = wa::query_window(p / s.W, p % s.W, s.H, s.W, s.h, s.w, s.ratio);
-  wa::forward_query<kScratch>(key_map(s, k_cl, b, scale), q + b * ql.batch + p * ql.pixel,
-                              ql.channel, win, lse + b * s.heads * HW + p, HW, sink);
+  const auto keys = key_map(s, k_cl, b, scale);
+  const wa::QueryLogits<acc_t, scalar_t, scalar_t> logits{keys, q + b * ql.batch + p * ql.pixel,
+                                                          ql.channel};
+  wa::forward_query<kScratch>(s.heads, logits, win, lse + b * s.heads * HW + p, HW, sink);
 }
 
 // Pixel pass: delta (B, N, H, W) and dq (B, D, H, W, zero on entry), accumulation type.
@@ -109,8 +111,11 @@ __global__ void backward_pixel_kernel(Sizes s, acc_t scale, const scalar_t* g, c
   };
   const Window win = wa::query_window(p / s.W, p % s.W, s.H, s.W, s.h, s.w, s.ratio);
   const int64_t stat = b * s.heads * HW + p;
-  wa::backward_query<kScratch>(key_map(s, k_cl, b, scale), q + b * ql.batch + p * ql.pixel,
-                               ql.channel, win, lse + stat, HW, dw, delta + stat, HW, sink);
+  const auto keys = key_map(s, k_cl, b, scale);
+  const wa::QueryLogits<acc_t, scalar_t, scalar_t> logits{keys, q + b * ql.batch + p * ql.pixel,
+                                                          ql.channel};
+  wa::backward_query<kScratch>(s.heads, scale, logits, win, lse + stat, HW, dw, delta + stat, HW,
+                               sink);
 }
 
 // Key pass: dk (B, D, h, w) and dv (B, C, h, w), zero on entry, accumulation type. Thread

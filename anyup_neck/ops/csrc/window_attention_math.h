@@ -140,12 +140,12 @@ struct KeyCursor {
 };
 
 // ---------------------------------------------------------------------------------------------
-// Logits.
+// Dot products and logits.
 
 // <a, b> over n elements with strides, in a fixed association of 8 partial sums (vectorisable
 // on the CPU, deterministic everywhere).
 template <typename acc_t, typename A, typename B>
-WA_FN acc_t dot(const A* a, int64_t a_stride, const B* b, int64_t b_stride, int64_t n) {
+WA_FN acc_t strided_dot(const A* a, int64_t a_stride, const B* b, int64_t b_stride, int64_t n) {
   constexpr int kLanes = 8;
   acc_t part[kLanes];
   for (int l = 0; l < kLanes; ++l) part[l] = acc_t(0);
@@ -157,8 +157,20 @@ WA_FN acc_t dot(const A* a, int64_t a_stride, const B* b, int64_t b_stride, int6
   return ((part[0] + part[4]) + (part[1] + part[5])) + ((part[2] + part[6]) + (part[3] + part[7]));
 }
 
+// strided_dot, with a copy for contiguous operands that compilers turn into vector loads
+// (same association, same result).
+template <typename acc_t, typename A, typename B>
+WA_FN acc_t dot(const A* a, int64_t a_stride, const B* b, int64_t b_stride, int64_t n) {
+  if (a_stride == 1 && b_stride == 1) return strided_dot<acc_t>(a, 1, b, 1, n);
+  return strided_dot<acc_t>(a, a_stride, b, b_stride, n);
+}
+
 // The key map of one batch element: element (channel c, key row y, key col x) sits at
 // data[c * channel_stride + (y * width + x) * pixel_stride].
+//
+// A logit is s_n = scale * (q[e0] k[e0] + q[e0 + 1] k[e0 + 1] + ...) over head n's channels,
+// summed in channel order everywhere: here, in the key pass below, and in the CPU kernels that
+// evaluate it for 16 pixels at once, so that all paths compute the same logits.
 template <typename acc_t, typename T>
 struct KeyMap {
   const T* data;
@@ -171,30 +183,45 @@ struct KeyMap {
     return data + (row * width + col) * pixel_stride;
   }
 
-  // s[n * s_stride] = scale * <q_n, k_n(row, col)> for every head n; q[c * q_stride] is the
+  // s[n * s_stride] = the logit of head n against key (row, col); q[c * q_stride] is the
   // query's channel c.
   template <typename Q>
   WA_FN void logits(const Q* q, int64_t q_stride, int64_t row, int64_t col, acc_t* s,
                     int64_t s_stride) const {
     const T* key = at(row, col);
-    for (int n = 0; n < heads; ++n)
-      s[n * s_stride] = scale * dot<acc_t>(q + n * dim * q_stride, q_stride,
-                                           key + n * dim * channel_stride, channel_stride, dim);
+    for (int n = 0; n < heads; ++n) {
+      acc_t sum = acc_t(0);
+      for (int64_t e = n * dim; e < (n + 1) * dim; ++e)
+        sum += static_cast<acc_t>(q[e * q_stride]) * static_cast<acc_t>(key[e * channel_stride]);
+      s[n * s_stride] = scale * sum;
+    }
+  }
+};
+
+// The logits of one query, as the per-query functions below take them:
+// logits(row, col, s, s_stride) writes head n's logit against key (row, col) to s[n * s_stride].
+template <typename acc_t, typename T, typename Q>
+struct QueryLogits {
+  const KeyMap<acc_t, T>& keys;
+  const Q* q;
+  int64_t q_stride;
+  WA_FN void operator()(int64_t row, int64_t col, acc_t* s, int64_t s_stride) const {
+    keys.logits(q, q_stride, row, col, s, s_stride);
   }
 };
 
 // ---------------------------------------------------------------------------------------------
 // Forward of one query.
 //
+// logits(row, col, s, s_stride) gives the query's logits against a key (see QueryLogits).
 // Computes the per-head softmax statistics over the window with a running maximum, writes
 // lse[n * lse_stride] = log sum_key exp(s_n), and hands the head-averaged weights to the caller
 // in runs of consecutive keys: sink(cursor_at_first_key, count, weights). The logits of up to
 // (kScratch - 2N) / N keys are held at once; when the window fits, each logit is evaluated and
 // exponentiated once, otherwise a second pass recomputes them chunk by chunk.
-template <int kScratch, typename acc_t, typename T, typename Q, typename Sink>
-WA_FN void forward_query(const KeyMap<acc_t, T>& keys, const Q* q, int64_t q_stride,
-                         const Window& win, acc_t* lse, int64_t lse_stride, Sink& sink) {
-  const int N = keys.heads;
+template <int kScratch, typename acc_t, typename Logits, typename Sink>
+WA_FN void forward_query(int N, const Logits& logits, const Window& win, acc_t* lse,
+                         int64_t lse_stride, Sink& sink) {
   acc_t scratch[kScratch];
   acc_t* m = scratch;          // running maximum per head
   acc_t* l = scratch + N;      // running sum of exp(s - m) per head, later 1 / (N * sum)
@@ -208,8 +235,7 @@ WA_FN void forward_query(const KeyMap<acc_t, T>& keys, const Q* q, int64_t q_str
   KeyCursor cursor(win);
   for (int64_t t0 = 0; t0 < total; t0 += chunk) {
     const int64_t count = min_(chunk, total - t0);
-    for (int64_t t = 0; t < count; ++t, cursor.next())
-      keys.logits(q, q_stride, cursor.row, cursor.col, e + t, chunk);
+    for (int64_t t = 0; t < count; ++t, cursor.next()) logits(cursor.row, cursor.col, e + t, chunk);
     for (int n = 0; n < N; ++n) {
       acc_t* row = e + n * chunk;
       acc_t top = m[n];
@@ -243,8 +269,7 @@ WA_FN void forward_query(const KeyMap<acc_t, T>& keys, const Q* q, int64_t q_str
   for (int64_t t0 = 0; t0 < total; t0 += chunk) {
     const KeyCursor first = again;
     const int64_t count = min_(chunk, total - t0);
-    for (int64_t t = 0; t < count; ++t, again.next())
-      keys.logits(q, q_stride, again.row, again.col, e + t, chunk);
+    for (int64_t t = 0; t < count; ++t, again.next()) logits(again.row, again.col, e + t, chunk);
     for (int n = 0; n < N; ++n)
       for (int64_t t = 0; t < count; ++t) e[n * chunk + t] = exp_(e[n * chunk + t] - m[n]);
     emit(first, count);
@@ -257,11 +282,10 @@ WA_FN void forward_query(const KeyMap<acc_t, T>& keys, const Q* q, int64_t q_str
 // dw(row, col) returns <g(p), v(key)>. Writes delta[n * delta_stride] and hands
 // ds_n * scale for runs of consecutive keys to the caller: sink(cursor, count, ds, ds_stride)
 // with ds[n * ds_stride + t] for key t of the run (the caller accumulates dq from them).
-template <int kScratch, typename acc_t, typename T, typename Q, typename DW, typename Sink>
-WA_FN void backward_query(const KeyMap<acc_t, T>& keys, const Q* q, int64_t q_stride,
-                          const Window& win, const acc_t* lse, int64_t lse_stride, DW& dw,
-                          acc_t* delta, int64_t delta_stride, Sink& sink) {
-  const int N = keys.heads;
+template <int kScratch, typename acc_t, typename Logits, typename DW, typename Sink>
+WA_FN void backward_query(int N, acc_t scale, const Logits& logits, const Window& win,
+                          const acc_t* lse, int64_t lse_stride, DW& dw, acc_t* delta,
+                          int64_t delta_stride, Sink& sink) {
   acc_t scratch[kScratch];
   acc_t* lse_ = scratch;           // lse per head
   acc_t* delta_ = scratch + N;     // delta per head
@@ -276,7 +300,7 @@ WA_FN void backward_query(const KeyMap<acc_t, T>& keys, const Q* q, int64_t q_st
   // Probabilities and dw of `count` keys from `first` into a and dws.
   auto fill = [&](KeyCursor cursor, int64_t count) {
     for (int64_t t = 0; t < count; ++t, cursor.next()) {
-      keys.logits(q, q_stride, cursor.row, cursor.col, a + t, chunk);
+      logits(cursor.row, cursor.col, a + t, chunk);
       for (int n = 0; n < N; ++n) a[n * chunk + t] = exp_(a[n * chunk + t] - lse_[n]);
       dws[t] = dw(cursor.row, cursor.col);
     }
@@ -289,7 +313,7 @@ WA_FN void backward_query(const KeyMap<acc_t, T>& keys, const Q* q, int64_t q_st
     for (int n = 0; n < N; ++n)
       for (int64_t t = 0; t < count; ++t) delta_[n] += a[n * chunk + t] * dws[t];
   }
-  const acc_t coef = keys.scale / static_cast<acc_t>(N);
+  const acc_t coef = scale / static_cast<acc_t>(N);
   KeyCursor again(win);
   for (int64_t t0 = 0; t0 < total; t0 += chunk) {
     const int64_t count = min_(chunk, total - t0);
@@ -390,24 +414,16 @@ WA_FN void key_backward_row(const KeyPassMaps<acc_t, T>& m, int64_t row, int64_t
       for (int n = 0; n < N; ++n) weight += s[n * run + t];
       wts[t] = weight * inv_heads;
     }
-    for (int64_t c = out.c_begin; c < out.c_end; ++c) {
-      const T* gc = m.g.at(c, p0);
-      acc_t acc = acc_t(0);
-      for (int64_t t = 0; t < count; ++t) acc += wts[t] * static_cast<acc_t>(gc[t * m.g.pixel_stride]);
-      out.dv[c * out.dv_stride] += acc;
-    }
+    for (int64_t c = out.c_begin; c < out.c_end; ++c)
+      out.dv[c * out.dv_stride] += dot<acc_t>(wts, 1, m.g.at(c, p0), m.g.pixel_stride, count);
     if (!out.with_dk) continue;
     const acc_t coef = keys.scale * inv_heads;
     for (int n = 0; n < N; ++n)
       for (int64_t t = 0; t < count; ++t)
         s[n * run + t] = coef * s[n * run + t] * (dws[t] - *m.delta.at(n, p0 + t));
-    for (int64_t c = 0; c < D; ++c) {
-      const T* qc = m.q.at(c, p0);
-      const acc_t* ds = s + (c / keys.dim) * run;
-      acc_t acc = acc_t(0);
-      for (int64_t t = 0; t < count; ++t) acc += ds[t] * static_cast<acc_t>(qc[t * m.q.pixel_stride]);
-      out.dk[c * out.dk_stride] += acc;
-    }
+    for (int64_t c = 0; c < D; ++c)
+      out.dk[c * out.dk_stride] +=
+          dot<acc_t>(s + (c / keys.dim) * run, 1, m.q.at(c, p0), m.q.pixel_stride, count);
   }
 }
 
