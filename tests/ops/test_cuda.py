@@ -36,8 +36,7 @@ def test_cuda_sources_compile_and_link(tmp_path):
     env = {**os.environ, 'CUDA_HOME': str(build_config.cuda_home()),
            'TORCH_CUDA_ARCH_LIST': os.environ.get('TORCH_CUDA_ARCH_LIST') or '9.0'}
     run = subprocess.run([sys.executable, '-c', CHECK, str(tmp_path), build_config.__file__],
-                         env=env, text=True,
-                         capture_output=True, timeout=900)
+                         env=env, text=True, capture_output=True, timeout=900)
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
     assert list(tmp_path.glob('anyup_neck_cuda_check*.so'))
 
