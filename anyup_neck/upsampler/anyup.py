@@ -137,14 +137,18 @@ class AnyUp(nn.Module):
 
     def _queries_and_keys(self, encoding: torch.Tensor, features: torch.Tensor,
                           output_size: int | Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Pooled queries (B, D, H, W) and aggregated keys (B, D, h, w), before attention."""
+        """Pooled queries (B, D, H, W) and aggregated keys (B, D, h, w), before attention.
+
+        Keys first: pooled to the small feature grid at once, they do not occupy memory while
+        the full-size queries are encoded.
+        """
         H, W = _check_size(output_size)
         features = self._check_features(features, encoding.shape[0], encoding.device)
         h, w = features.shape[-2:]
-        q = _pool(self.query_encoder(encoding), (H, W))
         k = _pool(self.key_encoder(encoding), (h, w))
         unified = self.key_features_encoder(F.normalize(features.to(k.dtype), dim=1))
-        return q, self.aggregation(torch.cat([k, unified], dim=1))
+        k = self.aggregation(torch.cat([k, unified], dim=1))
+        return _pool(self.query_encoder(encoding), (H, W)), k
 
     def upsample(self, encoding: torch.Tensor, features: torch.Tensor,
                  output_size: int | Sequence[int], backend: str | None = None) -> torch.Tensor:
@@ -171,9 +175,10 @@ class AnyUp(nn.Module):
         ``output_size`` defaults to the image size; any size works (larger or smaller than the
         features, non-square, non-integer ratios).
         """
-        encoding = self.encode_image(image)
         size = tuple(image.shape[-2:]) if output_size is None else output_size
-        return self.upsample(encoding, features, size, backend=backend)
+        # The encoding is only a temporary here, so its memory is free again for the attention.
+        q, k = self._queries_and_keys(self.encode_image(image), features, size)
+        return self.cross_decode(q, k, features, backend=backend)
 
     # -- checkpoints ----------------------------------------------------------------------
     @classmethod

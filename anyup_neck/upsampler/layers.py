@@ -41,10 +41,12 @@ class ResBlock(nn.Module):
         if torch.is_grad_enabled():
             return self.block(x) + self.shortcut(x)
         # Without autograd the same ops run SiLU and the residual sum in place (a pass and a
-        # full-size buffer less each).
+        # full-size buffer less each), and each step drops its input: x and two maps at most.
         norm1, _, conv1, norm2, _, conv2 = self.block
-        y = conv1(F.silu(norm1(x), inplace=True))
-        y = conv2(F.silu(norm2(y), inplace=True))
+        y = F.silu(norm1(x), inplace=True)
+        y = conv1(y)
+        y = F.silu(norm2(y), inplace=True)
+        y = conv2(y)
         return y.add_(self.shortcut(x))
 
 
