@@ -73,18 +73,18 @@ class Result:
 
 
 def estimate_gb(case: Case) -> float:
-    """Rough peak memory of a case (to skip what cannot fit), in GB."""
+    """Peak memory of a case (to skip what cannot fit), in GB, from measured peaks: a
+    full-size D-channel map is ``maps``, the output ``out``; the allocator keeps some slack."""
     pixels, keys = case.size ** 2, case.map ** 2
     maps = QK_DIM * pixels * 4
     out = case.channels * pixels * 4
-    train = case.mode in ('op-train', 'train')
-    if case.mode.startswith('op'):
-        total = 3 * maps + (3 if train else 1) * out
-    else:
-        total = (40 if train else 6) * maps + (3 if train else 2) * out
+    total = {'op': 3 * maps + out,
+             'op-train': 3 * maps + 3 * out,
+             'forward': 1.3 * max(4 * maps, 2 * maps + out),   # encoders; attention
+             'train': 90 * maps + 4 * out}[case.mode]           # every activation is kept
     if case.backend == 'dense':  # logits, masked logits, softmax (kept for backward) per head
-        total += (8 if train else 3) * HEADS * pixels * keys * 4
-    return 0.5 + total / GB
+        total += (8 if case.mode.endswith('train') else 3) * HEADS * pixels * keys * 4
+    return 0.9 + total / GB
 
 
 # --------------------------------------------------------------------------- worker process
