@@ -7,10 +7,13 @@ dense masked formulation of the official model measured in the same run.
 
 Modes: ``op`` (the op's forward), ``op-train`` (op forward + backward), ``forward`` (the whole
 AnyUp forward without autograd, random weights), ``train`` (AnyUp forward + backward of a loss,
-weights requiring grad). Backends: ``dense`` (the baseline: the official model's dense masked
-attention, O(H*W*h*w) memory; it also benefits from this package's exact layer-level speedups,
-so ratios against the official code are higher than the ones shown), ``cpp``/``cuda`` (the
-compiled op), ``torch`` (tiled pure PyTorch), ``natten`` (approximation; needs natten).
+weights requiring grad). Backends: ``official`` (whole-model modes only; the baseline: the
+official model's formulation, i.e. the independent reference implementation in
+tests/reference.py: NCHW layers and the dense masked attention, O(H*W*h*w) memory; needs a
+repository checkout), ``dense`` (this package's AnyUp with that dense masked attention; the op
+modes' baseline), ``cpp``/``cuda`` (the compiled op), ``torch`` (tiled pure PyTorch),
+``natten`` (approximation; needs natten). ``--bf16`` adds the whole-model modes under bfloat16
+autocast.
 
 Each case runs in its own process: one warm-up run, then timed runs (at least one, up to
 ``--repeats`` or until ``--max-seconds``); the table shows the fastest and the median. Peak
@@ -21,7 +24,8 @@ are skipped, and the table says so.
 
 Worker processes get the allocator settings that made CPU runs about 2x faster on the test
 machine unless the caller set them (the Makefile exports the same): MALLOC_MMAP_MAX_=0,
-MALLOC_TRIM_THRESHOLD_=100000000000, MALLOC_TOP_PAD_=1000000000.
+MALLOC_TRIM_THRESHOLD_=100000000000, MALLOC_TOP_PAD_=1000000000; ``--malloc default`` drops
+them (glibc's own settings). ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16 (bf16 autocast on CPU) too.
 """
 from __future__ import annotations
 
@@ -55,6 +59,11 @@ class Case:
     map: int
     channels: int
     device: str = 'cpu'
+    bf16: bool = False  # whole-model modes: run under bfloat16 autocast
+
+    @property
+    def label(self) -> str:
+        return self.backend + ('+bf16' if self.bf16 else '')
 
 
 @dataclass
@@ -82,7 +91,7 @@ def estimate_gb(case: Case) -> float:
              'op-train': 3 * maps + 3 * out,
              'forward': 1.3 * max(4 * maps, 2 * maps + out),   # encoders; attention
              'train': 90 * maps + 4 * out}[case.mode]           # every activation is kept
-    if case.backend == 'dense':  # logits, masked logits, softmax (kept for backward) per head
+    if case.backend in ('dense', 'official'):  # logits, masked logits, softmax, per head
         total += (8 if case.mode.endswith('train') else 3) * HEADS * pixels * keys * 4
     return 0.9 + total / GB
 
@@ -116,6 +125,7 @@ def _workload(case: Case):
         v = torch.randn(1, case.channels, *fmap, device=device, generator=gen, requires_grad=train)
 
         def run():
+            q.grad = k.grad = v.grad = None  # each run is one step
             with torch.set_grad_enabled(train):
                 out = window_attention(q, k, v, num_heads=HEADS, window_ratio=RATIO,
                                        backend=case.backend)
@@ -124,16 +134,29 @@ def _workload(case: Case):
             return out
         return run, out_bytes
     torch.manual_seed(0)
-    model = AnyUp(qk_dim=QK_DIM, num_heads=HEADS, window_ratio=RATIO, backend=case.backend)
+    backend = 'dense' if case.backend == 'official' else case.backend
+    model = AnyUp(qk_dim=QK_DIM, num_heads=HEADS, window_ratio=RATIO, backend=backend)
     model = model.to(device).requires_grad_(train)
     image = torch.randn(1, 3, *size, device=device, generator=gen)
     features = torch.randn(1, case.channels, *fmap, device=device, generator=gen)
+    upsample = model
+    if case.backend == 'official':
+        from anyup_neck.ops import window_mask
+        from tests import reference
+        # The reference builds its mask with numpy loops; the official code builds it in torch.
+        reference.window_allowed = lambda H, W, h, w, r: window_mask((H, W), (h, w), r, device)
+        params = dict(model.named_parameters())
+
+        def upsample(image, features):
+            return reference.reference_anyup(params, image, features, size, HEADS, RATIO)
 
     def run():
-        with torch.set_grad_enabled(train):
-            out = model(image, features)
+        model.zero_grad(set_to_none=True)
+        with torch.set_grad_enabled(train), torch.autocast(device.type, torch.bfloat16,
+                                                           enabled=case.bf16):
+            out = upsample(image, features)
             if train:
-                out.square().mean().backward()
+                out.float().square().mean().backward()
         return out
     return run, out_bytes
 
@@ -166,7 +189,10 @@ def run_case(case: Case, args: argparse.Namespace) -> Result:
     estimate = estimate_gb(case)
     if case.device == 'cpu' and estimate > args.memory_gb:
         return Result(case, 'skipped', f'needs ~{estimate:.0f} GB > {args.memory_gb:.0f} GB')
-    env = {**MALLOC_ENV, **os.environ}
+    if args.malloc == 'tuned':
+        env = {**MALLOC_ENV, **os.environ}
+    else:
+        env = {k: v for k, v in os.environ.items() if k not in MALLOC_ENV}
     env.setdefault('ONEDNN_MAX_CPU_ISA', 'AVX512_CORE_BF16')
     command = [sys.executable, str(Path(__file__).resolve()), '--worker', json.dumps(asdict(case)),
                '--repeats', str(args.repeats), '--max-seconds', str(args.max_seconds)]
@@ -183,12 +209,26 @@ def run_case(case: Case, args: argparse.Namespace) -> Result:
                   data['output_gb'])
 
 
+def merge(a: Result, b: Result) -> Result:
+    """Two rounds of one case: all timings, the lower peaks (contention only adds)."""
+    if a.status != 'ok' or b.status != 'ok':
+        return a if a.status == 'ok' else b
+
+    def low(x: float | None, y: float | None) -> float | None:
+        return min(x, y) if x is not None and y is not None else x if y is None else y
+    return Result(a.case, 'ok', '', a.times + b.times, low(a.peak_gb, b.peak_gb),
+                  low(a.above_inputs_gb, b.above_inputs_gb), a.output_gb)
+
+
 def cases(args: argparse.Namespace) -> list[Case]:
     pairs = [(s, m) for s in args.sizes for m in args.maps] if args.grid == 'full' else \
         [(s, m) for s, m in DEFAULT_PAIRS if s in args.sizes and m in args.maps]
-    return [Case(mode, backend, size, fmap, channels, args.device)
+    bf16 = (False, True) if args.bf16 else (False,)
+    whole = ('forward', 'train')
+    return [Case(mode, backend, size, fmap, channels, args.device, half)
             for mode in args.modes for size, fmap in pairs for channels in args.channels
-            for backend in args.backends]
+            for backend in args.backends if backend != 'official' or mode in whole
+            for half in (bf16 if mode in whole else (False,))]
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
@@ -196,11 +236,15 @@ def _fmt(value: float | None, digits: int = 3) -> str:
 
 
 def table(results: list[Result]) -> str:
-    """Markdown table; speedup = dense baseline's best time / this backend's best time."""
-    baseline = {(r.case.mode, r.case.size, r.case.map, r.case.channels): r.best
-                for r in results if r.case.backend == 'dense' and r.best}
+    """Markdown table; speedup = the baseline's best time / this backend's best time, the
+    baseline being 'official' where measured, else 'dense'."""
+    baseline = {}
+    for name in ('dense', 'official'):  # official last: it wins where both were measured
+        baseline.update({(r.case.mode, r.case.size, r.case.map, r.case.channels): r.best
+                         for r in results if r.case.backend == name and not r.case.bf16
+                         and r.best})
     rows = ['| mode | output | map | C | backend | best s | median s | peak GB | above inputs GB '
-            '| x output | vs dense | note |', '|' + '---|' * 12]
+            '| x output | vs baseline | note |', '|' + '---|' * 12]
     for r in results:
         c = r.case
         base = baseline.get((c.mode, c.size, c.map, c.channels))
@@ -208,7 +252,7 @@ def table(results: list[Result]) -> str:
         ratio = (f'{r.above_inputs_gb / r.output_gb:.2f}' if r.above_inputs_gb is not None
                  and r.output_gb else '-')
         median = statistics.median(r.times) if r.times else None
-        rows.append(f'| {c.mode} | {c.size} | {c.map} | {c.channels} | {c.backend} '
+        rows.append(f'| {c.mode} | {c.size} | {c.map} | {c.channels} | {c.label} '
                     f'| {_fmt(r.best)} | {_fmt(median)} | {_fmt(r.peak_gb, 2)} '
                     f'| {_fmt(r.above_inputs_gb, 2)} | {ratio} | {speedup} '
                     f'| {r.status if r.status != "ok" else ""}{": " if r.note else ""}{r.note} |')
@@ -233,13 +277,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--modes', nargs='+', choices=MODES, default=list(MODES))
     parser.add_argument('--backends', nargs='+', default=None,
-                        help='default: dense and cpp (CPU) or cuda (GPU), plus torch')
+                        help='default: official, dense, cpp (CPU) or cuda (GPU), torch')
     parser.add_argument('--sizes', nargs='+', type=int, default=[224, 448, 896, 2048])
     parser.add_argument('--maps', nargs='+', type=int, default=[16, 32, 64])
     parser.add_argument('--channels', nargs='+', type=int, default=[384, 1024])
     parser.add_argument('--grid', choices=('default', 'full'), default='default',
                         help=f'default: the pairs {DEFAULT_PAIRS}; full: every size x map')
     parser.add_argument('--device', choices=('cpu', 'cuda'), default='cpu')
+    parser.add_argument('--bf16', action='store_true',
+                        help='also run the whole-model modes under bfloat16 autocast')
+    parser.add_argument('--rounds', type=int, default=1,
+                        help='measure every case this many times, interleaved, keeping all '
+                             'timings and the lowest peak (steadier on a shared machine)')
+    parser.add_argument('--malloc', choices=('tuned', 'default'), default='tuned',
+                        help="'default': run the workers with glibc's own allocator settings")
     parser.add_argument('--repeats', type=int, default=3, help='timed runs after the warm-up')
     parser.add_argument('--max-seconds', type=float, default=60.0,
                         help='stop repeating a case after this long (at least one timed run)')
@@ -251,7 +302,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--worker', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.backends is None:
-        args.backends = ['dense', 'cuda' if args.device == 'cuda' else 'cpp', 'torch']
+        args.backends = ['official', 'dense', 'cuda' if args.device == 'cuda' else 'cpp', 'torch']
     return args
 
 
@@ -266,16 +317,17 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(result))
         return
     todo = cases(args)
-    results = []
-    for n, case in enumerate(todo, 1):
-        print(f'[{n}/{len(todo)}] {case.mode} {case.backend} {case.size}<-{case.map} '
-              f'C={case.channels} ...', end=' ', file=sys.stderr, flush=True)
-        start = time.perf_counter()
-        result = run_case(case, args)
-        results.append(result)
-        summary = (f'{result.best:.3f} s, peak {result.peak_gb:.2f} GB' if result.status == 'ok'
-                   else f'{result.status}: {result.note}')
-        print(f'{summary} ({time.perf_counter() - start:.0f} s)', file=sys.stderr, flush=True)
+    results: list[Result | None] = [None] * len(todo)
+    for round_ in range(1, args.rounds + 1):
+        for n, case in enumerate(todo):
+            print(f'[{round_}:{n + 1}/{len(todo)}] {case.mode} {case.label} {case.size}<-{case.map} '
+                  f'C={case.channels} ...', end=' ', file=sys.stderr, flush=True)
+            start = time.perf_counter()
+            result = run_case(case, args)
+            results[n] = result if results[n] is None else merge(results[n], result)
+            summary = (f'{result.best:.3f} s, peak {result.peak_gb:.2f} GB'
+                       if result.status == 'ok' else f'{result.status}: {result.note}')
+            print(f'{summary} ({time.perf_counter() - start:.0f} s)', file=sys.stderr, flush=True)
     print(table(results))
     write_files(results, args)
 
