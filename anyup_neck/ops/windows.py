@@ -26,7 +26,10 @@ def window_bounds_1d(out_len: int, in_len: int, window_ratio: float,
     if window_ratio == 0:
         start = torch.zeros(out_len, dtype=torch.long, device=device)
         return start, torch.full_like(start, in_len)
-    centre = (torch.arange(out_len, dtype=torch.float32, device=device) + 0.5) / out_len
+    # A tensor divisor: CUDA divides by a Python number through its reciprocal, which can round
+    # the centre differently from the exact float32 quotient the rule (and the kernels) use.
+    length = torch.tensor(float(out_len), dtype=torch.float32, device=device)
+    centre = (torch.arange(out_len, dtype=torch.float32, device=device) + 0.5) / length
     ratio = torch.tensor(window_ratio, dtype=torch.float32, device=device)
     start = ((centre - ratio).clamp(0.0, 1.0) * in_len).floor().long()
     stop = ((centre + ratio).clamp(0.0, 1.0) * in_len).ceil().long()

@@ -1,50 +1,14 @@
-// CPU entry points: prepare layouts and outputs, then run the kernels built for the widest
-// instruction set this processor supports (or the one named by ANYUP_NECK_CPU_ISA: base, avx2,
-// avx512; the tests use it to exercise every copy).
+// CPU entry points: prepare layouts and outputs, then run the kernels built for the selected
+// instruction set (cpu_isa.h).
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
-#include <cstdlib>
-#include <string>
-
+#include "cpu_isa.h"
 #include "window_attention.h"
 #include "window_attention_cpu.h"
 
 namespace anyup_neck {
 namespace {
-
-enum class Isa { base, avx2, avx512 };
-
-bool supported(Isa isa) {
-#if defined(__x86_64__) && defined(__GNUC__)
-  switch (isa) {
-    case Isa::avx512:
-      return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
-             __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
-             supported(Isa::avx2);
-    case Isa::avx2:
-      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    case Isa::base:
-      return true;
-  }
-  return false;
-#else
-  return isa == Isa::base;
-#endif
-}
-
-Isa select_isa() {
-  const char* forced = std::getenv("ANYUP_NECK_CPU_ISA");
-  if (forced != nullptr && *forced != '\0') {
-    const std::string name(forced);
-    const Isa isa = name == "avx512" ? Isa::avx512 : name == "avx2" ? Isa::avx2 : Isa::base;
-    TORCH_CHECK(name == "base" || name == "avx2" || name == "avx512",
-                "ANYUP_NECK_CPU_ISA: expected base, avx2 or avx512, got '", name, "'");
-    TORCH_CHECK(supported(isa), "ANYUP_NECK_CPU_ISA: this processor does not support ", name);
-    return isa;
-  }
-  return supported(Isa::avx512) ? Isa::avx512 : supported(Isa::avx2) ? Isa::avx2 : Isa::base;
-}
 
 cpu::Problem make_problem(const Tensor& q, const Tensor& k, const Tensor& v, int64_t num_heads,
                           double window_ratio, double scale) {
@@ -80,11 +44,7 @@ std::tuple<Tensor, Tensor> forward_cpu(const Tensor& q, const Tensor& k, const T
   p.q = with_flat_pixels(q);
   p.out = at::empty({p.B, p.C, p.H, p.W}, q.options());
   p.lse = at::empty({p.B, p.heads, p.H, p.W}, q.options().dtype(acc_dtype(q)));
-  switch (select_isa()) {
-    case Isa::avx512: cpu::avx512::forward(p); break;
-    case Isa::avx2: cpu::avx2::forward(p); break;
-    case Isa::base: cpu::base::forward(p); break;
-  }
+  ANYUP_NECK_CPU_DISPATCH(forward, p)
   return {p.out, p.lse};
 }
 
@@ -101,11 +61,7 @@ std::tuple<Tensor, Tensor, Tensor> backward_cpu(const Tensor& grad_out, const Te
   p.dq = at::empty(q.sizes(), q.options());
   p.dk = at::empty(k.sizes(), k.options());
   p.dv = at::empty(v.sizes(), v.options());
-  switch (select_isa()) {
-    case Isa::avx512: cpu::avx512::backward(p); break;
-    case Isa::avx2: cpu::avx2::backward(p); break;
-    case Isa::base: cpu::base::backward(p); break;
-  }
+  ANYUP_NECK_CPU_DISPATCH(backward, p)
   return {p.dq, p.dk, p.dv};
 }
 

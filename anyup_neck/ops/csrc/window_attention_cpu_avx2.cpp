@@ -2,3 +2,4 @@
 #define WA_ISA avx2
 #define WA_TARGET "avx2,fma"
 #include "window_attention_cpu_kernels.h"
+#include "fused_cpu_kernels.h"

@@ -2,3 +2,4 @@
 #define WA_ISA avx512
 #define WA_TARGET "avx2,fma,avx512f,avx512dq,avx512bw,avx512vl,prefer-vector-width=512"
 #include "window_attention_cpu_kernels.h"
+#include "fused_cpu_kernels.h"

@@ -1,0 +1,117 @@
+// Schema and CPU entry points of the fused inference ops (kernels: fused_cpu_kernels.h).
+//
+//   channel_moments(x) -> (B, 2, C) float64
+//       per channel, the sum and the sum of squares over the pixels (GroupNorm statistics);
+//   affine_silu(x, scale, shift, out)
+//       out <- silu(x * scale + shift), scale and shift (B, C) float64; with the two, GroupNorm
+//       + SiLU takes two passes. x (B, C, H, W) NCHW- or channels-last-contiguous, out of the
+//       same shape and memory format (x itself for an in-place update).
+//   rotary_2d_(x, cos_rows, sin_rows, cos_cols, sin_cols)
+//       2-D rotary encoding in place; x (B, D, H, W) channels-last, tables (H, D) and (W, D).
+//   basis_softmax_mean(features, basis, per_channel) -> (B, M, h, w)
+//       responses of every feature channel to every k x k basis kernel, softmax, mean (the
+//       feature-agnostic layer of AnyUp; see LearnedFeatureUnification for the two groupings).
+//
+// Float32 and float64; no autograd (the Python callers use them only when no gradient is
+// needed). The Python side validates user input; the checks here guard the kernels.
+#include <ATen/ATen.h>
+#include <torch/library.h>
+
+#include "cpu_isa.h"
+#include "fused_cpu.h"
+#include "window_attention.h"
+
+namespace anyup_neck {
+namespace {
+
+void check_map(const Tensor& x, const char* op) {
+  TORCH_CHECK(x.device().is_cpu() && x.dim() == 4, op, ": expected a 4-D CPU tensor, got ",
+              x.sizes(), " on ", x.device());
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble, op,
+              ": expected float32 or float64, got ", x.scalar_type());
+}
+
+void check_flat_pixels(const Tensor& x, const char* op) {
+  check_map(x, op);
+  TORCH_CHECK(x.is_contiguous() || x.is_contiguous(at::MemoryFormat::ChannelsLast), op,
+              ": x must be NCHW- or channels-last-contiguous");
+}
+
+Tensor channel_moments(const Tensor& x) {
+  check_flat_pixels(x, "channel_moments");
+  Tensor moments = at::zeros({x.size(0), 2, x.size(1)}, x.options().dtype(at::kDouble));
+  if (x.numel() > 0) ANYUP_NECK_CPU_DISPATCH(channel_moments, x, moments)
+  return moments;
+}
+
+void affine_silu(const Tensor& x, const Tensor& scale, const Tensor& shift, const Tensor& out) {
+  const char* op = "affine_silu";
+  check_flat_pixels(x, op);
+  for (const Tensor* t : {&scale, &shift}) {
+    TORCH_CHECK(t->scalar_type() == at::kDouble && t->is_contiguous() && t->dim() == 2 &&
+                    t->size(0) == x.size(0) && t->size(1) == x.size(1),
+                op, ": scale and shift must be contiguous float64 (", x.size(0), ", ", x.size(1),
+                ") tensors, got ", t->sizes(), " ", t->scalar_type());
+  }
+  TORCH_CHECK(out.sizes() == x.sizes() && out.scalar_type() == x.scalar_type() &&
+                  out.device() == x.device(),
+              op, ": out must have x's shape and dtype");
+  check_flat_pixels(out, op);
+  const Layout lx = layout_of(x), lo = layout_of(out);
+  TORCH_CHECK(lx.batch == lo.batch && lx.channel == lo.channel && lx.pixel == lo.pixel, op,
+              ": out must have x's memory format");
+  if (x.numel() > 0) ANYUP_NECK_CPU_DISPATCH(affine_silu, x, scale, shift, out)
+}
+
+void rotary_2d_(const Tensor& x, const Tensor& cos_rows, const Tensor& sin_rows,
+                const Tensor& cos_cols, const Tensor& sin_cols) {
+  const char* op = "rotary_2d_";
+  check_map(x, op);
+  TORCH_CHECK(x.is_contiguous(at::MemoryFormat::ChannelsLast) && x.size(1) % 2 == 0, op,
+              ": x must be channels-last-contiguous with an even channel count, got ", x.sizes());
+  for (const Tensor* t : {&cos_rows, &sin_rows, &cos_cols, &sin_cols}) {
+    TORCH_CHECK(t->is_contiguous() && t->scalar_type() == x.scalar_type() && t->dim() == 2 &&
+                    t->size(1) == x.size(1),
+                op, ": tables must be contiguous (n, ", x.size(1), ") tensors like x, got ",
+                t->sizes());
+  }
+  TORCH_CHECK(cos_rows.size(0) == x.size(2) && sin_rows.size(0) == x.size(2) &&
+                  cos_cols.size(0) == x.size(3) && sin_cols.size(0) == x.size(3),
+              op, ": tables must have ", x.size(2), " rows and ", x.size(3), " columns");
+  if (x.numel() == 0) return;
+  ANYUP_NECK_CPU_DISPATCH(rotary_2d, x, cos_rows, sin_rows, cos_cols, sin_cols)
+}
+
+Tensor basis_softmax_mean(const Tensor& features, const Tensor& basis, bool per_channel) {
+  const char* op = "basis_softmax_mean";
+  check_map(features, op);
+  TORCH_CHECK(basis.dim() == 4 && basis.size(1) == 1 && basis.size(2) == basis.size(3) &&
+                  basis.size(2) % 2 == 1 && basis.scalar_type() == features.scalar_type(),
+              op, ": basis must be (M, 1, k, k) with odd k, like features, got ", basis.sizes());
+  TORCH_CHECK(features.numel() > 0 && basis.size(0) > 0, op, ": empty inputs");
+  const Tensor feats = features.contiguous();
+  const Tensor kernels = basis.reshape({basis.size(0), -1}).contiguous();
+  Tensor out = at::empty({feats.size(0), basis.size(0), feats.size(2), feats.size(3)},
+                         feats.options());
+  ANYUP_NECK_CPU_DISPATCH(basis_softmax_mean, feats, kernels, per_channel, out)
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(anyup_neck, m) {
+  m.def("channel_moments(Tensor x) -> Tensor");
+  m.def("affine_silu(Tensor x, Tensor scale, Tensor shift, Tensor(a!) out) -> ()");
+  m.def("rotary_2d_(Tensor(a!) x, Tensor cos_rows, Tensor sin_rows, Tensor cos_cols, "
+        "Tensor sin_cols) -> ()");
+  m.def("basis_softmax_mean(Tensor features, Tensor basis, bool per_channel) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(anyup_neck, CPU, m) {
+  m.impl("channel_moments", &channel_moments);
+  m.impl("affine_silu", &affine_silu);
+  m.impl("rotary_2d_", &rotary_2d_);
+  m.impl("basis_softmax_mean", &basis_softmax_mean);
+}
+
+}  // namespace anyup_neck

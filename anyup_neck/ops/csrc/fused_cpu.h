@@ -1,0 +1,29 @@
+// Fused CPU kernels for inference of the layers around the attention: each replaces several
+// full-size passes of PyTorch ops over memory by one or two (see fused_cpu.cpp for the ops'
+// contracts). fused_cpu_kernels.h is compiled once per instruction set, like the attention's.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+namespace anyup_neck {
+namespace cpu {
+
+#define ANYUP_NECK_DECLARE_FUSED_ISA(isa)                                                     \
+  namespace isa {                                                                             \
+  void channel_moments(const at::Tensor& x, const at::Tensor& moments);                       \
+  void affine_silu(const at::Tensor& x, const at::Tensor& scale, const at::Tensor& shift,      \
+                   const at::Tensor& out);                                                     \
+  void rotary_2d(const at::Tensor& x, const at::Tensor& cos_rows, const at::Tensor& sin_rows, \
+                 const at::Tensor& cos_cols, const at::Tensor& sin_cols);                      \
+  void basis_softmax_mean(const at::Tensor& features, const at::Tensor& basis,                \
+                          bool channel_major, const at::Tensor& out);                          \
+  }
+
+ANYUP_NECK_DECLARE_FUSED_ISA(base)
+ANYUP_NECK_DECLARE_FUSED_ISA(avx2)
+ANYUP_NECK_DECLARE_FUSED_ISA(avx512)
+
+#undef ANYUP_NECK_DECLARE_FUSED_ISA
+
+}  // namespace cpu
+}  // namespace anyup_neck

@@ -1,0 +1,280 @@
+// Fused CPU kernels (float32 and float64), compiled once per instruction set: included by
+// window_attention_cpu_{base,avx2,avx512}.cpp right after window_attention_cpu_kernels.h, which
+// has included the library headers and set the GCC target for the rest of the translation unit
+// (so this file includes no library header of its own). Loops run over contiguous channels or
+// pixels with small fixed-size inner blocks, so that they vectorise for the target; every sum
+// runs in a fixed order, independent of the number of threads.
+
+#include "fused_cpu.h"
+
+namespace anyup_neck {
+namespace cpu {
+namespace WA_ISA {
+namespace {
+
+constexpr int64_t kLanes = 16;        // width of the fixed-size inner blocks
+constexpr int64_t kStatChunk = 2048;  // pixels per partial sum of the GroupNorm statistics
+
+// fn(i) for i < n, with op-reduction of fn's values: kLanes partial results combined in order.
+template <typename acc_t, typename Fn, typename Op>
+acc_t reduce(int64_t n, acc_t init, Fn&& fn, Op&& op) {
+  acc_t lanes[kLanes];
+  for (int64_t l = 0; l < kLanes; ++l) lanes[l] = init;
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (int64_t l = 0; l < kLanes; ++l) lanes[l] = op(lanes[l], fn(i + l));
+  for (; i < n; ++i) lanes[0] = op(lanes[0], fn(i));
+  acc_t result = lanes[0];
+  for (int64_t l = 1; l < kLanes; ++l) result = op(result, lanes[l]);
+  return result;
+}
+
+template <typename acc_t>
+acc_t silu(acc_t y) {
+  return y / (acc_t(1) + wa::exp_(-y));
+}
+
+// ---------------------------------------------------------------- GroupNorm + SiLU
+// A GroupNorm followed by SiLU in two passes: channel_moments gives the per-channel sums (the
+// caller combines them into per-group statistics, possibly over several tensors), affine_silu
+// applies y = silu(x * scale_c + shift_c) with scale_c = weight_c / std_g and shift_c = bias_c -
+// mean_g * scale_c (the affine form of PyTorch's GroupNorm kernel).
+
+// Pixels p0 .. p1 - 1 of batch element b of chunk ``item`` of a (B, C, P) map.
+struct PixelChunk {
+  int64_t b, p0, p1;
+  PixelChunk(int64_t item, int64_t chunks, int64_t P)
+      : b(item / chunks), p0(item % chunks * kStatChunk), p1(std::min(P, p0 + kStatChunk)) {}
+};
+
+bool is_channels_last(const Layout& l, int64_t C) { return l.channel == 1 && C > 1; }
+
+// moments (B, 2, C) float64 = per channel, the sum and the sum of squares of x over its pixels,
+// accumulated in float64 per chunk of pixels, then over the chunks in order.
+template <typename scalar_t>
+void channel_moments_kernel(const at::Tensor& x, const at::Tensor& moments) {
+  const int64_t B = x.size(0), C = x.size(1), P = x.size(2) * x.size(3);
+  const Layout l = layout_of(x);
+  const scalar_t* data = x.data_ptr<scalar_t>();
+  const int64_t chunks = (P + kStatChunk - 1) / kStatChunk;
+  std::vector<double> partial(B * chunks * 2 * C, 0.0);  // [item][sum | squares][channel]
+  at::parallel_for(0, B * chunks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t item = begin; item < end; ++item) {
+      const PixelChunk chunk(item, chunks, P);
+      double* sum = partial.data() + item * 2 * C;
+      double* squares = sum + C;
+      const scalar_t* base = data + chunk.b * l.batch;
+      if (is_channels_last(l, C)) {
+        for (int64_t p = chunk.p0; p < chunk.p1; ++p) {
+          const scalar_t* pixel = base + p * l.pixel;
+          for (int64_t c = 0; c < C; ++c) {
+            const double v = pixel[c];
+            sum[c] += v;
+            squares[c] += v * v;
+          }
+        }
+      } else {
+        auto add = [](double a, double v) { return a + v; };
+        for (int64_t c = 0; c < C; ++c) {
+          const scalar_t* run = base + c * l.channel + chunk.p0 * l.pixel;
+          const int64_t n = chunk.p1 - chunk.p0;
+          sum[c] = reduce<double>(n, 0.0, [&](int64_t p) { return double(run[p * l.pixel]); }, add);
+          squares[c] = reduce<double>(
+              n, 0.0, [&](int64_t p) { const double v = run[p * l.pixel]; return v * v; }, add);
+        }
+      }
+    }
+  });
+  double* result = moments.data_ptr<double>();
+  std::fill(result, result + B * 2 * C, 0.0);
+  for (int64_t item = 0; item < B * chunks; ++item)
+    for (int64_t i = 0; i < 2 * C; ++i) result[item / chunks * 2 * C + i] += partial[item * 2 * C + i];
+}
+
+// out (x's layout; may be x itself) = silu(x * scale + shift), scale and shift (B, C) float64.
+template <typename scalar_t>
+void affine_silu_kernel(const at::Tensor& x, const at::Tensor& scale, const at::Tensor& shift,
+                        const at::Tensor& out) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t B = x.size(0), C = x.size(1), P = x.size(2) * x.size(3);
+  const Layout l = layout_of(x);
+  const scalar_t* data = x.data_ptr<scalar_t>();
+  scalar_t* result = out.data_ptr<scalar_t>();
+  std::vector<acc_t> sc(B * C), sh(B * C);
+  for (int64_t i = 0; i < B * C; ++i) {
+    sc[i] = static_cast<acc_t>(scale.data_ptr<double>()[i]);
+    sh[i] = static_cast<acc_t>(shift.data_ptr<double>()[i]);
+  }
+  const int64_t chunks = (P + kStatChunk - 1) / kStatChunk;
+  at::parallel_for(0, B * chunks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t item = begin; item < end; ++item) {
+      const PixelChunk chunk(item, chunks, P);
+      const acc_t* a = sc.data() + chunk.b * C;
+      const acc_t* s = sh.data() + chunk.b * C;
+      const int64_t offset = chunk.b * l.batch;
+      if (is_channels_last(l, C)) {
+        for (int64_t p = chunk.p0; p < chunk.p1; ++p) {
+          const scalar_t* pixel = data + offset + p * l.pixel;
+          scalar_t* target = result + offset + p * l.pixel;
+          for (int64_t c = 0; c < C; ++c)
+            target[c] = static_cast<scalar_t>(silu(acc_t(pixel[c]) * a[c] + s[c]));
+        }
+      } else {
+        for (int64_t c = 0; c < C; ++c)
+          for (int64_t p = chunk.p0; p < chunk.p1; ++p) {
+            const int64_t at = offset + c * l.channel + p * l.pixel;
+            result[at] = static_cast<scalar_t>(silu(acc_t(data[at]) * a[c] + s[c]));
+          }
+      }
+    }
+  });
+}
+
+// ---------------------------------------------------------------- 2-D rotary encoding, in place
+// x channels-last (B, D, H, W). For channel d of pixel (i, j) the angle is row_d(i) + col_d(j);
+// its cos and sin come from the row and column tables by the angle-addition formulas. With the
+// halves x1 = x[:D/2], x2 = x[D/2:]: x1 <- x1 cos - x2 sin, x2 <- x2 cos + x1 sin.
+template <typename scalar_t>
+void rotary_2d_kernel(const at::Tensor& x, const at::Tensor& cos_rows, const at::Tensor& sin_rows,
+                      const at::Tensor& cos_cols, const at::Tensor& sin_cols) {
+  const int64_t B = x.size(0), D = x.size(1), H = x.size(2), W = x.size(3), half = D / 2;
+  scalar_t* data = x.data_ptr<scalar_t>();
+  const scalar_t *cr = cos_rows.data_ptr<scalar_t>(), *sr = sin_rows.data_ptr<scalar_t>();
+  const scalar_t *cc = cos_cols.data_ptr<scalar_t>(), *sc = sin_cols.data_ptr<scalar_t>();
+  at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t i = row % H;
+      const scalar_t *cri = cr + i * D, *sri = sr + i * D;
+      for (int64_t j = 0; j < W; ++j) {
+        scalar_t* pixel = data + (row * W + j) * D;
+        const scalar_t *ccj = cc + j * D, *scj = sc + j * D;
+        for (int64_t d = 0; d < half; ++d) {
+          const int64_t e = d + half;
+          const scalar_t cos1 = cri[d] * ccj[d] - sri[d] * scj[d];
+          const scalar_t sin1 = sri[d] * ccj[d] + cri[d] * scj[d];
+          const scalar_t cos2 = cri[e] * ccj[e] - sri[e] * scj[e];
+          const scalar_t sin2 = sri[e] * ccj[e] + cri[e] * scj[e];
+          const scalar_t x1 = pixel[d], x2 = pixel[e];
+          pixel[d] = x1 * cos1 - x2 * sin1;
+          pixel[e] = x2 * cos2 + x1 * sin2;
+        }
+      }
+    }
+  });
+}
+
+// ---------------------------------------------------------------- basis responses, softmax, mean
+// features (B, C, h, w) contiguous, basis (M, k * k) contiguous, out (B, M, h, w) contiguous.
+// Per pixel: responses r[c * M + m] = (channel c's zero-padded k x k patch . basis m) / (number of
+// in-image taps), all C * M of them in a per-thread buffer; then
+//   per_channel: softmax over each channel's M responses (rows of the (C, M) view), mean over c;
+//   otherwise (the official regrouping): the flat responses read as an (M, C) array, softmax
+//   down each of its C columns, mean over the columns.
+template <typename scalar_t>
+void basis_softmax_mean_kernel(const at::Tensor& features, const at::Tensor& basis,
+                               bool per_channel, const at::Tensor& out) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t B = features.size(0), C = features.size(1), h = features.size(2),
+                w = features.size(3), M = basis.size(0), taps = basis.size(1);
+  const int64_t k = static_cast<int64_t>(std::lround(std::sqrt(double(taps)))), pad = k / 2;
+  const int64_t hw = h * w;
+  std::vector<acc_t> basis_t(taps * M);  // [tap][basis]: the inner loops run over the basis
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t t = 0; t < taps; ++t)
+      basis_t[t * M + m] = static_cast<acc_t>(basis.data_ptr<scalar_t>()[m * taps + t]);
+  const scalar_t* feats = features.data_ptr<scalar_t>();
+  scalar_t* result = out.data_ptr<scalar_t>();
+
+  at::parallel_for(0, B * hw, 1, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> patch(C * taps), r(C * M), column(C), sums(M);
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t b = item / hw, y = item % hw / w, x = item % w;
+      // The zero-padded patches and the number of in-image taps.
+      const int64_t y0 = std::max<int64_t>(0, y - pad), y1 = std::min(h, y + pad + 1);
+      const int64_t x0 = std::max<int64_t>(0, x - pad), x1 = std::min(w, x + pad + 1);
+      const acc_t inside = static_cast<acc_t>((y1 - y0) * (x1 - x0));
+      std::fill(patch.begin(), patch.end(), acc_t(0));
+      for (int64_t c = 0; c < C; ++c) {
+        const scalar_t* plane = feats + (b * C + c) * hw;
+        for (int64_t yy = y0; yy < y1; ++yy)
+          for (int64_t xx = x0; xx < x1; ++xx)
+            patch[c * taps + (yy - y + pad) * k + xx - x + pad] = plane[yy * w + xx];
+      }
+      // Responses, kLanes basis kernels at a time (the accumulators stay in registers).
+      for (int64_t c = 0; c < C; ++c) {
+        const acc_t* pc = patch.data() + c * taps;
+        int64_t m0 = 0;
+        for (; m0 + kLanes <= M; m0 += kLanes) {
+          acc_t acc[kLanes] = {};
+          for (int64_t t = 0; t < taps; ++t)
+            for (int64_t l = 0; l < kLanes; ++l) acc[l] += pc[t] * basis_t[t * M + m0 + l];
+          for (int64_t l = 0; l < kLanes; ++l) r[c * M + m0 + l] = acc[l] / inside;
+        }
+        for (int64_t m = m0; m < M; ++m) {
+          acc_t acc = 0;
+          for (int64_t t = 0; t < taps; ++t) acc += pc[t] * basis_t[t * M + m];
+          r[c * M + m] = acc / inside;
+        }
+      }
+      auto add = [](acc_t a, acc_t v) { return a + v; };
+      auto larger = [](acc_t a, acc_t v) { return v > a ? v : a; };
+      if (per_channel) {
+        std::fill(sums.begin(), sums.end(), acc_t(0));
+        for (int64_t c = 0; c < C; ++c) {
+          acc_t* row = r.data() + c * M;
+          const acc_t top = reduce<acc_t>(M, row[0], [&](int64_t m) { return row[m]; }, larger);
+          for (int64_t m = 0; m < M; ++m) row[m] = wa::exp_(row[m] - top);
+          const acc_t inv = acc_t(1) / reduce<acc_t>(M, acc_t(0), [&](int64_t m) { return row[m]; }, add);
+          for (int64_t m = 0; m < M; ++m) sums[m] += row[m] * inv;
+        }
+      } else {  // rows of the (M, C) view are contiguous: column statistics run across them
+        std::copy(r.begin(), r.begin() + C, column.begin());
+        for (int64_t m = 1; m < M; ++m)
+          for (int64_t c = 0; c < C; ++c) column[c] = larger(column[c], r[m * C + c]);
+        for (int64_t m = 0; m < M; ++m)
+          for (int64_t c = 0; c < C; ++c) r[m * C + c] = wa::exp_(r[m * C + c] - column[c]);
+        std::fill(column.begin(), column.end(), acc_t(0));
+        for (int64_t m = 0; m < M; ++m)
+          for (int64_t c = 0; c < C; ++c) column[c] += r[m * C + c];
+        for (int64_t c = 0; c < C; ++c) column[c] = acc_t(1) / column[c];
+        for (int64_t m = 0; m < M; ++m) {
+          const acc_t* row = r.data() + m * C;
+          sums[m] = reduce<acc_t>(C, acc_t(0), [&](int64_t c) { return row[c] * column[c]; }, add);
+        }
+      }
+      for (int64_t m = 0; m < M; ++m)
+        result[(b * M + m) * hw + y * w + x] = static_cast<scalar_t>(sums[m] / acc_t(C));
+    }
+  });
+}
+
+}  // namespace
+
+void channel_moments(const at::Tensor& x, const at::Tensor& moments) {
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "channel_moments_cpu",
+                             [&] { channel_moments_kernel<scalar_t>(x, moments); });
+}
+
+void affine_silu(const at::Tensor& x, const at::Tensor& scale, const at::Tensor& shift,
+                 const at::Tensor& out) {
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "affine_silu_cpu",
+                             [&] { affine_silu_kernel<scalar_t>(x, scale, shift, out); });
+}
+
+void rotary_2d(const at::Tensor& x, const at::Tensor& cos_rows, const at::Tensor& sin_rows,
+               const at::Tensor& cos_cols, const at::Tensor& sin_cols) {
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "rotary_2d_cpu", [&] {
+    rotary_2d_kernel<scalar_t>(x, cos_rows, sin_rows, cos_cols, sin_cols);
+  });
+}
+
+void basis_softmax_mean(const at::Tensor& features, const at::Tensor& basis, bool per_channel,
+                        const at::Tensor& out) {
+  AT_DISPATCH_FLOATING_TYPES(features.scalar_type(), "basis_softmax_mean_cpu", [&] {
+    basis_softmax_mean_kernel<scalar_t>(features, basis, per_channel, out);
+  });
+}
+
+}  // namespace WA_ISA
+}  // namespace cpu
+}  // namespace anyup_neck
