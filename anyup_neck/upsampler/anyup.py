@@ -22,24 +22,20 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checkpoint import architecture_from_state_dict, load_checked, read_state_dict
-from .layers import CrossAttentionBlock, LearnedFeatureUnification, ResBlock, RoPE
+from .layers import (CrossAttentionBlock, Encoder, LearnedFeatureUnification, ResBlock, RoPE,
+                     adaptive_pool)
 
 
-def _encoder(first: nn.Module, first_channels: int, dim: int, num_blocks: int = 2) -> nn.Sequential:
+def _encoder(first: nn.Module, first_channels: int, dim: int, num_blocks: int = 2) -> Encoder:
     """``first`` followed by ResBlocks, the first taking ``first_channels``."""
     blocks = [ResBlock(first_channels if i == 0 else dim, dim) for i in range(num_blocks)]
-    return nn.Sequential(first, *blocks)
+    return Encoder(first, *blocks)
 
 
 def _conv(in_channels: int, out_channels: int, kernel_size: int) -> nn.Conv2d:
     # Reflect padding; a 1x1 conv pads nothing, and zero mode skips F.pad's copy.
     return nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2,
                      padding_mode='reflect' if kernel_size > 1 else 'zeros', bias=False)
-
-
-def _pool(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Adaptive average pooling to ``size``; a map already of that size is returned as is."""
-    return x if tuple(x.shape[-2:]) == tuple(size) else F.adaptive_avg_pool2d(x, size)
 
 
 def _check_size(size: object) -> tuple[int, int]:
@@ -135,20 +131,17 @@ class AnyUp(nn.Module):
         image = self._check_image(image).contiguous(memory_format=torch.channels_last)
         return self.rope(self.image_encoder(image))
 
-    def _queries_and_keys(self, encoding: torch.Tensor, features: torch.Tensor,
-                          output_size: int | Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Pooled queries (B, D, H, W) and aggregated keys (B, D, h, w), before attention.
-
-        Keys first: pooled to the small feature grid at once, they do not occupy memory while
-        the full-size queries are encoded.
-        """
-        H, W = _check_size(output_size)
+    def _keys(self, encoding: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """Aggregated keys (B, D, h, w) from the encoding and the features (B, C, h, w)."""
         features = self._check_features(features, encoding.shape[0], encoding.device)
-        h, w = features.shape[-2:]
-        k = _pool(self.key_encoder(encoding), (h, w))
+        size = tuple(features.shape[-2:])
+        k = self.key_encoder.pooled(encoding, size)
         unified = self.key_features_encoder(F.normalize(features.to(k.dtype), dim=1))
-        k = self.aggregation(torch.cat([k, unified], dim=1))
-        return _pool(self.query_encoder(encoding), (H, W)), k
+        return self.aggregation(torch.cat([k, unified], dim=1))
+
+    def _pooled_queries(self, encoding: torch.Tensor, output_size: tuple[int, int]) -> torch.Tensor:
+        """Queries (B, D, H, W) before their decoding: the query encoder pooled to the output."""
+        return adaptive_pool(self.query_encoder(encoding), output_size)
 
     def upsample(self, encoding: torch.Tensor, features: torch.Tensor,
                  output_size: int | Sequence[int], backend: str | None = None) -> torch.Tensor:
@@ -157,15 +150,19 @@ class AnyUp(nn.Module):
         ``encoding`` comes from :meth:`encode_image`. Returns (B, C, H, W) in the features'
         dtype.
         """
-        q, k = self._queries_and_keys(encoding, features, output_size)
-        return self.cross_decode(q, k, features, backend=backend)
+        size = _check_size(output_size)
+        k = self._keys(encoding, features)
+        q = self.cross_decode.decode_queries(self._pooled_queries(encoding, size))
+        return self.cross_decode.cross_attn.attend(q, k, features, backend=backend)
 
     def attention_map(self, image: torch.Tensor, features: torch.Tensor,
                       output_size: int | Sequence[int], pixel: tuple[int, int]) -> torch.Tensor:
         """Weights (B, h, w) with which output ``pixel`` (row, col) averages the features."""
-        q, k = self._queries_and_keys(self.encode_image(image), features, output_size)
-        decoded = self.cross_decode.decode_queries(q)
-        return self.cross_decode.cross_attn.pixel_weights(decoded, k, pixel)
+        size = _check_size(output_size)
+        encoding = self.encode_image(image)
+        k = self._keys(encoding, features)
+        q = self.cross_decode.decode_queries(self._pooled_queries(encoding, size))
+        return self.cross_decode.cross_attn.pixel_weights(q, k, pixel)
 
     def forward(self, image: torch.Tensor, features: torch.Tensor,
                 output_size: int | Sequence[int] | None = None,
@@ -175,10 +172,17 @@ class AnyUp(nn.Module):
         ``output_size`` defaults to the image size; any size works (larger or smaller than the
         features, non-square, non-integer ratios).
         """
-        size = tuple(image.shape[-2:]) if output_size is None else output_size
-        # The encoding is only a temporary here, so its memory is free again for the attention.
-        q, k = self._queries_and_keys(self.encode_image(image), features, size)
-        return self.cross_decode(q, k, features, backend=backend)
+        image = self._check_image(image)
+        size = _check_size(tuple(image.shape[-2:]) if output_size is None else output_size)
+        # Keys first: pooled to the small feature grid at once, they take no memory while the
+        # full-size queries are built. Each full-size map is dropped as soon as it is used, so
+        # that the decoding and the attention reuse its memory.
+        encoding = self.encode_image(image)
+        k = self._keys(encoding, features)
+        q = self._pooled_queries(encoding, size)
+        del encoding
+        q = self.cross_decode.decode_queries(q)
+        return self.cross_decode.cross_attn.attend(q, k, features, backend=backend)
 
     # -- checkpoints ----------------------------------------------------------------------
     @classmethod

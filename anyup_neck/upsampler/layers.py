@@ -10,7 +10,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..ops import window_attention, window_mask
+from ..ops import fused, window_attention, window_mask
+
+
+def needs_grad(module: nn.Module, *inputs: torch.Tensor) -> bool:
+    """Whether autograd must record ``module`` applied to ``inputs`` (else the layers may run
+    in place and with the fused inference kernels)."""
+    return torch.is_grad_enabled() and (any(t.requires_grad for t in inputs) or
+                                        any(p.requires_grad for p in module.parameters()))
+
+
+def adaptive_pool(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Adaptive average pooling to ``size``; a map already of that size is returned as is."""
+    return x if tuple(x.shape[-2:]) == tuple(size) else F.adaptive_avg_pool2d(x, size)
 
 
 class ResBlock(nn.Module):
@@ -38,16 +50,115 @@ class ResBlock(nn.Module):
                          else nn.Conv2d(in_channels, out_channels, 1, bias=False))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled():
+        if needs_grad(self, x):
             return self.block(x) + self.shortcut(x)
-        # Without autograd the same ops run SiLU and the residual sum in place (a pass and a
-        # full-size buffer less each), and each step drops its input: x and two maps at most.
+        return self._residual(x).add_(self.shortcut(x))
+
+    def forward_(self, x: torch.Tensor) -> torch.Tensor:
+        """``self(x)``, overwriting ``x`` where it can (the caller's temporary).
+
+        Without autograd, with the fused kernels, 1x1 convs, an identity shortcut and a
+        channels-last x, the block runs in pieces of rows and writes its output into x: it
+        holds x and one hidden map (in pieces) instead of three full maps. Otherwise it is
+        ``self(x)``.
+        """
+        if not self._runs_in_pieces(x):
+            return self(x)
+        pieces = self._row_pieces(x)
+        for (b, piece), hidden in zip(pieces, self._hidden_in_pieces(x, pieces)):
+            piece.add_(self.block[5](hidden))
+        return x
+
+    def pooled_(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """``adaptive_pool(self(x), size)``, overwriting ``x`` where it can (as :meth:`forward_`).
+
+        The final 1x1 conv and the shortcut run after the pooling: average pooling commutes
+        with per-pixel linear maps, so they cost the small map's pixels instead of x's.
+        """
+        conv1, conv2 = self.block[2], self.block[5]
+        if conv1.kernel_size != (1, 1) or tuple(x.shape[-2:]) == tuple(size):
+            return adaptive_pool(self.forward_(x), size)
+        shortcut = self.shortcut(adaptive_pool(x, size))
+        if self._runs_in_pieces(x):  # the hidden map goes into x's memory, piece by piece
+            pieces = self._row_pieces(x)
+            for (b, piece), hidden in zip(pieces, self._hidden_in_pieces(x, pieces)):
+                piece.copy_(hidden)
+            hidden = x
+        else:
+            hidden = self._residual(x, last_conv=False)
+        return conv2(adaptive_pool(hidden, size)) + shortcut
+
+    #: values of a channels-last map per piece in :meth:`forward_` (8 MB in float32)
+    max_piece_elements: int = 1 << 21
+
+    def _runs_in_pieces(self, x: torch.Tensor) -> bool:
+        norm1, conv1 = self.block[0], self.block[2]
+        return (isinstance(self.shortcut, nn.Identity) and conv1.kernel_size == (1, 1)
+                and x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
+                and not needs_grad(self, x) and fused.usable(x, norm1.weight, conv1.weight))
+
+    def _row_pieces(self, x: torch.Tensor) -> list[tuple[int, torch.Tensor]]:
+        """(batch index, view of some rows of that image), covering x; each view is
+        channels-last-contiguous."""
+        B, C, H, W = x.shape
+        rows = max(1, self.max_piece_elements // (C * W))
+        return [(b, x[b:b + 1, :, r0:r0 + rows]) for b in range(B) for r0 in range(0, H, rows)]
+
+    def _hidden_in_pieces(self, x: torch.Tensor, pieces: list[tuple[int, torch.Tensor]]):
+        """Yields silu(norm2(conv1(silu(norm1(x))))) piece by piece (the input of the last
+        conv), after computing all of conv1's pieces for norm2's statistics."""
+        norm1, _, conv1, norm2, _, _ = self.block
+        pixels = x.shape[2] * x.shape[3]
+        scale, shift = fused.group_norm_affine(fused.channel_moments(x), pixels, norm1)
+        hidden, moments = [], None
+        for b, piece in pieces:
+            y = conv1(fused.affine_silu(piece, scale[b:b + 1], shift[b:b + 1]))
+            piece_moments = fused.channel_moments(y)
+            if moments is None:
+                moments = piece_moments.new_zeros(x.shape[0], *piece_moments.shape[1:])
+            moments[b] += piece_moments[0]
+            hidden.append(y)
+        scale, shift = fused.group_norm_affine(moments, pixels, norm2)
+        for n, (b, _) in enumerate(pieces):
+            y, hidden[n] = hidden[n], None   # dropped as soon as it is consumed
+            yield fused.affine_silu(y, scale[b:b + 1].contiguous(), shift[b:b + 1].contiguous(),
+                                    out=y)
+
+    def _residual(self, x: torch.Tensor, last_conv: bool = True) -> torch.Tensor:
+        """The block without the shortcut (without its last conv if not ``last_conv``)."""
         norm1, _, conv1, norm2, _, conv2 = self.block
-        y = F.silu(norm1(x), inplace=True)
-        y = conv1(y)
-        y = F.silu(norm2(y), inplace=True)
-        y = conv2(y)
-        return y.add_(self.shortcut(x))
+        if needs_grad(self, x):
+            y = conv1(F.silu(norm1(x)))
+            y = F.silu(norm2(y))
+        else:  # GroupNorm and SiLU fused (or SiLU in place); each step drops its input
+            y = conv1(_norm_silu(norm1, x, in_place=False))
+            y = _norm_silu(norm2, y, in_place=True)
+        return conv2(y) if last_conv else y
+
+
+def _norm_silu(norm: nn.GroupNorm, x: torch.Tensor, in_place: bool) -> torch.Tensor:
+    """silu(norm(x)) without autograd: the fused kernels where usable, into x if ``in_place``."""
+    if fused.usable(x, norm.weight):
+        return fused.group_norm_silu(x, norm, out=x if in_place else None)
+    return F.silu(norm(x), inplace=True)
+
+
+class Encoder(nn.Sequential):
+    """A first layer, then ResBlocks (the official encoders' module tree, so the same keys).
+
+    Without autograd the ResBlocks overwrite the first layer's output in place
+    (:meth:`ResBlock.forward_`), which holds fewer full-size maps at once.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self[0](x)
+        for block in self[1:]:
+            x = block.forward_(x)
+        return x
+
+    def pooled(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """``adaptive_pool(self(x), size)``; the last block's final conv runs after the pooling."""
+        return self[-1].pooled_(self[:-1](x), size)
 
 
 LFU_MODES = ('official', 'paper')
@@ -94,6 +205,8 @@ class LearnedFeatureUnification(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """(B, C, h, w) normalised features -> (B, M, h, w)."""
+        if not needs_grad(self, features) and fused.usable(features, self.basis):
+            return fused.basis_softmax_mean(features, self.basis, per_channel=self.mode == 'paper')
         B, C, h, w = features.shape
         M, k = self.basis.shape[0], self.kernel_size
         pad = k // 2
@@ -146,7 +259,9 @@ class RoPE(nn.Module):
 
         row, col = angles(H, freqs[0]), angles(W, freqs[1])            # (H, D), (W, D)
         cos_r, sin_r, cos_c, sin_c = row.cos(), row.sin(), col.cos(), col.sin()
-        in_place = not torch.is_grad_enabled()
+        in_place = not needs_grad(self, x)
+        if in_place and fused.usable(x) and x.is_contiguous(memory_format=torch.channels_last):
+            return fused.rotary_2d_(x, cos_r, sin_r, cos_c, sin_c)
         blocks = []
         step = max(1, self.max_block_elements // (B * D * W))
         for r0 in range(0, H, step):
@@ -181,9 +296,18 @@ class WindowCrossAttention(nn.Module):
         self.attention = nn.MultiheadAttention(dim, num_heads, batch_first=True)
 
     def _project(self, x: torch.Tensor, norm: nn.RMSNorm, rows: slice) -> torch.Tensor:
-        x = norm(x.permute(0, 2, 3, 1))
-        x = F.linear(x, self.attention.in_proj_weight[rows], self.attention.in_proj_bias[rows])
-        return x.permute(0, 3, 1, 2)
+        weight = self.attention.in_proj_weight[rows]
+        bias = self.attention.in_proj_bias[rows]
+        x = x.permute(0, 2, 3, 1)
+        if needs_grad(self, x):
+            return F.linear(norm(x), weight, bias).permute(0, 3, 1, 2)
+        # Without autograd, one pass less: RMSNorm's weight folds into the projection and the
+        # per-pixel 1/rms scales the projection's output (both are linear per pixel).
+        eps = torch.finfo(x.dtype).eps if norm.eps is None else norm.eps
+        mean_square = torch.linalg.vector_norm(x, dim=-1, keepdim=True).square_().div_(x.shape[-1])
+        projected = F.linear(x, weight * norm.weight)
+        projected = torch.addcmul(bias, projected, mean_square.add_(eps).rsqrt_(), out=projected)
+        return projected.permute(0, 3, 1, 2)
 
     def project_queries(self, q: torch.Tensor) -> torch.Tensor:
         """(B, D, H, W) -> RMSNorm'd, projected queries (B, D, H, W)."""
@@ -247,17 +371,18 @@ class CrossAttentionBlock(nn.Module):
 
     def decode_queries(self, q: torch.Tensor) -> torch.Tensor:
         """Pooled queries (B, D, H, W) -> convolved, normalised, projected (B, D, H, W)."""
-        if torch.is_grad_enabled():
+        if needs_grad(self, q):
             return self.cross_attn.project_queries(self.conv2d(q))
         B, D, H, W = q.shape
         out = torch.empty_like(q)
         rows = max(1, self.max_block_elements // (B * D * W))
         for r0 in range(0, H, rows):
             r1 = min(H, r0 + rows)
-            # One halo row each side (zeros at the borders) makes the 3x3 conv exact.
-            block = F.pad(q[:, :, max(0, r0 - 1):r1 + 1], (0, 0, int(r0 == 0), int(r1 == H)))
-            block = F.conv2d(block, self.conv2d.weight, padding=(0, 1))
-            out[:, :, r0:r1] = self.cross_attn.project_queries(block)
+            # With one halo row each side (none at the borders), zero padding gives rows r0..r1
+            # exactly their true neighbours; the halo rows' own outputs are dropped.
+            top = max(0, r0 - 1)
+            block = F.conv2d(q[:, :, top:r1 + 1], self.conv2d.weight, padding=1)
+            out[:, :, r0:r1] = self.cross_attn.project_queries(block[:, :, r0 - top:r1 - top])
         return out
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from anyup_neck.ops import fused
 from tests.conftest import randomized_anyup
 from tests.reference import reference_anyup
 
@@ -22,7 +23,11 @@ CASES = [
 
 @pytest.mark.parametrize('C,img,feat,out,batch,ratio,_', CASES, ids=[c[-1] for c in CASES])
 @pytest.mark.parametrize('mode', ['official', 'paper'])
-def test_matches_reference_float64(C, img, feat, out, batch, ratio, _, mode):
+@pytest.mark.parametrize('kernels', ['fused', 'pytorch'])
+def test_matches_reference_float64(C, img, feat, out, batch, ratio, _, mode, kernels, monkeypatch):
+    """Inference runs the fused CPU kernels where it can; 'pytorch' turns them off."""
+    if kernels == 'pytorch':
+        monkeypatch.setattr(fused, 'usable', lambda *tensors: False)
     model = randomized_anyup(window_ratio=ratio, lfu_mode=mode, backend='torch')
     image = torch.randn(batch, 3, *img, dtype=torch.float64)
     feats = torch.randn(batch, C, *feat, dtype=torch.float64)
