@@ -298,16 +298,16 @@ class WindowCrossAttention(nn.Module):
     def _project(self, x: torch.Tensor, norm: nn.RMSNorm, rows: slice) -> torch.Tensor:
         weight = self.attention.in_proj_weight[rows]
         bias = self.attention.in_proj_bias[rows]
-        x = x.permute(0, 2, 3, 1)
         if needs_grad(self, x):
-            return F.linear(norm(x), weight, bias).permute(0, 3, 1, 2)
-        # Without autograd, one pass less: RMSNorm's weight folds into the projection and the
-        # per-pixel 1/rms scales the projection's output (both are linear per pixel).
+            return F.linear(norm(x.permute(0, 2, 3, 1)), weight, bias).permute(0, 3, 1, 2)
+        # Without autograd, one pass less: RMSNorm's weight folds into the projection, run as a
+        # 1x1 conv (a GEMM over the pixels of a channels-last map), and the per-pixel 1/rms
+        # scales its output (both are linear per pixel).
         eps = torch.finfo(x.dtype).eps if norm.eps is None else norm.eps
-        mean_square = torch.linalg.vector_norm(x, dim=-1, keepdim=True).square_().div_(x.shape[-1])
-        projected = F.linear(x, weight * norm.weight)
-        projected = torch.addcmul(bias, projected, mean_square.add_(eps).rsqrt_(), out=projected)
-        return projected.permute(0, 3, 1, 2)
+        mean_square = torch.linalg.vector_norm(x, dim=1, keepdim=True).square_().div_(x.shape[1])
+        projected = F.conv2d(x, (weight * norm.weight)[:, :, None, None])
+        return torch.addcmul(bias[:, None, None], projected, mean_square.add_(eps).rsqrt_(),
+                             out=projected)
 
     def project_queries(self, q: torch.Tensor) -> torch.Tensor:
         """(B, D, H, W) -> RMSNorm'd, projected queries (B, D, H, W)."""
