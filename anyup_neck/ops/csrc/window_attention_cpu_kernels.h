@@ -241,9 +241,17 @@ struct TableLogits {
   const Segment& seg;
   const acc_t* table;
   int64_t heads, t;
-  void operator()(int64_t row, int64_t col, acc_t* s, int64_t s_stride) const {
-    const acc_t* entry = table + seg.slot(row, col, 0) * heads + t;
-    for (int64_t n = 0; n < heads; ++n) s[n * s_stride] = entry[n * kSegment];
+  // Copies the run one window row at a time (consecutive slots of the table).
+  void operator()(KeyCursor cursor, int64_t count, acc_t* s, int64_t s_stride) const {
+    for (int64_t k = 0; k < count;) {
+      const int64_t run = std::min(count - k, cursor.col1 - cursor.col);
+      const acc_t* entry = table + seg.slot(cursor.row, cursor.col, 0) * heads + t;
+      for (int64_t n = 0; n < heads; ++n)
+        for (int64_t r = 0; r < run; ++r)
+          s[n * s_stride + k + r] = entry[(r * heads + n) * kSegment];
+      k += run;
+      cursor.advance(run);
+    }
   }
 };
 
