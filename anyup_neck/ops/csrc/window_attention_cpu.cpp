@@ -42,6 +42,7 @@ std::tuple<Tensor, Tensor> forward_cpu(const Tensor& q, const Tensor& k, const T
   check_forward_args(q, k, v, num_heads, window_ratio);
   cpu::Problem p = make_problem(q, k, v, num_heads, window_ratio, scale);
   p.q = with_flat_pixels(q);
+  p.v_cl = v.permute({0, 2, 3, 1}).contiguous();
   p.out = at::empty({p.B, p.C, p.H, p.W}, q.options());
   p.lse = at::empty({p.B, p.heads, p.H, p.W}, q.options().dtype(acc_dtype(q)));
   ANYUP_NECK_CPU_DISPATCH(forward, p)

@@ -1,7 +1,8 @@
 // CPU kernels of the window-attention op (float32 and float64), parallel with at::parallel_for.
 // Included once per instruction set by window_attention_cpu_{base,avx2,avx512}.cpp, which define
 // WA_ISA (the namespace of this copy) and, on x86-64, WA_TARGET (the GCC target of the code
-// below the library includes) before including it.
+// below the library includes) with WA_VECTOR_BYTES and WA_VECTOR_REGISTERS (its vector
+// registers) before including it.
 //
 // Forward and the backward "pixel pass" take chunks of up to kChunk consecutive pixels of one
 // output row, in segments of kSegment pixels. The shared per-query math
@@ -135,18 +136,51 @@ struct Lanes {
   static void store(const type& x, acc_t* to) { __builtin_memcpy(to, &x, sizeof(x)); }
 };
 
-// tile[c * kChunk + seg.t0 + t] = sum_u v(c, u) * weights[u][t] for channels [c0, c0 + kBlock).
+// The target's vector registers, for register blocking: WA_VECTOR_BYTES wide, WA_VECTOR_REGISTERS
+// of them (defined with WA_TARGET; GCC's target pragma does not define the ISA macros); the
+// baseline has 16 of 16 bytes (SSE2, NEON has more).
+#ifndef WA_VECTOR_BYTES
+#define WA_VECTOR_BYTES 16
+#define WA_VECTOR_REGISTERS 16
+#endif
+constexpr int64_t kVectorBytes = WA_VECTOR_BYTES, kVectorRegisters = WA_VECTOR_REGISTERS;
+
+// How many Lanes accumulators fit in registers next to one Lanes operand and a broadcast
+// scalar, at most `cap`: the number of independent rows a register-blocked loop carries.
+template <typename acc_t>
+constexpr int64_t register_block(int64_t cap) {
+  const int64_t per_lanes = std::max<int64_t>(1, kSegment * sizeof(acc_t) / kVectorBytes);
+  return std::max<int64_t>(1, std::min(cap, kVectorRegisters / per_lanes - 2));
+}
+
+// tile[c * kChunk + seg.t0 + t] = sum_u v(c, u) * weights[u][t] for channels [c0, c0 + kBlock),
+// from channels-last values v_cl[key * C + c]: per span key, one load of its kSegment weights
+// and kBlock broadcasts from one contiguous run of channels, for kBlock multiply-adds.
 template <int64_t kBlock, typename scalar_t, typename acc_t>
-void weighted_sum_block(const Segment& seg, int64_t w, int64_t hw, const scalar_t* v, int64_t c0,
-                        const acc_t* weights, acc_t* tile) {
+void weighted_sum_block(const Segment& seg, int64_t w, int64_t C, const scalar_t* v_cl,
+                        int64_t c0, const acc_t* weights, acc_t* tile) {
   using L = Lanes<acc_t>;
   typename L::type acc[kBlock] = {};
-  for_span_keys(seg, w, v + c0 * hw, [&](const scalar_t* value, int64_t u) {
-    typename L::type wu;
-    L::load(wu, weights + u * kSegment);
-    for (int64_t b = 0; b < kBlock; ++b) acc[b] += static_cast<acc_t>(value[b * hw]) * wu;
-  });
+  const acc_t* wu = weights;
+  for (int64_t y = seg.span.row0; y < seg.span.row1; ++y) {
+    const scalar_t* value = v_cl + (y * w + seg.span.col0) * C + c0;
+    for (int64_t x = seg.span.col0; x < seg.span.col1; ++x, value += C, wu += kSegment) {
+      typename L::type weight;
+      L::load(weight, wu);
+#pragma GCC unroll 32  // keeps acc[] in registers
+      for (int64_t b = 0; b < kBlock; ++b) acc[b] += static_cast<acc_t>(value[b]) * weight;
+    }
+  }
   for (int64_t b = 0; b < kBlock; ++b) L::store(acc[b], tile + (c0 + b) * kChunk + seg.t0);
+}
+
+// weighted_sum_block over channels [c0, C): blocks of kBlock, the rest in halving blocks.
+template <int64_t kBlock, typename scalar_t, typename acc_t>
+void weighted_sums(const Segment& seg, int64_t w, int64_t C, const scalar_t* v_cl, int64_t c0,
+                   const acc_t* weights, acc_t* tile) {
+  for (; c0 + kBlock <= C; c0 += kBlock)
+    weighted_sum_block<kBlock>(seg, w, C, v_cl, c0, weights, tile);
+  if constexpr (kBlock > 1) weighted_sums<kBlock / 2>(seg, w, C, v_cl, c0, weights, tile);
 }
 
 // dws[u][t] = sum_c v(c, u) * grads[c * kChunk + seg.t0 + t] for span keys [u0, u0 + kBlock).
@@ -167,23 +201,38 @@ void value_dot_block(const Segment& seg, int64_t w, int64_t hw, int64_t C, const
 
 // table[(u * N + n) * kSegment + t] = logit of segment pixel t, head n, against span key u:
 // KeyMap::logits' sums (channel order, then the scale) for all kSegment pixels at once, from
-// the chunk's queries (queries[c * kChunk + t]) and channels-last keys.
-template <typename scalar_t, typename acc_t>
-void segment_logits(const Problem& p, const Segment& seg, const wa::KeyMap<acc_t, scalar_t>& keys,
-                    const acc_t* queries, acc_t* table) {
+// the chunk's queries (queries[c * kChunk + t]) and channels-last keys, for span keys
+// [u0, u0 + kBlock): each query load serves kBlock keys, whose sums are independent chains.
+template <int64_t kBlock, typename scalar_t, typename acc_t>
+void segment_logits_block(const Problem& p, const Segment& seg,
+                          const wa::KeyMap<acc_t, scalar_t>& keys, const acc_t* queries,
+                          int64_t u0, acc_t* table) {
   using L = Lanes<acc_t>;
-  for (int64_t u = 0; u < seg.span.size(); ++u) {
-    const scalar_t* key = keys.data + seg.key_offset(u, p.w) * p.D;
-    for (int64_t n = 0; n < p.heads; ++n) {
-      typename L::type acc = {}, q;
-      for (int64_t e = n * p.dim; e < (n + 1) * p.dim; ++e) {
-        L::load(q, queries + e * kChunk + seg.t0);
-        acc += q * static_cast<acc_t>(key[e]);
-      }
-      acc = keys.scale * acc;
-      L::store(acc, table + (u * p.heads + n) * kSegment);
+  const scalar_t* key[kBlock];
+  for (int64_t b = 0; b < kBlock; ++b) key[b] = keys.data + seg.key_offset(u0 + b, p.w) * p.D;
+  for (int64_t n = 0; n < p.heads; ++n) {
+    typename L::type acc[kBlock] = {};
+    for (int64_t e = n * p.dim; e < (n + 1) * p.dim; ++e) {
+      typename L::type q;
+      L::load(q, queries + e * kChunk + seg.t0);
+#pragma GCC unroll 32  // keeps acc[] in registers
+      for (int64_t b = 0; b < kBlock; ++b) acc[b] += q * static_cast<acc_t>(key[b][e]);
+    }
+    for (int64_t b = 0; b < kBlock; ++b) {
+      acc[b] = keys.scale * acc[b];
+      L::store(acc[b], table + ((u0 + b) * p.heads + n) * kSegment);
     }
   }
+}
+
+// segment_logits_block over span keys [u0, span size): blocks of kBlock, the rest in halving
+// blocks.
+template <int64_t kBlock, typename scalar_t, typename acc_t>
+void segment_logits(const Problem& p, const Segment& seg, const wa::KeyMap<acc_t, scalar_t>& keys,
+                    const acc_t* queries, int64_t u0, acc_t* table) {
+  for (; u0 + kBlock <= seg.span.size(); u0 += kBlock)
+    segment_logits_block<kBlock>(p, seg, keys, queries, u0, table);
+  if constexpr (kBlock > 1) segment_logits<kBlock / 2>(p, seg, keys, queries, u0, table);
 }
 
 // The logits provider of the shared per-query functions for segment pixel t: reads the table.
@@ -192,46 +241,77 @@ struct TableLogits {
   const Segment& seg;
   const acc_t* table;
   int64_t heads, t;
-  void operator()(int64_t row, int64_t col, acc_t* s, int64_t s_stride) const {
-    const acc_t* entry = table + seg.slot(row, col, 0) * heads + t;
-    for (int64_t n = 0; n < heads; ++n) s[n * s_stride] = entry[n * kSegment];
+  // Copies the run one window row at a time (consecutive slots of the table).
+  void operator()(KeyCursor cursor, int64_t count, acc_t* s, int64_t s_stride) const {
+    for (int64_t k = 0; k < count;) {
+      const int64_t run = std::min(count - k, cursor.col1 - cursor.col);
+      const acc_t* entry = table + seg.slot(cursor.row, cursor.col, 0) * heads + t;
+      for (int64_t n = 0; n < heads; ++n)
+        for (int64_t r = 0; r < run; ++r)
+          s[n * s_stride + k + r] = entry[(r * heads + n) * kSegment];
+      k += run;
+      cursor.advance(run);
+    }
   }
 };
+
+// Keys in the largest span of any segment (spans depend on the row and on the segment's place
+// in its row, not on the batch element): sizes the per-segment buffers once.
+int64_t max_span_size(const Problem& p) {
+  int64_t rows = 0, cols = 0;
+  for (int64_t i = 0; i < p.H; ++i) {
+    int64_t row0, row1;
+    wa::window_bounds(i, p.H, p.h, p.ratio, row0, row1);
+    rows = std::max(rows, row1 - row0);
+  }
+  for (int64_t item = 0; item < chunks_per_row(p); ++item) {
+    const Chunk chunk(p, item);
+    for (int64_t t0 = 0; t0 < chunk.count; t0 += kSegment)
+      cols = std::max(cols, Segment(p, chunk, t0).span.cols());
+  }
+  return rows * cols;
+}
+
+// weights[seg.slot(key, t)] = head-averaged weight of segment pixel t for each key of its
+// window, from the shared per-query softmax over the logits table; writes the pixels' lse.
+// Slots outside a pixel's window are left as they are (zero).
+template <typename acc_t>
+void segment_weights(const Problem& p, const Chunk& chunk, const Segment& seg,
+                     const acc_t* table, acc_t* lse, acc_t* weights) {
+  const int64_t HW = p.H * p.W;
+  for (int64_t t = 0; t < seg.count; ++t) {
+    auto sink = [&](KeyCursor cursor, int64_t count, const acc_t* wts) {
+      for (int64_t u = 0; u < count; ++u, cursor.next())
+        weights[seg.slot(cursor.row, cursor.col, t)] = wts[u];
+    };
+    const int64_t pixel = seg.t0 + t;
+    const Window win = wa::query_window(chunk.i, chunk.j0 + pixel, p.H, p.W, p.h, p.w, p.ratio);
+    const TableLogits<acc_t> logits{seg, table, p.heads, t};
+    wa::forward_query<kScratch>(static_cast<int>(p.heads), logits, win,
+                                lse + chunk.b * p.heads * HW + chunk.pixel(p, pixel), HW, sink);
+  }
+}
 
 template <typename scalar_t>
 void forward_kernel(Problem& p) {
   using acc_t = acc_type<scalar_t>;
-  const int64_t HW = p.H * p.W, hw = p.h * p.w;
+  constexpr int64_t kLogitsBlock = register_block<acc_t>(8), kSumBlock = register_block<acc_t>(24);
+  const int64_t span_limit = max_span_size(p);
   acc_t* lse = p.lse.data_ptr<acc_t>();
   at::parallel_for(0, p.B * p.H * chunks_per_row(p), 1, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> queries(kChunk * p.D), tile(kChunk * p.C), weights, table;
+    std::vector<acc_t> queries(kChunk * p.D), tile(kChunk * p.C);
+    std::vector<acc_t> weights(span_limit * kSegment), table(span_limit * kSegment * p.heads);
     for (int64_t item = begin; item < end; ++item) {
       const Chunk chunk(p, item);
       const auto keys = key_map<scalar_t>(p, chunk.b);
-      const scalar_t* v = p.v.data_ptr<scalar_t>() + chunk.b * p.C * hw;
+      const scalar_t* v_cl = p.v_cl.data_ptr<scalar_t>() + chunk.b * p.h * p.w * p.C;
       load_rows<scalar_t>(p, chunk, p.q, queries.data());
       for (int64_t t0 = 0; t0 < chunk.count; t0 += kSegment) {
         const Segment seg(p, chunk, t0);
-        weights.assign(seg.slots(), acc_t(0));
-        table.resize(seg.slots() * p.heads);
-        segment_logits(p, seg, keys, queries.data(), table.data());
-        for (int64_t t = 0; t < seg.count; ++t) {
-          auto sink = [&](KeyCursor cursor, int64_t count, const acc_t* wts) {
-            for (int64_t u = 0; u < count; ++u, cursor.next())
-              weights[seg.slot(cursor.row, cursor.col, t)] = wts[u];
-          };
-          const Window win = wa::query_window(chunk.i, chunk.j0 + t0 + t, p.H, p.W, p.h, p.w,
-                                              p.ratio);
-          const TableLogits<acc_t> logits{seg, table.data(), p.heads, t};
-          wa::forward_query<kScratch>(static_cast<int>(p.heads), logits, win,
-                                      lse + chunk.b * p.heads * HW + chunk.pixel(p, t0 + t), HW,
-                                      sink);
-        }
-        constexpr int64_t kBlock = 4;
-        int64_t c = 0;
-        for (; c + kBlock <= p.C; c += kBlock)
-          weighted_sum_block<kBlock>(seg, p.w, hw, v, c, weights.data(), tile.data());
-        for (; c < p.C; ++c) weighted_sum_block<1>(seg, p.w, hw, v, c, weights.data(), tile.data());
+        std::fill_n(weights.begin(), seg.slots(), acc_t(0));
+        segment_logits<kLogitsBlock>(p, seg, keys, queries.data(), 0, table.data());
+        segment_weights(p, chunk, seg, table.data(), lse, weights.data());
+        weighted_sums<kSumBlock>(seg, p.w, p.C, v_cl, 0, weights.data(), tile.data());
       }
       store_rows<scalar_t>(p, chunk, p.C, tile.data(), p.out);
     }
@@ -258,7 +338,7 @@ void backward_pixels(Problem& p) {
         const Segment seg(p, chunk, t0);
         dws.resize(seg.slots());
         table.resize(seg.slots() * p.heads);
-        segment_logits(p, seg, keys, queries.data(), table.data());
+        segment_logits<register_block<acc_t>(8)>(p, seg, keys, queries.data(), 0, table.data());
         constexpr int64_t kBlock = 4;
         const int64_t keys_in_span = seg.span.size();
         int64_t u = 0;

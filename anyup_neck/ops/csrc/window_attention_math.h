@@ -137,6 +137,12 @@ struct KeyCursor {
       ++row;
     }
   }
+  // `count` times next().
+  WA_FN void advance(int64_t count) {
+    const int64_t offset = col - col0 + count, cols = col1 - col0;
+    row += offset / cols;
+    col = col0 + offset % cols;
+  }
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -154,6 +160,35 @@ WA_FN acc_t strided_dot(const A* a, int64_t a_stride, const B* b, int64_t b_stri
     for (int l = 0; l < kLanes; ++l)
       part[l] += static_cast<acc_t>(a[(i + l) * a_stride]) * static_cast<acc_t>(b[(i + l) * b_stride]);
   for (; i < n; ++i) part[0] += static_cast<acc_t>(a[i * a_stride]) * static_cast<acc_t>(b[i * b_stride]);
+  return ((part[0] + part[4]) + (part[1] + part[5])) + ((part[2] + part[6]) + (part[3] + part[7]));
+}
+
+// max_(init, x[0], ..., x[n - 1]) in 8 interleaved partial maxima: vectorisable on the CPU, and
+// the same value as a serial scan (a maximum does not depend on the order).
+template <typename T>
+WA_FN T range_max(const T* x, int64_t n, T init) {
+  constexpr int kLanes = 8;
+  T part[kLanes];
+  for (int l = 0; l < kLanes; ++l) part[l] = init;
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (int l = 0; l < kLanes; ++l) part[l] = max_(part[l], x[i + l]);
+  for (; i < n; ++i) part[0] = max_(part[0], x[i]);
+  return max_(max_(max_(part[0], part[4]), max_(part[1], part[5])),
+              max_(max_(part[2], part[6]), max_(part[3], part[7])));
+}
+
+// x[0] + ... + x[n - 1] in strided_dot's fixed association of 8 partial sums (vectorisable on
+// the CPU, deterministic everywhere).
+template <typename T>
+WA_FN T range_sum(const T* x, int64_t n) {
+  constexpr int kLanes = 8;
+  T part[kLanes];
+  for (int l = 0; l < kLanes; ++l) part[l] = T(0);
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (int l = 0; l < kLanes; ++l) part[l] += x[i + l];
+  for (; i < n; ++i) part[0] += x[i];
   return ((part[0] + part[4]) + (part[1] + part[5])) + ((part[2] + part[6]) + (part[3] + part[7]));
 }
 
@@ -198,22 +233,25 @@ struct KeyMap {
   }
 };
 
-// The logits of one query, as the per-query functions below take them:
-// logits(row, col, s, s_stride) writes head n's logit against key (row, col) to s[n * s_stride].
+// The logits of one query, as the per-query functions below take them: logits(cursor, count,
+// s, s_stride) writes head n's logit against the t-th key of the run of `count` keys from
+// `cursor` on to s[n * s_stride + t] (a provider may fill runs faster than key by key).
 template <typename acc_t, typename T, typename Q>
 struct QueryLogits {
   const KeyMap<acc_t, T>& keys;
   const Q* q;
   int64_t q_stride;
-  WA_FN void operator()(int64_t row, int64_t col, acc_t* s, int64_t s_stride) const {
-    keys.logits(q, q_stride, row, col, s, s_stride);
+  WA_FN void operator()(KeyCursor cursor, int64_t count, acc_t* s, int64_t s_stride) const {
+    for (int64_t t = 0; t < count; ++t, cursor.next())
+      keys.logits(q, q_stride, cursor.row, cursor.col, s + t, s_stride);
   }
 };
 
 // ---------------------------------------------------------------------------------------------
 // Forward of one query.
 //
-// logits(row, col, s, s_stride) gives the query's logits against a key (see QueryLogits).
+// logits(cursor, count, s, s_stride) gives the query's logits against runs of keys (see
+// QueryLogits).
 // Computes the per-head softmax statistics over the window with a running maximum, writes
 // lse[n * lse_stride] = log sum_key exp(s_n), and hands the head-averaged weights to the caller
 // in runs of consecutive keys: sink(cursor_at_first_key, count, weights). The logits of up to
@@ -235,30 +273,27 @@ WA_FN void forward_query(int N, const Logits& logits, const Window& win, acc_t* 
   KeyCursor cursor(win);
   for (int64_t t0 = 0; t0 < total; t0 += chunk) {
     const int64_t count = min_(chunk, total - t0);
-    for (int64_t t = 0; t < count; ++t, cursor.next()) logits(cursor.row, cursor.col, e + t, chunk);
+    logits(cursor, count, e, chunk);
+    cursor.advance(count);
     for (int n = 0; n < N; ++n) {
       acc_t* row = e + n * chunk;
-      acc_t top = m[n];
-      for (int64_t t = 0; t < count; ++t) top = max_(top, row[t]);
+      const acc_t top = range_max(row, count, m[n]);
       for (int64_t t = 0; t < count; ++t) row[t] = exp_(row[t] - top);
-      acc_t sum = l[n] * exp_(m[n] - top);
-      for (int64_t t = 0; t < count; ++t) sum += row[t];
+      l[n] = l[n] * exp_(m[n] - top) + range_sum(row, count);
       m[n] = top;
-      l[n] = sum;
     }
   }
   for (int n = 0; n < N; ++n) {
     lse[n * lse_stride] = m[n] + log_(l[n]);
     l[n] = acc_t(1) / (static_cast<acc_t>(N) * l[n]);
   }
-  // Head-averaged weights of `count` keys whose exponentials are in e, written over e[0..count):
-  // slot t is read (as head 0 of key t) before it is written, later slots are untouched.
+  // Head-averaged weights of `count` keys whose exponentials are in e, written over head 0's
+  // row e[0..count): sum_n e_n * l_n in head order, one head at a time across the keys (so that
+  // the loops vectorise on the CPU).
   auto emit = [&](const KeyCursor& first, int64_t count) {
-    for (int64_t t = 0; t < count; ++t) {
-      acc_t weight = acc_t(0);
-      for (int n = 0; n < N; ++n) weight += e[n * chunk + t] * l[n];
-      e[t] = weight;
-    }
+    for (int64_t t = 0; t < count; ++t) e[t] *= l[0];
+    for (int n = 1; n < N; ++n)
+      for (int64_t t = 0; t < count; ++t) e[t] += e[n * chunk + t] * l[n];
     sink(first, count, e);
   };
   if (total <= chunk) {
@@ -269,7 +304,8 @@ WA_FN void forward_query(int N, const Logits& logits, const Window& win, acc_t* 
   for (int64_t t0 = 0; t0 < total; t0 += chunk) {
     const KeyCursor first = again;
     const int64_t count = min_(chunk, total - t0);
-    for (int64_t t = 0; t < count; ++t, again.next()) logits(again.row, again.col, e + t, chunk);
+    logits(again, count, e, chunk);
+    again.advance(count);
     for (int n = 0; n < N; ++n)
       for (int64_t t = 0; t < count; ++t) e[n * chunk + t] = exp_(e[n * chunk + t] - m[n]);
     emit(first, count);
@@ -299,17 +335,16 @@ WA_FN void backward_query(int N, acc_t scale, const Logits& logits, const Window
   }
   // Probabilities and dw of `count` keys from `first` into a and dws.
   auto fill = [&](KeyCursor cursor, int64_t count) {
-    for (int64_t t = 0; t < count; ++t, cursor.next()) {
-      logits(cursor.row, cursor.col, a + t, chunk);
-      for (int n = 0; n < N; ++n) a[n * chunk + t] = exp_(a[n * chunk + t] - lse_[n]);
-      dws[t] = dw(cursor.row, cursor.col);
-    }
+    logits(cursor, count, a, chunk);
+    for (int n = 0; n < N; ++n)
+      for (int64_t t = 0; t < count; ++t) a[n * chunk + t] = exp_(a[n * chunk + t] - lse_[n]);
+    for (int64_t t = 0; t < count; ++t, cursor.next()) dws[t] = dw(cursor.row, cursor.col);
   };
   KeyCursor cursor(win);
   for (int64_t t0 = 0; t0 < total; t0 += chunk) {
     const int64_t count = min_(chunk, total - t0);
     fill(cursor, count);
-    for (int64_t t = 0; t < count; ++t) cursor.next();
+    cursor.advance(count);
     for (int n = 0; n < N; ++n)
       for (int64_t t = 0; t < count; ++t) delta_[n] += a[n * chunk + t] * dws[t];
   }
