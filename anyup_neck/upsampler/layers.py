@@ -81,8 +81,8 @@ class ResBlock(nn.Module):
         shortcut = self.shortcut(adaptive_pool(x, size))
         if self._runs_in_pieces(x):  # the hidden map goes into x's memory, piece by piece
             pieces = self._row_pieces(x)
-            for (b, piece), hidden in zip(pieces, self._hidden_in_pieces(x, pieces)):
-                piece.copy_(hidden)
+            for _ in self._hidden_in_pieces(x, pieces, into_input=True):
+                pass
             hidden = x
         else:
             hidden = self._residual(x, last_conv=False)
@@ -104,9 +104,11 @@ class ResBlock(nn.Module):
         rows = max(1, self.max_piece_elements // (C * W))
         return [(b, x[b:b + 1, :, r0:r0 + rows]) for b in range(B) for r0 in range(0, H, rows)]
 
-    def _hidden_in_pieces(self, x: torch.Tensor, pieces: list[tuple[int, torch.Tensor]]):
+    def _hidden_in_pieces(self, x: torch.Tensor, pieces: list[tuple[int, torch.Tensor]],
+                          into_input: bool = False):
         """Yields silu(norm2(conv1(silu(norm1(x))))) piece by piece (the input of the last
-        conv), after computing all of conv1's pieces for norm2's statistics."""
+        conv), after computing all of conv1's pieces for norm2's statistics; written over the
+        input's piece if ``into_input``."""
         norm1, _, conv1, norm2, _, _ = self.block
         pixels = x.shape[2] * x.shape[3]
         scale, shift = fused.group_norm_affine(fused.channel_moments(x), pixels, norm1)
@@ -119,10 +121,10 @@ class ResBlock(nn.Module):
             moments[b] += piece_moments[0]
             hidden.append(y)
         scale, shift = fused.group_norm_affine(moments, pixels, norm2)
-        for n, (b, _) in enumerate(pieces):
+        for n, (b, piece) in enumerate(pieces):
             y, hidden[n] = hidden[n], None   # dropped as soon as it is consumed
             yield fused.affine_silu(y, scale[b:b + 1].contiguous(), shift[b:b + 1].contiguous(),
-                                    out=y)
+                                    out=piece if into_input else y)
 
     def _residual(self, x: torch.Tensor, last_conv: bool = True) -> torch.Tensor:
         """The block without the shortcut (without its last conv if not ``last_conv``)."""
@@ -295,7 +297,8 @@ class WindowCrossAttention(nn.Module):
         self.norm_k = nn.RMSNorm(dim)
         self.attention = nn.MultiheadAttention(dim, num_heads, batch_first=True)
 
-    def _project(self, x: torch.Tensor, norm: nn.RMSNorm, rows: slice) -> torch.Tensor:
+    def _project(self, x: torch.Tensor, norm: nn.RMSNorm, rows: slice,
+                 out: torch.Tensor | None = None) -> torch.Tensor:
         weight = self.attention.in_proj_weight[rows]
         bias = self.attention.in_proj_bias[rows]
         if needs_grad(self, x):
@@ -307,11 +310,14 @@ class WindowCrossAttention(nn.Module):
         mean_square = torch.linalg.vector_norm(x, dim=1, keepdim=True).square_().div_(x.shape[1])
         projected = F.conv2d(x, (weight * norm.weight)[:, :, None, None])
         return torch.addcmul(bias[:, None, None], projected, mean_square.add_(eps).rsqrt_(),
-                             out=projected)
+                             out=projected if out is None else out)
 
-    def project_queries(self, q: torch.Tensor) -> torch.Tensor:
-        """(B, D, H, W) -> RMSNorm'd, projected queries (B, D, H, W)."""
-        return self._project(q, self.norm_q, slice(0, q.shape[1]))
+    def project_queries(self, q: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, D, H, W) -> RMSNorm'd, projected queries (B, D, H, W).
+
+        Without autograd they are written into ``out`` if given (e.g. a view of a larger map).
+        """
+        return self._project(q, self.norm_q, slice(0, q.shape[1]), out)
 
     def project_keys(self, k: torch.Tensor) -> torch.Tensor:
         """(B, D, h, w) -> RMSNorm'd, projected keys (B, D, h, w)."""
@@ -382,7 +388,7 @@ class CrossAttentionBlock(nn.Module):
             # exactly their true neighbours; the halo rows' own outputs are dropped.
             top = max(0, r0 - 1)
             block = F.conv2d(q[:, :, top:r1 + 1], self.conv2d.weight, padding=1)
-            out[:, :, r0:r1] = self.cross_attn.project_queries(block[:, :, r0 - top:r1 - top])
+            self.cross_attn.project_queries(block[:, :, r0 - top:r1 - top], out=out[:, :, r0:r1])
         return out
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
