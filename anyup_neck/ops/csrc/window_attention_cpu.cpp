@@ -56,6 +56,7 @@ std::tuple<Tensor, Tensor, Tensor> backward_cpu(const Tensor& grad_out, const Te
   check_backward_args(grad_out, q, k, v, lse, num_heads, window_ratio);
   cpu::Problem p = make_problem(q, k, v, num_heads, window_ratio, scale);
   p.q = q.contiguous();  // the key pass reads q along rows of pixels
+  p.v_cl = v.permute({0, 2, 3, 1}).contiguous();
   p.grad_out = grad_out.contiguous();
   p.lse = lse.to(acc_dtype(q)).contiguous();
   p.delta = at::empty_like(p.lse);

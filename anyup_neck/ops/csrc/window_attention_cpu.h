@@ -17,7 +17,7 @@ struct Problem {
   at::Tensor q;         // (B, D, H, W), NCHW- or channels-last-contiguous
   at::Tensor k_cl;      // (B, h, w, D) contiguous
   at::Tensor v;         // (B, C, h, w) contiguous
-  at::Tensor v_cl;      // forward: (B, h, w, C) contiguous
+  at::Tensor v_cl;      // (B, h, w, C) contiguous
   at::Tensor lse;       // (B, N, H, W) accumulation dtype: forward output, backward input
   at::Tensor out;       // forward: (B, C, H, W) contiguous
   at::Tensor grad_out;  // backward: (B, C, H, W) contiguous, q is then NCHW-contiguous

@@ -183,20 +183,32 @@ void weighted_sums(const Segment& seg, int64_t w, int64_t C, const scalar_t* v_c
   if constexpr (kBlock > 1) weighted_sums<kBlock / 2>(seg, w, C, v_cl, c0, weights, tile);
 }
 
-// dws[u][t] = sum_c v(c, u) * grads[c * kChunk + seg.t0 + t] for span keys [u0, u0 + kBlock).
+// dws[u][t] = sum_c v(c, u) * grads[c * kChunk + seg.t0 + t] for span keys [u0, u0 + kBlock),
+// from channels-last values v_cl[key * C + c] (contiguous per key, so that the kBlock keys'
+// channels stream through the cache instead of striding by whole maps).
 template <int64_t kBlock, typename scalar_t, typename acc_t>
-void value_dot_block(const Segment& seg, int64_t w, int64_t hw, int64_t C, const scalar_t* v,
-                     int64_t u0, const acc_t* grads, acc_t* dws) {
+void value_dot_block(const Segment& seg, int64_t w, int64_t C, const scalar_t* v_cl, int64_t u0,
+                     const acc_t* grads, acc_t* dws) {
   using L = Lanes<acc_t>;
   const scalar_t* keys[kBlock];
-  for (int64_t b = 0; b < kBlock; ++b) keys[b] = v + seg.key_offset(u0 + b, w);
+  for (int64_t b = 0; b < kBlock; ++b) keys[b] = v_cl + seg.key_offset(u0 + b, w) * C;
   typename L::type acc[kBlock] = {};
   for (int64_t c = 0; c < C; ++c) {
     typename L::type gc;
     L::load(gc, grads + c * kChunk + seg.t0);
-    for (int64_t b = 0; b < kBlock; ++b) acc[b] += static_cast<acc_t>(keys[b][c * hw]) * gc;
+#pragma GCC unroll 32  // keeps acc[] in registers
+    for (int64_t b = 0; b < kBlock; ++b) acc[b] += static_cast<acc_t>(keys[b][c]) * gc;
   }
   for (int64_t b = 0; b < kBlock; ++b) L::store(acc[b], dws + (u0 + b) * kSegment);
+}
+
+// value_dot_block over span keys [u0, span size): blocks of kBlock, the rest in halving blocks.
+template <int64_t kBlock, typename scalar_t, typename acc_t>
+void value_dots(const Segment& seg, int64_t w, int64_t C, const scalar_t* v_cl, int64_t u0,
+                const acc_t* grads, acc_t* dws) {
+  for (; u0 + kBlock <= seg.span.size(); u0 += kBlock)
+    value_dot_block<kBlock>(seg, w, C, v_cl, u0, grads, dws);
+  if constexpr (kBlock > 1) value_dots<kBlock / 2>(seg, w, C, v_cl, u0, grads, dws);
 }
 
 // table[(u * N + n) * kSegment + t] = logit of segment pixel t, head n, against span key u:
@@ -331,7 +343,7 @@ void backward_pixels(Problem& p) {
     for (int64_t item = begin; item < end; ++item) {
       const Chunk chunk(p, item);
       const auto keys = key_map<scalar_t>(p, chunk.b);
-      const scalar_t* v = p.v.data_ptr<scalar_t>() + chunk.b * p.C * hw;
+      const scalar_t* v_cl = p.v_cl.data_ptr<scalar_t>() + chunk.b * hw * p.C;
       load_rows<scalar_t>(p, chunk, p.q, queries.data());
       load_rows<scalar_t>(p, chunk, p.grad_out, grads.data());
       for (int64_t t0 = 0; t0 < chunk.count; t0 += kSegment) {
@@ -339,13 +351,7 @@ void backward_pixels(Problem& p) {
         dws.resize(seg.slots());
         table.resize(seg.slots() * p.heads);
         segment_logits<register_block<acc_t>(8)>(p, seg, keys, queries.data(), 0, table.data());
-        constexpr int64_t kBlock = 4;
-        const int64_t keys_in_span = seg.span.size();
-        int64_t u = 0;
-        for (; u + kBlock <= keys_in_span; u += kBlock)
-          value_dot_block<kBlock>(seg, p.w, hw, p.C, v, u, grads.data(), dws.data());
-        for (; u < keys_in_span; ++u)
-          value_dot_block<1>(seg, p.w, hw, p.C, v, u, grads.data(), dws.data());
+        value_dots<register_block<acc_t>(8)>(seg, p.w, p.C, v_cl, 0, grads.data(), dws.data());
         for (int64_t t = 0; t < seg.count; ++t) {
           const int64_t pix = t0 + t;
           std::fill(dq_p.begin(), dq_p.end(), acc_t(0));
@@ -374,45 +380,187 @@ void backward_pixels(Problem& p) {
   });
 }
 
-// Key pass: dk (B, D, h, w) and dv (B, C, h, w). One work item is one row of keys: its keys share
-// the output rows that see them, so each output row's gradients are read once from memory and
-// reused from cache by all keys of the row.
+// acc[u * acc_ld + c] += sum_t coef[u * kSegment + t] * rows[t * ld + c] over t < count (in
+// order) for keys [u0, u0 + kKeys) and channels [c0, c0 + kBlock * kSegment): kKeys x kBlock
+// Lanes accumulators in registers, each row load serving kKeys keys.
+template <int64_t kKeys, int64_t kBlock, typename acc_t>
+void accumulate_block(int64_t u0, int64_t c0, int64_t count, int64_t ld, const acc_t* coef,
+                      const acc_t* rows, acc_t* acc, int64_t acc_ld) {
+  using L = Lanes<acc_t>;
+  typename L::type a[kKeys][kBlock];
+  for (int64_t k = 0; k < kKeys; ++k)
+    for (int64_t b = 0; b < kBlock; ++b)
+      L::load(a[k][b], acc + (u0 + k) * acc_ld + c0 + b * kSegment);
+  for (int64_t t = 0; t < count; ++t) {
+    const acc_t* r = rows + t * ld + c0;
+#pragma GCC unroll 32
+    for (int64_t b = 0; b < kBlock; ++b) {
+      typename L::type y;
+      L::load(y, r + b * kSegment);
+#pragma GCC unroll 32
+      for (int64_t k = 0; k < kKeys; ++k) a[k][b] += coef[(u0 + k) * kSegment + t] * y;
+    }
+  }
+  for (int64_t k = 0; k < kKeys; ++k)
+    for (int64_t b = 0; b < kBlock; ++b)
+      L::store(a[k][b], acc + (u0 + k) * acc_ld + c0 + b * kSegment);
+}
+
+// acc[u * acc_ld + c] += sum_t coef[u * kSegment + t] * rows[t * ld + c] for t < count (in
+// order), c < n, keys u < keys: register blocks of kKeys keys x kBlock Lanes, then single keys,
+// then single channels. Every sum is one serial chain in pixel order.
+template <int64_t kKeys, int64_t kBlock, typename acc_t>
+void accumulate_rows(int64_t keys, int64_t count, int64_t n, int64_t ld, const acc_t* coef,
+                     const acc_t* rows, acc_t* acc, int64_t acc_ld) {
+  int64_t c0 = 0;
+  for (; c0 + kBlock * kSegment <= n; c0 += kBlock * kSegment) {
+    int64_t u = 0;
+    for (; u + kKeys <= keys; u += kKeys)
+      accumulate_block<kKeys, kBlock>(u, c0, count, ld, coef, rows, acc, acc_ld);
+    for (; u < keys; ++u) accumulate_block<1, kBlock>(u, c0, count, ld, coef, rows, acc, acc_ld);
+  }
+  for (int64_t u = 0; u < keys; ++u)
+    for (int64_t c = c0; c < n; ++c) {
+      acc_t a = acc[u * acc_ld + c];
+      for (int64_t t = 0; t < count; ++t) a += coef[u * kSegment + t] * rows[t * ld + c];
+      acc[u * acc_ld + c] = a;
+    }
+}
+
+// Lanes registers per Lanes value, and the register blocks of the key pass's accumulations.
+template <typename acc_t>
+constexpr int64_t lanes_registers() {
+  return std::max<int64_t>(1, kSegment * sizeof(acc_t) / kVectorBytes);
+}
+template <typename acc_t>
+constexpr int64_t accumulate_registers() {
+  return std::max<int64_t>(2, kVectorRegisters / lanes_registers<acc_t>() - 4);
+}
+
+// Key pass: dk (B, D, h, w) and dv (B, C, h, w). One work item is a band of key rows of one batch
+// element; it walks the output rows that see the band chunk by chunk, segment by segment (as the
+// pixel pass does, with the segment's span cut to the band), recomputes each (pixel, key)
+// pair's weights and ds from the logits, lse and delta, and adds w * g and ds * q to the band's
+// accumulators. Each gradient element is one serial sum over output rows, then pixels in row
+// order, whatever the band height or thread count: results are deterministic.
 template <typename scalar_t>
 void backward_keys(Problem& p) {
   using acc_t = acc_type<scalar_t>;
-  const int64_t HW = p.H * p.W, hw = p.h * p.w;
-  at::parallel_for(0, p.B * p.h, 1, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> dk(p.w * p.D), dv(p.w * p.C);
-    std::vector<int64_t> cols(2 * p.w);
+  using L = Lanes<acc_t>;
+  const int64_t HW = p.H * p.W, hw = p.h * p.w, N = p.heads;
+  // dv: 2 keys x up to 12 Lanes of channels; dk: up to 8 keys x the head's Lanes (2 for 32
+  // channels per head, else single Lanes and the rest channel by channel).
+  constexpr int64_t kDvBlock = std::min<int64_t>(12, std::max<int64_t>(1, accumulate_registers<acc_t>() / 2));
+  constexpr int64_t kDkKeys = std::min<int64_t>(8, std::max<int64_t>(1, accumulate_registers<acc_t>() / 2));
+  // Band height: up to 4 key rows (each chunk's rows are then read once for the band), fewer
+  // when that leaves too few work items for the threads. Does not change any result.
+  const int64_t threads = at::get_num_threads();
+  int64_t band = 4;
+  while (band > 1 && p.B * ((p.h + band - 1) / band) < 4 * threads) band /= 2;
+  const int64_t bands = (p.h + band - 1) / band;
+  const int64_t span_limit = max_span_size(p);
+  const acc_t* lse_all = p.lse.data_ptr<acc_t>();
+  const acc_t* delta_all = p.delta.data_ptr<acc_t>();
+  const acc_t inv_heads = acc_t(1) / static_cast<acc_t>(N);
+  at::parallel_for(0, p.B * bands, 1, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> queries(kChunk * p.D), grads(kChunk * p.C), q_t(kChunk * p.D),
+        g_t(kChunk * p.C);
+    std::vector<acc_t> dk(band * p.w * p.D), dv(band * p.w * p.C);
+    std::vector<acc_t> table(span_limit * kSegment * N), dws(span_limit * kSegment),
+        wts(span_limit * kSegment), ds(span_limit * kSegment * N);
     for (int64_t item = begin; item < end; ++item) {
-      const int64_t b = item / p.h, row = item % p.h;
+      const int64_t b = item / bands, y0 = (item % bands) * band,
+                    y1 = std::min(p.h, y0 + band);
       std::fill(dk.begin(), dk.end(), acc_t(0));
       std::fill(dv.begin(), dv.end(), acc_t(0));
-      const wa::KeyPassMaps<acc_t, scalar_t> maps{
-          key_map<scalar_t>(p, b),
-          {p.q.data_ptr<scalar_t>() + b * p.D * HW, HW, 1},
-          {p.grad_out.data_ptr<scalar_t>() + b * p.C * HW, HW, 1},
-          {p.lse.data_ptr<acc_t>() + b * p.heads * HW, HW, 1},
-          {p.delta.data_ptr<acc_t>() + b * p.heads * HW, HW, 1},
-          {p.v.data_ptr<scalar_t>() + b * p.C * hw, hw, 1},
-          p.C,
-          p.W};
-      for (int64_t col = 0; col < p.w; ++col)
-        wa::covering_range(col, p.W, p.w, p.ratio, cols[2 * col], cols[2 * col + 1]);
-      int64_t i0, i1;
-      wa::covering_range(row, p.H, p.h, p.ratio, i0, i1);
-      for (int64_t i = i0; i < i1; ++i)
-        for (int64_t col = 0; col < p.w; ++col) {
-          const wa::KeyGrads<acc_t> grads{dk.data() + col * p.D, 1, dv.data() + col * p.C, 1,
-                                          0, p.C, true};
-          wa::key_backward_row<kScratch>(maps, row, col, i, cols[2 * col], cols[2 * col + 1],
-                                         grads);
+      const auto keys = key_map<scalar_t>(p, b);
+      const scalar_t* v_cl = p.v_cl.data_ptr<scalar_t>() + b * hw * p.C;
+      int64_t i0, i1, lo, hi;
+      wa::covering_range(y0, p.H, p.h, p.ratio, i0, lo);
+      wa::covering_range(y1 - 1, p.H, p.h, p.ratio, hi, i1);
+      for (int64_t i = i0; i < i1; ++i) {
+        for (int64_t part = 0; part < chunks_per_row(p); ++part) {
+          const Chunk chunk(p, (b * p.H + i) * chunks_per_row(p) + part);
+          load_rows<scalar_t>(p, chunk, p.q, queries.data());
+          load_rows<scalar_t>(p, chunk, p.grad_out, grads.data());
+          for (int64_t t = 0; t < chunk.count; ++t) {
+            for (int64_t c = 0; c < p.D; ++c) q_t[t * p.D + c] = queries[c * kChunk + t];
+            for (int64_t c = 0; c < p.C; ++c) g_t[t * p.C + c] = grads[c * kChunk + t];
+          }
+          for (int64_t t0 = 0; t0 < chunk.count; t0 += kSegment) {
+            Segment seg(p, chunk, t0);
+            seg.span.row0 = std::max(seg.span.row0, y0);
+            seg.span.row1 = std::min(seg.span.row1, y1);
+            if (seg.span.row0 >= seg.span.row1) continue;
+            const int64_t keys_in_span = seg.span.size(), cols = seg.span.cols();
+            segment_logits<register_block<acc_t>(8)>(p, seg, keys, queries.data(), 0,
+                                                     table.data());
+            value_dots<register_block<acc_t>(8)>(seg, p.w, p.C, v_cl, 0, grads.data(),
+                                                 dws.data());
+            // Per pixel: its window's columns, lse and delta.
+            acc_t lse[kSegment * wa::kMaxHeads], delta[kSegment * wa::kMaxHeads];
+            int64_t col0[kSegment], col1[kSegment];
+            const int64_t stat = b * N * HW + chunk.pixel(p, t0);
+            for (int64_t t = 0; t < kSegment; ++t) {
+              const bool in = t < seg.count;
+              int64_t c0 = 0, c1 = 0;
+              if (in) wa::window_bounds(chunk.j0 + t0 + t, p.W, p.w, p.ratio, c0, c1);
+              col0[t] = c0;
+              col1[t] = c1;
+              for (int64_t n = 0; n < N; ++n) {
+                lse[n * kSegment + t] = in ? lse_all[stat + n * HW + t] : acc_t(0);
+                delta[n * kSegment + t] = in ? delta_all[stat + n * HW + t] : acc_t(0);
+              }
+            }
+            const acc_t coef = keys.scale * inv_heads;
+            for (int64_t u = 0; u < keys_in_span; ++u) {
+              const int64_t x = seg.span.col0 + u % cols;
+              acc_t* wu = wts.data() + u * kSegment;
+              const acc_t* dwu = dws.data() + u * kSegment;
+              for (int64_t t = 0; t < kSegment; ++t) wu[t] = acc_t(0);
+              for (int64_t n = 0; n < N; ++n) {
+                const acc_t* su = table.data() + (u * N + n) * kSegment;
+                acc_t* du = ds.data() + (n * keys_in_span + u) * kSegment;
+                for (int64_t t = 0; t < kSegment; ++t) {
+                  const bool in = x >= col0[t] && x < col1[t];
+                  const acc_t a = in ? wa::exp_(su[t] - lse[n * kSegment + t]) : acc_t(0);
+                  wu[t] += a;
+                  du[t] = coef * a * (dwu[t] - delta[n * kSegment + t]);
+                }
+              }
+              for (int64_t t = 0; t < kSegment; ++t) wu[t] *= inv_heads;
+            }
+            // Accumulate per span row: keys (row, span cols) are consecutive in the band buffers.
+            for (int64_t row = seg.span.row0; row < seg.span.row1; ++row) {
+              const int64_t u0 = (row - seg.span.row0) * cols;
+              const int64_t key0 = (row - y0) * p.w + seg.span.col0;
+              accumulate_rows<2, kDvBlock>(cols, seg.count, p.C, p.C,
+                                          wts.data() + u0 * kSegment, g_t.data() + t0 * p.C,
+                                          dv.data() + key0 * p.C, p.C);
+              for (int64_t n = 0; n < N; ++n) {
+                const acc_t* coef_n = ds.data() + (n * keys_in_span + u0) * kSegment;
+                const acc_t* q_n = q_t.data() + t0 * p.D + n * p.dim;
+                acc_t* dk_n = dk.data() + key0 * p.D + n * p.dim;
+                if (p.dim % (2 * kSegment) == 0)
+                  accumulate_rows<kDkKeys, 2>(cols, seg.count, p.dim, p.D, coef_n, q_n, dk_n, p.D);
+                else
+                  accumulate_rows<kDkKeys, 1>(cols, seg.count, p.dim, p.D, coef_n, q_n, dk_n, p.D);
+              }
+            }
+          }
         }
-      scalar_t* dk_row = p.dk.data_ptr<scalar_t>() + b * p.D * hw + row * p.w;
-      scalar_t* dv_row = p.dv.data_ptr<scalar_t>() + b * p.C * hw + row * p.w;
-      for (int64_t col = 0; col < p.w; ++col) {
-        for (int64_t c = 0; c < p.D; ++c) dk_row[c * hw + col] = static_cast<scalar_t>(dk[col * p.D + c]);
-        for (int64_t c = 0; c < p.C; ++c) dv_row[c * hw + col] = static_cast<scalar_t>(dv[col * p.C + c]);
+      }
+      for (int64_t y = y0; y < y1; ++y) {
+        scalar_t* dk_row = p.dk.data_ptr<scalar_t>() + b * p.D * hw + y * p.w;
+        scalar_t* dv_row = p.dv.data_ptr<scalar_t>() + b * p.C * hw + y * p.w;
+        const acc_t* dk_band = dk.data() + (y - y0) * p.w * p.D;
+        const acc_t* dv_band = dv.data() + (y - y0) * p.w * p.C;
+        for (int64_t col = 0; col < p.w; ++col) {
+          for (int64_t c = 0; c < p.D; ++c)
+            dk_row[c * hw + col] = static_cast<scalar_t>(dk_band[col * p.D + c]);
+          for (int64_t c = 0; c < p.C; ++c)
+            dv_row[c * hw + col] = static_cast<scalar_t>(dv_band[col * p.C + c]);
+        }
       }
     }
   });
