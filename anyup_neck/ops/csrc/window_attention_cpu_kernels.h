@@ -330,6 +330,28 @@ void forward_kernel(Problem& p) {
   });
 }
 
+// dq[c] += sum_k ds[(c / dim) * stride + k] * key_k[c] over a run of `count` keys from cursor
+// (in key order), for D = kLanes * kSegment channels and heads of lanes_per_head Lanes: dq stays
+// in registers through the run.
+constexpr int64_t kDqLanes = 8;
+template <int64_t kLanes, typename acc_t, typename scalar_t>
+void dq_terms(const wa::KeyMap<acc_t, scalar_t>& keys, int64_t lanes_per_head, KeyCursor cursor,
+              int64_t count, const acc_t* ds, int64_t stride, acc_t* dq) {
+  using L = Lanes<acc_t>;
+  typename L::type acc[kLanes];
+  for (int64_t b = 0; b < kLanes; ++b) L::load(acc[b], dq + b * kSegment);
+  for (int64_t k = 0; k < count; ++k, cursor.next()) {
+    const scalar_t* key = keys.at(cursor.row, cursor.col);
+#pragma GCC unroll 32
+    for (int64_t b = 0; b < kLanes; ++b) {
+      typename L::type kb;
+      for (int64_t l = 0; l < kSegment; ++l) kb[l] = static_cast<acc_t>(key[b * kSegment + l]);
+      acc[b] += ds[(b / lanes_per_head) * stride + k] * kb;
+    }
+  }
+  for (int64_t b = 0; b < kLanes; ++b) L::store(acc[b], dq + b * kSegment);
+}
+
 // Pixel pass: delta (B, N, H, W) and dq (B, D, H, W).
 template <typename scalar_t>
 void backward_pixels(Problem& p) {
@@ -357,6 +379,10 @@ void backward_pixels(Problem& p) {
           std::fill(dq_p.begin(), dq_p.end(), acc_t(0));
           auto dw = [&](int64_t row, int64_t col) { return dws[seg.slot(row, col, t)]; };
           auto sink = [&](KeyCursor cursor, int64_t count, const acc_t* ds, int64_t stride) {
+            if (p.D == kDqLanes * kSegment && p.dim % kSegment == 0) {
+              dq_terms<kDqLanes>(keys, p.dim / kSegment, cursor, count, ds, stride, dq_p.data());
+              return;
+            }
             for (int64_t k = 0; k < count; ++k, cursor.next()) {
               const scalar_t* key = keys.at(cursor.row, cursor.col);
               for (int64_t n = 0; n < p.heads; ++n) {
@@ -427,6 +453,20 @@ void accumulate_rows(int64_t keys, int64_t count, int64_t n, int64_t ld, const a
     }
 }
 
+// to[t * C + c] = from[c * kChunk + t] for t < count, c < C, in kSegment x kSegment tiles (a
+// plain row-by-column copy strides by whole chunk rows and thrashes the cache's sets).
+template <typename acc_t>
+void transpose_rows(int64_t C, int64_t count, const acc_t* from, acc_t* to) {
+  for (int64_t c0 = 0; c0 < C; c0 += kSegment) {
+    const int64_t c1 = std::min(C, c0 + kSegment);
+    for (int64_t t0 = 0; t0 < count; t0 += kSegment) {
+      const int64_t t1 = std::min(count, t0 + kSegment);
+      for (int64_t t = t0; t < t1; ++t)
+        for (int64_t c = c0; c < c1; ++c) to[t * C + c] = from[c * kChunk + t];
+    }
+  }
+}
+
 // Lanes registers per Lanes value, and the register blocks of the key pass's accumulations.
 template <typename acc_t>
 constexpr int64_t lanes_registers() {
@@ -452,10 +492,10 @@ void backward_keys(Problem& p) {
   // channels per head, else single Lanes and the rest channel by channel).
   constexpr int64_t kDvBlock = std::min<int64_t>(12, std::max<int64_t>(1, accumulate_registers<acc_t>() / 2));
   constexpr int64_t kDkKeys = std::min<int64_t>(8, std::max<int64_t>(1, accumulate_registers<acc_t>() / 2));
-  // Band height: up to 4 key rows (each chunk's rows are then read once for the band), fewer
+  // Band height: up to 8 key rows (each chunk's rows are then read once for the band), fewer
   // when that leaves too few work items for the threads. Does not change any result.
   const int64_t threads = at::get_num_threads();
-  int64_t band = 4;
+  int64_t band = 8;
   while (band > 1 && p.B * ((p.h + band - 1) / band) < 4 * threads) band /= 2;
   const int64_t bands = (p.h + band - 1) / band;
   const int64_t span_limit = max_span_size(p);
@@ -483,10 +523,8 @@ void backward_keys(Problem& p) {
           const Chunk chunk(p, (b * p.H + i) * chunks_per_row(p) + part);
           load_rows<scalar_t>(p, chunk, p.q, queries.data());
           load_rows<scalar_t>(p, chunk, p.grad_out, grads.data());
-          for (int64_t t = 0; t < chunk.count; ++t) {
-            for (int64_t c = 0; c < p.D; ++c) q_t[t * p.D + c] = queries[c * kChunk + t];
-            for (int64_t c = 0; c < p.C; ++c) g_t[t * p.C + c] = grads[c * kChunk + t];
-          }
+          transpose_rows(p.D, chunk.count, queries.data(), q_t.data());
+          transpose_rows(p.C, chunk.count, grads.data(), g_t.data());
           for (int64_t t0 = 0; t0 < chunk.count; t0 += kSegment) {
             Segment seg(p, chunk, t0);
             seg.span.row0 = std::max(seg.span.row0, y0);
