@@ -9,8 +9,13 @@
 // (window_attention_math.h) gives each pixel's weights (or dq terms) over its own window; the
 // loops over the C value channels then run across a segment's pixels against the union of
 // their windows, so they vectorise, and each chunk reads and writes whole runs of NCHW rows.
-// The backward "key pass" runs the shared key_backward once per key. No thread writes what
-// another writes and every sum runs in a fixed order: results are deterministic.
+// The backward "key pass" takes a band of key rows at a time and walks the same chunks and
+// segments with each segment's span cut to the band: logits and dw for 16 pixels at once (as the
+// pixel pass), the weights and ds of each (pixel, key) pair from the stored lse and delta, then
+// register-blocked sums of w * g and ds * q into the band's dv and dk. (The CUDA kernel runs the
+// shared key_backward_row instead; the CPU key pass does not call it.) No thread writes what
+// another writes and every sum runs in a fixed order, whatever the band height or thread count:
+// results are deterministic.
 
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
