@@ -36,6 +36,19 @@ def test_gradients_match_reference(case, isa, monkeypatch):
     _compare_with_reference(case, torch.float32, 2e-4)
 
 
+@pytest.mark.parametrize('case', CASES, ids=CASE_IDS)
+def test_shared_key_pass_matches_reference(case, monkeypatch):
+    """The key pass through the per-key math the CUDA kernel runs (ANYUP_NECK_CPU_KEY_PASS)."""
+    monkeypatch.setenv('ANYUP_NECK_CPU_KEY_PASS', 'shared')
+    _compare_with_reference(case, torch.float64, 1e-11)
+
+
+def test_key_pass_setting_is_checked(monkeypatch):
+    monkeypatch.setenv('ANYUP_NECK_CPU_KEY_PASS', 'quick')
+    with pytest.raises(RuntimeError, match="expected shared or fast, got 'quick'"):
+        _compare_with_reference(CASES[0], torch.float64, 1e-11)
+
+
 def test_long_rows_of_pixels():
     """A key seen by more pixels of one row than the key pass takes in one run."""
     _compare_with_reference((1, 4, 2, 3, (1, 1500), (2, 3), 0.0, ''), torch.float64, 1e-11)

@@ -3,12 +3,26 @@
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
+#include <cstdlib>
+#include <string>
+
 #include "cpu_isa.h"
 #include "window_attention.h"
 #include "window_attention_cpu.h"
 
 namespace anyup_neck {
 namespace {
+
+// ANYUP_NECK_CPU_KEY_PASS=shared runs the backward's key pass through the per-key math the CUDA
+// kernel uses (slower; the tests use it so that the GPU's key-pass arithmetic is exercised).
+bool shared_key_pass() {
+  const char* value = std::getenv("ANYUP_NECK_CPU_KEY_PASS");
+  if (value == nullptr || *value == '\0') return false;
+  const std::string name(value);
+  TORCH_CHECK(name == "shared" || name == "fast",
+              "ANYUP_NECK_CPU_KEY_PASS: expected shared or fast, got '", name, "'");
+  return name == "shared";
+}
 
 cpu::Problem make_problem(const Tensor& q, const Tensor& k, const Tensor& v, int64_t num_heads,
                           double window_ratio, double scale) {
@@ -56,6 +70,7 @@ std::tuple<Tensor, Tensor, Tensor> backward_cpu(const Tensor& grad_out, const Te
   check_backward_args(grad_out, q, k, v, lse, num_heads, window_ratio);
   cpu::Problem p = make_problem(q, k, v, num_heads, window_ratio, scale);
   p.q = q.contiguous();  // the key pass reads q along rows of pixels
+  p.shared_key_pass = shared_key_pass();
   p.v_cl = v.permute({0, 2, 3, 1}).contiguous();
   p.grad_out = grad_out.contiguous();
   p.lse = lse.to(acc_dtype(q)).contiguous();

@@ -13,7 +13,8 @@
 // segments with each segment's span cut to the band: logits and dw for 16 pixels at once (as the
 // pixel pass), the weights and ds of each (pixel, key) pair from the stored lse and delta, then
 // register-blocked sums of w * g and ds * q into the band's dv and dk. (The CUDA kernel runs the
-// shared key_backward_row instead; the CPU key pass does not call it.) No thread writes what
+// shared key_backward_row instead; backward_keys_shared runs it on the CPU, for the tests, when
+// ANYUP_NECK_CPU_KEY_PASS=shared.) No thread writes what
 // another writes and every sum runs in a fixed order, whatever the band height or thread count:
 // results are deterministic.
 
@@ -491,7 +492,6 @@ constexpr int64_t accumulate_registers() {
 template <typename scalar_t>
 void backward_keys(Problem& p) {
   using acc_t = acc_type<scalar_t>;
-  using L = Lanes<acc_t>;
   const int64_t HW = p.H * p.W, hw = p.h * p.w, N = p.heads;
   // dv: 2 keys x up to 12 Lanes of channels; dk: up to 8 keys x the head's Lanes (2 for 32
   // channels per head, else single Lanes and the rest channel by channel).
@@ -609,6 +609,50 @@ void backward_keys(Problem& p) {
   });
 }
 
+// The key pass through the shared per-key math (wa::key_backward_row, which the CUDA kernel
+// runs): slower than backward_keys, kept so that the CPU tests exercise the GPU's key-pass
+// arithmetic (ANYUP_NECK_CPU_KEY_PASS=shared). One work item is one row of keys.
+template <typename scalar_t>
+void backward_keys_shared(Problem& p) {
+  using acc_t = acc_type<scalar_t>;
+  const int64_t HW = p.H * p.W, hw = p.h * p.w;
+  at::parallel_for(0, p.B * p.h, 1, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> dk(p.w * p.D), dv(p.w * p.C);
+    std::vector<int64_t> cols(2 * p.w);
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t b = item / p.h, row = item % p.h;
+      std::fill(dk.begin(), dk.end(), acc_t(0));
+      std::fill(dv.begin(), dv.end(), acc_t(0));
+      const wa::KeyPassMaps<acc_t, scalar_t> maps{
+          key_map<scalar_t>(p, b),
+          {p.q.data_ptr<scalar_t>() + b * p.D * HW, HW, 1},
+          {p.grad_out.data_ptr<scalar_t>() + b * p.C * HW, HW, 1},
+          {p.lse.data_ptr<acc_t>() + b * p.heads * HW, HW, 1},
+          {p.delta.data_ptr<acc_t>() + b * p.heads * HW, HW, 1},
+          {p.v.data_ptr<scalar_t>() + b * p.C * hw, hw, 1},
+          p.C,
+          p.W};
+      for (int64_t col = 0; col < p.w; ++col)
+        wa::covering_range(col, p.W, p.w, p.ratio, cols[2 * col], cols[2 * col + 1]);
+      int64_t i0, i1;
+      wa::covering_range(row, p.H, p.h, p.ratio, i0, i1);
+      for (int64_t i = i0; i < i1; ++i)
+        for (int64_t col = 0; col < p.w; ++col) {
+          const wa::KeyGrads<acc_t> grads{dk.data() + col * p.D, 1, dv.data() + col * p.C, 1,
+                                          0, p.C, true};
+          wa::key_backward_row<kScratch>(maps, row, col, i, cols[2 * col], cols[2 * col + 1],
+                                         grads);
+        }
+      scalar_t* dk_row = p.dk.data_ptr<scalar_t>() + b * p.D * hw + row * p.w;
+      scalar_t* dv_row = p.dv.data_ptr<scalar_t>() + b * p.C * hw + row * p.w;
+      for (int64_t col = 0; col < p.w; ++col) {
+        for (int64_t c = 0; c < p.D; ++c) dk_row[c * hw + col] = static_cast<scalar_t>(dk[col * p.D + c]);
+        for (int64_t c = 0; c < p.C; ++c) dv_row[c * hw + col] = static_cast<scalar_t>(dv[col * p.C + c]);
+      }
+    }
+  });
+}
+
 }  // namespace
 
 void forward(Problem& p) {
@@ -619,7 +663,10 @@ void forward(Problem& p) {
 void backward(Problem& p) {
   AT_DISPATCH_FLOATING_TYPES(p.q.scalar_type(), "window_attention_backward_cpu", [&] {
     backward_pixels<scalar_t>(p);
-    backward_keys<scalar_t>(p);
+    if (p.shared_key_pass)
+      backward_keys_shared<scalar_t>(p);
+    else
+      backward_keys<scalar_t>(p);
   });
 }
 
