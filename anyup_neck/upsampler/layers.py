@@ -112,18 +112,16 @@ class ResBlock(nn.Module):
         norm1, _, conv1, norm2, _, _ = self.block
         pixels = x.shape[2] * x.shape[3]
         scale, shift = fused.group_norm_affine(fused.channel_moments(x), pixels, norm1)
-        hidden, moments = [], None
+        hidden = []
+        moments = x.new_zeros(x.shape[0], 2, conv1.out_channels, dtype=torch.float64)
         for b, piece in pieces:
             y = conv1(fused.affine_silu(piece, scale[b:b + 1], shift[b:b + 1]))
-            piece_moments = fused.channel_moments(y)
-            if moments is None:
-                moments = piece_moments.new_zeros(x.shape[0], *piece_moments.shape[1:])
-            moments[b] += piece_moments[0]
+            moments[b] += fused.channel_moments(y)[0]
             hidden.append(y)
         scale, shift = fused.group_norm_affine(moments, pixels, norm2)
         for n, (b, piece) in enumerate(pieces):
             y, hidden[n] = hidden[n], None   # dropped as soon as it is consumed
-            yield fused.affine_silu(y, scale[b:b + 1].contiguous(), shift[b:b + 1].contiguous(),
+            yield fused.affine_silu(y, scale[b:b + 1], shift[b:b + 1],
                                     out=piece if into_input else y)
 
     def _residual(self, x: torch.Tensor, last_conv: bool = True) -> torch.Tensor:

@@ -12,22 +12,8 @@ namespace cpu {
 namespace WA_ISA {
 namespace {
 
-constexpr int64_t kLanes = 16;        // width of the fixed-size inner blocks
+constexpr int64_t kLanes = 16;        // basis kernels per register block of the LFU responses
 constexpr int64_t kStatChunk = 2048;  // pixels per partial sum of the GroupNorm statistics
-
-// fn(i) for i < n, with op-reduction of fn's values: kLanes partial results combined in order.
-template <typename acc_t, typename Fn, typename Op>
-acc_t reduce(int64_t n, acc_t init, Fn&& fn, Op&& op) {
-  acc_t lanes[kLanes];
-  for (int64_t l = 0; l < kLanes; ++l) lanes[l] = init;
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes)
-    for (int64_t l = 0; l < kLanes; ++l) lanes[l] = op(lanes[l], fn(i + l));
-  for (; i < n; ++i) lanes[0] = op(lanes[0], fn(i));
-  acc_t result = lanes[0];
-  for (int64_t l = 1; l < kLanes; ++l) result = op(result, lanes[l]);
-  return result;
-}
 
 template <typename acc_t>
 acc_t silu(acc_t y) {
@@ -73,14 +59,12 @@ void channel_moments_kernel(const at::Tensor& x, const at::Tensor& moments) {
             squares[c] += v * v;
           }
         }
-      } else {
-        auto add = [](double a, double v) { return a + v; };
+      } else {  // NCHW: each channel's pixels are contiguous
         for (int64_t c = 0; c < C; ++c) {
-          const scalar_t* run = base + c * l.channel + chunk.p0 * l.pixel;
+          const scalar_t* run = base + c * l.channel + chunk.p0;
           const int64_t n = chunk.p1 - chunk.p0;
-          sum[c] = reduce<double>(n, 0.0, [&](int64_t p) { return double(run[p * l.pixel]); }, add);
-          squares[c] = reduce<double>(
-              n, 0.0, [&](int64_t p) { const double v = run[p * l.pixel]; return v * v; }, add);
+          sum[c] = wa::range_sum<scalar_t, double>(run, n);
+          squares[c] = wa::dot<double>(run, 1, run, 1, n);
         }
       }
     }
@@ -216,21 +200,19 @@ void basis_softmax_mean_kernel(const at::Tensor& features, const at::Tensor& bas
           r[c * M + m] = acc / inside;
         }
       }
-      auto add = [](acc_t a, acc_t v) { return a + v; };
-      auto larger = [](acc_t a, acc_t v) { return v > a ? v : a; };
       if (per_channel) {
         std::fill(sums.begin(), sums.end(), acc_t(0));
         for (int64_t c = 0; c < C; ++c) {
           acc_t* row = r.data() + c * M;
-          const acc_t top = reduce<acc_t>(M, row[0], [&](int64_t m) { return row[m]; }, larger);
+          const acc_t top = wa::range_max(row, M, row[0]);
           for (int64_t m = 0; m < M; ++m) row[m] = wa::exp_(row[m] - top);
-          const acc_t inv = acc_t(1) / reduce<acc_t>(M, acc_t(0), [&](int64_t m) { return row[m]; }, add);
+          const acc_t inv = acc_t(1) / wa::range_sum(row, M);
           for (int64_t m = 0; m < M; ++m) sums[m] += row[m] * inv;
         }
       } else {  // rows of the (M, C) view are contiguous: column statistics run across them
         std::copy(r.begin(), r.begin() + C, column.begin());
         for (int64_t m = 1; m < M; ++m)
-          for (int64_t c = 0; c < C; ++c) column[c] = larger(column[c], r[m * C + c]);
+          for (int64_t c = 0; c < C; ++c) column[c] = wa::max_(column[c], r[m * C + c]);
         for (int64_t m = 0; m < M; ++m)
           for (int64_t c = 0; c < C; ++c) r[m * C + c] = wa::exp_(r[m * C + c] - column[c]);
         std::fill(column.begin(), column.end(), acc_t(0));
@@ -239,7 +221,7 @@ void basis_softmax_mean_kernel(const at::Tensor& features, const at::Tensor& bas
         for (int64_t c = 0; c < C; ++c) column[c] = acc_t(1) / column[c];
         for (int64_t m = 0; m < M; ++m) {
           const acc_t* row = r.data() + m * C;
-          sums[m] = reduce<acc_t>(C, acc_t(0), [&](int64_t c) { return row[c] * column[c]; }, add);
+          sums[m] = wa::dot<acc_t>(row, 1, column.data(), 1, C);
         }
       }
       for (int64_t m = 0; m < M; ++m)

@@ -178,17 +178,17 @@ WA_FN T range_max(const T* x, int64_t n, T init) {
               max_(max_(part[2], part[6]), max_(part[3], part[7])));
 }
 
-// x[0] + ... + x[n - 1] in strided_dot's fixed association of 8 partial sums (vectorisable on
-// the CPU, deterministic everywhere).
-template <typename T>
-WA_FN T range_sum(const T* x, int64_t n) {
+// x[0] + ... + x[n - 1], accumulated in acc_t, in strided_dot's fixed association of 8 partial
+// sums (vectorisable on the CPU, deterministic everywhere).
+template <typename T, typename acc_t = T>
+WA_FN acc_t range_sum(const T* x, int64_t n) {
   constexpr int kLanes = 8;
-  T part[kLanes];
-  for (int l = 0; l < kLanes; ++l) part[l] = T(0);
+  acc_t part[kLanes];
+  for (int l = 0; l < kLanes; ++l) part[l] = acc_t(0);
   int64_t i = 0;
   for (; i + kLanes <= n; i += kLanes)
-    for (int l = 0; l < kLanes; ++l) part[l] += x[i + l];
-  for (; i < n; ++i) part[0] += x[i];
+    for (int l = 0; l < kLanes; ++l) part[l] += static_cast<acc_t>(x[i + l]);
+  for (; i < n; ++i) part[0] += static_cast<acc_t>(x[i]);
   return ((part[0] + part[4]) + (part[1] + part[5])) + ((part[2] + part[6]) + (part[3] + part[7]));
 }
 
