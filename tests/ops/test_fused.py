@@ -84,6 +84,50 @@ def test_basis_softmax_mean_matches_the_lfu_layer(isa, dtype, mode, M, k, shape,
     torch.testing.assert_close(got, expected, **TOLERANCE[dtype])
 
 
+@pytest.mark.parametrize('dtype, channels_last, onednn', [
+    (torch.float32, True, torch.backends.mkldnn.is_available()),  # oneDNN's fused post-op
+    (torch.float32, False, False),                                # conv + add_
+    (torch.float64, True, False),
+])
+@pytest.mark.parametrize('shape, out_channels', [((2, 16, 5, 7), 16), ((1, 3, 1, 9), 5)])
+def test_conv1x1_add_matches_conv_then_add(dtype, channels_last, onednn, shape, out_channels):
+    torch.manual_seed(3)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(shape, dtype=dtype).contiguous(memory_format=layout)
+    weight = torch.randn(out_channels, shape[1], 1, 1, dtype=dtype)
+    acc = torch.randn(shape[0], out_channels, *shape[2:], dtype=dtype)
+    acc = acc.contiguous(memory_format=layout)
+    expected = acc + F.conv2d(x, weight)
+    assert fused._onednn_conv_add(acc, x, weight) == onednn
+    with torch.no_grad():
+        assert fused.conv1x1_add_(acc, x, weight) is acc
+    torch.testing.assert_close(acc, expected, **TOLERANCE[dtype])
+
+
+@pytest.mark.parametrize('isa', cpu_isas())
+@pytest.mark.parametrize('dtype', [torch.float64, torch.float32])
+@pytest.mark.parametrize('shape, out_channels, rows', [
+    ((2, 16, 7, 9), 16, None),        # batch 2, odd sizes: tiles cut at the right and bottom
+    ((1, 3, 1, 13), 5, None),         # 1xN; channels not a multiple of the register block
+    ((1, 1, 4, 4), 1, (1, 2)),        # one channel, one row from the middle
+    ((2, 40, 9, 200), 48, (3, 8)),    # several runs of tiles per row; a range of rows
+    ((1, 24, 6, 5), 7, (5, 6)),       # the last row alone
+])
+def test_conv3x3_winograd_matches_conv2d(isa, dtype, shape, out_channels, rows, monkeypatch):
+    use_isa(monkeypatch, isa)
+    torch.manual_seed(4)
+    x = torch.randn(shape, dtype=dtype).contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(out_channels, shape[1], 3, 3, dtype=dtype)
+    begin, end = rows or (0, shape[2])
+    expected = F.conv2d(x.double(), weight.double(), padding=1)[:, :, begin:end]
+    got = fused.conv3x3_winograd(x, fused.winograd_weights(weight), rows)
+    assert got.dtype == dtype and got.is_contiguous(memory_format=torch.channels_last)
+    # Relative to the outputs' scale: the transforms round like a few more additions.
+    scale = expected.abs().max()
+    tolerance = 1e-13 if dtype == torch.float64 else 2e-6
+    assert ((got.double() - expected).abs().max() / scale) < tolerance
+
+
 def test_usable_only_without_gradients_on_cpu_floats():
     x = torch.randn(1, 2, 3, 3)
     assert fused.usable(x)
@@ -105,6 +149,10 @@ def test_layers_fall_back_to_torch_under_autograd():
 
 def _doubles(*shape: int) -> torch.Tensor:
     return torch.zeros(shape, dtype=torch.float64)
+
+
+def _channels_last(*shape: int) -> torch.Tensor:
+    return torch.zeros(shape).contiguous(memory_format=torch.channels_last)
 
 
 @pytest.mark.parametrize('call, message', [
@@ -132,7 +180,18 @@ def _doubles(*shape: int) -> torch.Tensor:
     (lambda: torch.ops.anyup_neck.basis_softmax_mean(torch.zeros(1, 2, 3, 3, dtype=torch.int32),
                                                      torch.zeros(4, 1, 3, 3), False),
      'expected float32 or float64'),
+    (lambda: torch.ops.anyup_neck.conv3x3_winograd(torch.zeros(1, 4, 3, 3), torch.zeros(16, 4, 2),
+                                                   0, 3),
+     'x must be channels-last'),
+    (lambda: torch.ops.anyup_neck.conv3x3_winograd(_channels_last(1, 4, 3, 3),
+                                                   torch.zeros(16, 3, 2), 0, 3),
+     r'weights must be contiguous \(16, 4, C_out\)'),
+    (lambda: torch.ops.anyup_neck.conv3x3_winograd(_channels_last(1, 4, 3, 3),
+                                                   torch.zeros(16, 4, 2), 2, 4),
+     r'expected 0 <= row_begin < row_end <= 3, got 2 and 4'),
+    (lambda: fused.winograd_weights(torch.zeros(2, 4, 5, 5)),
+     r'weight: expected shape \(C_out, C_in, 3, 3\)'),
 ])
 def test_kernels_reject_bad_arguments(call, message):
-    with pytest.raises(RuntimeError, match=message):
+    with pytest.raises((RuntimeError, ValueError), match=message):
         call()

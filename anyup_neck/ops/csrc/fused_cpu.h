@@ -1,6 +1,8 @@
 // Fused CPU kernels for inference of the layers around the attention: each replaces several
 // full-size passes of PyTorch ops over memory by one or two (see fused_cpu.cpp for the ops'
-// contracts). fused_cpu_kernels.h is compiled once per instruction set, like the attention's.
+// contracts), and the Winograd 3x3 convolution (winograd_cpu.cpp).
+// fused_cpu_kernels.h and winograd_cpu_kernels.h are compiled once per instruction set, like the
+// attention's.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -17,6 +19,8 @@ namespace cpu {
                  const at::Tensor& cos_cols, const at::Tensor& sin_cols);                      \
   void basis_softmax_mean(const at::Tensor& features, const at::Tensor& basis,                \
                           bool channel_major, const at::Tensor& out);                          \
+  void winograd_conv3x3(const at::Tensor& x, const at::Tensor& U, int64_t row_begin,           \
+                        const at::Tensor& out);                                                \
   }
 
 ANYUP_NECK_DECLARE_FUSED_ISA(base)

@@ -5,3 +5,4 @@
 #define WA_VECTOR_REGISTERS 16
 #include "window_attention_cpu_kernels.h"
 #include "fused_cpu_kernels.h"
+#include "winograd_cpu_kernels.h"

@@ -2,3 +2,4 @@
 #define WA_ISA base
 #include "window_attention_cpu_kernels.h"
 #include "fused_cpu_kernels.h"
+#include "winograd_cpu_kernels.h"

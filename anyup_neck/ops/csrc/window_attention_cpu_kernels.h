@@ -412,12 +412,13 @@ void backward_pixels(Problem& p) {
   });
 }
 
-// acc[u * acc_ld + c] += sum_t coef[u * kSegment + t] * rows[t * ld + c] over t < count (in
+// acc[u * acc_ld + c] += sum_t coef[u * coef_ld + t] * rows[t * ld + c] over t < count (in
 // order) for keys [u0, u0 + kKeys) and channels [c0, c0 + kBlock * kSegment): kKeys x kBlock
-// Lanes accumulators in registers, each row load serving kKeys keys.
+// Lanes accumulators in registers, each row load serving kKeys keys. (A matrix product's
+// register block: acc (keys x n) += coef (keys x count) rows (count x n).)
 template <int64_t kKeys, int64_t kBlock, typename acc_t>
 void accumulate_block(int64_t u0, int64_t c0, int64_t count, int64_t ld, const acc_t* coef,
-                      const acc_t* rows, acc_t* acc, int64_t acc_ld) {
+                      int64_t coef_ld, const acc_t* rows, acc_t* acc, int64_t acc_ld) {
   using L = Lanes<acc_t>;
   typename L::type a[kKeys][kBlock];
   for (int64_t k = 0; k < kKeys; ++k)
@@ -430,7 +431,7 @@ void accumulate_block(int64_t u0, int64_t c0, int64_t count, int64_t ld, const a
       typename L::type y;
       L::load(y, r + b * kSegment);
 #pragma GCC unroll 32
-      for (int64_t k = 0; k < kKeys; ++k) a[k][b] += coef[(u0 + k) * kSegment + t] * y;
+      for (int64_t k = 0; k < kKeys; ++k) a[k][b] += coef[(u0 + k) * coef_ld + t] * y;
     }
   }
   for (int64_t k = 0; k < kKeys; ++k)
@@ -438,23 +439,24 @@ void accumulate_block(int64_t u0, int64_t c0, int64_t count, int64_t ld, const a
       L::store(a[k][b], acc + (u0 + k) * acc_ld + c0 + b * kSegment);
 }
 
-// acc[u * acc_ld + c] += sum_t coef[u * kSegment + t] * rows[t * ld + c] for t < count (in
+// acc[u * acc_ld + c] += sum_t coef[u * coef_ld + t] * rows[t * ld + c] for t < count (in
 // order), c < n, keys u < keys: register blocks of kKeys keys x kBlock Lanes, then single keys,
-// then single channels. Every sum is one serial chain in pixel order.
+// then single channels. Every sum is one serial chain in t order.
 template <int64_t kKeys, int64_t kBlock, typename acc_t>
 void accumulate_rows(int64_t keys, int64_t count, int64_t n, int64_t ld, const acc_t* coef,
-                     const acc_t* rows, acc_t* acc, int64_t acc_ld) {
+                     int64_t coef_ld, const acc_t* rows, acc_t* acc, int64_t acc_ld) {
   int64_t c0 = 0;
   for (; c0 + kBlock * kSegment <= n; c0 += kBlock * kSegment) {
     int64_t u = 0;
     for (; u + kKeys <= keys; u += kKeys)
-      accumulate_block<kKeys, kBlock>(u, c0, count, ld, coef, rows, acc, acc_ld);
-    for (; u < keys; ++u) accumulate_block<1, kBlock>(u, c0, count, ld, coef, rows, acc, acc_ld);
+      accumulate_block<kKeys, kBlock>(u, c0, count, ld, coef, coef_ld, rows, acc, acc_ld);
+    for (; u < keys; ++u)
+      accumulate_block<1, kBlock>(u, c0, count, ld, coef, coef_ld, rows, acc, acc_ld);
   }
   for (int64_t u = 0; u < keys; ++u)
     for (int64_t c = c0; c < n; ++c) {
       acc_t a = acc[u * acc_ld + c];
-      for (int64_t t = 0; t < count; ++t) a += coef[u * kSegment + t] * rows[t * ld + c];
+      for (int64_t t = 0; t < count; ++t) a += coef[u * coef_ld + t] * rows[t * ld + c];
       acc[u * acc_ld + c] = a;
     }
 }
@@ -577,17 +579,19 @@ void backward_keys(Problem& p) {
             for (int64_t row = seg.span.row0; row < seg.span.row1; ++row) {
               const int64_t u0 = (row - seg.span.row0) * cols;
               const int64_t key0 = (row - y0) * p.w + seg.span.col0;
-              accumulate_rows<2, kDvBlock>(cols, seg.count, p.C, p.C,
-                                          wts.data() + u0 * kSegment, g_t.data() + t0 * p.C,
+              accumulate_rows<2, kDvBlock>(cols, seg.count, p.C, p.C, wts.data() + u0 * kSegment,
+                                          kSegment, g_t.data() + t0 * p.C,
                                           dv.data() + key0 * p.C, p.C);
               for (int64_t n = 0; n < N; ++n) {
                 const acc_t* coef_n = ds.data() + (n * keys_in_span + u0) * kSegment;
                 const acc_t* q_n = q_t.data() + t0 * p.D + n * p.dim;
                 acc_t* dk_n = dk.data() + key0 * p.D + n * p.dim;
                 if (p.dim % (2 * kSegment) == 0)
-                  accumulate_rows<kDkKeys, 2>(cols, seg.count, p.dim, p.D, coef_n, q_n, dk_n, p.D);
+                  accumulate_rows<kDkKeys, 2>(cols, seg.count, p.dim, p.D, coef_n, kSegment, q_n,
+                                              dk_n, p.D);
                 else
-                  accumulate_rows<kDkKeys, 1>(cols, seg.count, p.dim, p.D, coef_n, q_n, dk_n, p.D);
+                  accumulate_rows<kDkKeys, 1>(cols, seg.count, p.dim, p.D, coef_n, kSegment, q_n,
+                                              dk_n, p.D);
               }
             }
           }
