@@ -22,6 +22,8 @@ def test_tiny_grid_end_to_end(tmp_path, capsys):
         ('op-train', 'dense'), ('op-train', 'cpp'),
         ('forward', 'official'), ('forward', 'dense'), ('forward', 'cpp')]
     assert all(r['status'] == 'ok' and r['best_s'] > 0 and r['peak_gb'] > 0 for r in records)
+    # the peak after the repeated runs can only be higher than the first run's
+    assert all(r['repeats_peak_gb'] >= r['peak_gb'] for r in records)
     assert '| forward | 24 | 4 | 8 | official |' in table and '1.0x |' in table
     assert (tmp_path / 'bench.csv').read_text().startswith('mode,backend,size,map,channels')
 
@@ -34,3 +36,12 @@ def test_cases_that_cannot_fit_are_skipped_and_said_so():
     result = benchmark.run_case(case, args)
     assert result.status == 'skipped' and 'GB > 20 GB' in result.note
     assert 'skipped: needs' in benchmark.table([result])
+
+
+def test_rounds_keep_the_lower_first_peak_and_the_higher_repeats_peak():
+    case = benchmark.Case('op', 'cpp', 24, 4, 8)
+    a = benchmark.Result(case, 'ok', '', [0.2], 1.0, 0.5, 0.1, 1.4)
+    b = benchmark.Result(case, 'ok', '', [0.1], 1.1, 0.4, 0.1, 1.6)
+    merged = benchmark.merge(a, b)
+    assert merged.times == [0.2, 0.1] and merged.best == 0.1
+    assert (merged.peak_gb, merged.above_inputs_gb, merged.repeats_peak_gb) == (1.0, 0.4, 1.6)
