@@ -6,6 +6,8 @@ compiled extension has one kernel per chain (``anyup_neck/ops/csrc/fused_cpu*.{h
 
 * :func:`group_norm_silu` -- ``silu(group_norm(x))`` in two passes: :func:`channel_moments`
   (statistics), then :func:`affine_silu` (apply); the two also work on a map held in pieces;
+* :func:`rms_linear` -- RMSNorm and a linear map per pixel in one pass (AnyUp's query and key
+  projections);
 * :func:`rotary_2d_` -- the 2-D rotary encoding in place, one pass;
 * :func:`basis_softmax_mean` -- per-pixel basis responses, softmax and mean in cache, never
   writing the M*C responses to memory.
@@ -76,6 +78,25 @@ def group_norm_silu(x: torch.Tensor, norm: torch.nn.GroupNorm,
     :func:`affine_silu`. ``norm`` must be affine."""
     pixels = x.shape[2] * x.shape[3]
     return affine_silu(x, *group_norm_affine(channel_moments(x), pixels, norm), out=out)
+
+
+def image_pixels_contiguous(t: torch.Tensor) -> bool:
+    """Whether each image of (B, C, H, W) ``t`` is channels-last-contiguous, as a channels-last
+    map or a block of its rows is."""
+    return t.dim() == 4 and t[:1].is_contiguous(memory_format=torch.channels_last)
+
+
+def rms_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float,
+               out: torch.Tensor | None = None) -> torch.Tensor:
+    """``bias + weight @ x / sqrt(mean(x ** 2) + eps)`` per pixel of (B, C, H, W) ``x``:
+    RMSNorm (its gain folded into ``weight`` (C_out, C)) then a linear map, one pass, into
+    ``out`` (B, C_out, H, W) (default: a new channels-last map). x and out must satisfy
+    :func:`image_pixels_contiguous`; out may be a block of rows of a larger map."""
+    if out is None:
+        out = torch.empty(x.shape[0], weight.shape[0], *x.shape[2:], dtype=x.dtype,
+                          device=x.device, memory_format=torch.channels_last)
+    torch.ops.anyup_neck.rms_linear(x, weight, bias, float(eps), out)
+    return out
 
 
 def rotary_2d_(x: torch.Tensor, cos_rows: torch.Tensor, sin_rows: torch.Tensor,

@@ -301,12 +301,16 @@ class WindowCrossAttention(nn.Module):
         bias = self.attention.in_proj_bias[rows]
         if needs_grad(self, x):
             return F.linear(norm(x.permute(0, 2, 3, 1)), weight, bias).permute(0, 3, 1, 2)
-        # Without autograd, one pass less: RMSNorm's weight folds into the projection, run as a
-        # 1x1 conv (a GEMM over the pixels of a channels-last map), and the per-pixel 1/rms
-        # scales its output (both are linear per pixel).
+        # Without autograd, RMSNorm's weight folds into the projection, and the per-pixel 1/rms
+        # scales its output (both are linear per pixel): one fused pass over channels-last
+        # maps, else a 1x1 conv (a GEMM over the pixels) and a scaling pass.
         eps = torch.finfo(x.dtype).eps if norm.eps is None else norm.eps
+        folded = weight * norm.weight
+        if (fused.usable(x, folded, bias) and fused.image_pixels_contiguous(x)
+                and (out is None or fused.image_pixels_contiguous(out))):
+            return fused.rms_linear(x, folded, bias, eps, out)
         mean_square = torch.linalg.vector_norm(x, dim=1, keepdim=True).square_().div_(x.shape[1])
-        projected = F.conv2d(x, (weight * norm.weight)[:, :, None, None])
+        projected = F.conv2d(x, folded[:, :, None, None])
         return torch.addcmul(bias[:, None, None], projected, mean_square.add_(eps).rsqrt_(),
                              out=projected if out is None else out)
 

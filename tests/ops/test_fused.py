@@ -128,6 +128,37 @@ def test_conv3x3_winograd_matches_conv2d(isa, dtype, shape, out_channels, rows, 
     assert ((got.double() - expected).abs().max() / scale) < tolerance
 
 
+@pytest.mark.parametrize('isa', cpu_isas())
+@pytest.mark.parametrize('dtype', [torch.float64, torch.float32])
+@pytest.mark.parametrize('shape, out_channels, into_rows', [
+    ((2, 128, 5, 7), 128, None),     # AnyUp's width, batch 2: runs cut at 35 pixels
+    ((1, 16, 1, 113), 40, None),     # 1xN, several runs, C_out not a multiple of the block
+    ((1, 1, 3, 2), 3, None),         # one input channel
+    ((2, 32, 6, 9), 32, (2, 8)),     # into rows 2..7 of a larger channels-last map
+])
+def test_rms_linear_matches_rmsnorm_then_linear(isa, dtype, shape, out_channels, into_rows,
+                                                monkeypatch):
+    use_isa(monkeypatch, isa)
+    torch.manual_seed(5)
+    x = torch.randn(shape, dtype=dtype).contiguous(memory_format=torch.channels_last)
+    norm = torch.nn.RMSNorm(shape[1], eps=1e-6).to(dtype)
+    linear = torch.nn.Linear(shape[1], out_channels).to(dtype)
+    with torch.no_grad():
+        norm.weight.normal_()
+        expected = linear(norm(x.permute(0, 2, 3, 1))).permute(0, 3, 1, 2)
+        folded = linear.weight * norm.weight
+        if into_rows is None:
+            got = fused.rms_linear(x, folded, linear.bias, norm.eps)
+        else:
+            r0, r1 = into_rows
+            whole = torch.full((shape[0], out_channels, r1 + 1, shape[3]), 7.0, dtype=dtype)
+            whole = whole.contiguous(memory_format=torch.channels_last)
+            fused.rms_linear(x, folded, linear.bias, norm.eps, out=whole[:, :, r0:r1])
+            assert (whole[:, :, :r0] == 7).all() and (whole[:, :, r1:] == 7).all()
+            got = whole[:, :, r0:r1]
+    torch.testing.assert_close(got, expected, **TOLERANCE[dtype])
+
+
 def test_usable_only_without_gradients_on_cpu_floats():
     x = torch.randn(1, 2, 3, 3)
     assert fused.usable(x)
@@ -189,6 +220,12 @@ def _channels_last(*shape: int) -> torch.Tensor:
     (lambda: torch.ops.anyup_neck.conv3x3_winograd(_channels_last(1, 4, 3, 3),
                                                    torch.zeros(16, 4, 2), 2, 4),
      r'expected 0 <= row_begin < row_end <= 3, got 2 and 4'),
+    (lambda: torch.ops.anyup_neck.rms_linear(torch.zeros(1, 4, 2, 3), torch.zeros(5, 4),
+                                             torch.zeros(5), 1e-6, torch.zeros(1, 5, 2, 3)),
+     "x and out must have each image's pixels channels-last-contiguous"),
+    (lambda: torch.ops.anyup_neck.rms_linear(_channels_last(1, 4, 2, 3), torch.zeros(5, 3),
+                                             torch.zeros(5), 1e-6, _channels_last(1, 5, 2, 3)),
+     r'expected weight \(5, 4\) and bias \(5\)'),
     (lambda: fused.winograd_weights(torch.zeros(2, 4, 5, 5)),
      r'weight: expected shape \(C_out, C_in, 3, 3\)'),
 ])

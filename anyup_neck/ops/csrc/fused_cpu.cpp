@@ -6,6 +6,10 @@
 //       out <- silu(x * scale + shift), scale and shift (B, C) float64; with the two, GroupNorm
 //       + SiLU takes two passes. x (B, C, H, W) NCHW- or channels-last-contiguous, out of the
 //       same shape and memory format (x itself for an in-place update).
+//   rms_linear(x, weight, bias, eps, out)
+//       out <- bias + weight x / sqrt(mean(x^2) + eps) per pixel: RMSNorm (gain folded into
+//       weight (C_out, C)) and a linear map in one pass; x (B, C, H, W) and out (B, C_out, H, W)
+//       with each image's pixels channels-last-contiguous (out may be rows of a larger map).
 //   rotary_2d_(x, cos_rows, sin_rows, cos_cols, sin_cols)
 //       2-D rotary encoding in place; x (B, D, H, W) channels-last, tables (H, D) and (W, D).
 //   basis_softmax_mean(features, basis, per_channel) -> (B, M, h, w)
@@ -63,6 +67,35 @@ void affine_silu(const Tensor& x, const Tensor& scale, const Tensor& shift, cons
   if (x.numel() > 0) ANYUP_NECK_CPU_DISPATCH(affine_silu, x, scale, shift, out)
 }
 
+// Whether each image of (B, C, H, W) t has its pixels channels-last-contiguous (strides of
+// size-1 dimensions do not matter).
+bool image_pixels_contiguous(const Tensor& t) {
+  const int64_t C = t.size(1), H = t.size(2), W = t.size(3);
+  return (C == 1 || t.stride(1) == 1) && (W == 1 || t.stride(3) == C) &&
+         (H == 1 || t.stride(2) == W * C);
+}
+
+void rms_linear(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps,
+                const Tensor& out) {
+  const char* op = "rms_linear";
+  check_map(x, op);
+  check_map(out, op);
+  TORCH_CHECK(image_pixels_contiguous(x) && image_pixels_contiguous(out), op,
+              ": x and out must have each image's pixels channels-last-contiguous");
+  const int64_t C_out = out.size(1);
+  TORCH_CHECK(weight.dim() == 2 && weight.size(0) == C_out && weight.size(1) == x.size(1) &&
+                  bias.dim() == 1 && bias.size(0) == C_out,
+              op, ": expected weight (", C_out, ", ", x.size(1), ") and bias (", C_out,
+              "), got ", weight.sizes(), " and ", bias.sizes());
+  TORCH_CHECK(out.size(0) == x.size(0) && out.size(2) == x.size(2) && out.size(3) == x.size(3) &&
+                  out.scalar_type() == x.scalar_type() && weight.scalar_type() == x.scalar_type() &&
+                  bias.scalar_type() == x.scalar_type(),
+              op, ": out, weight and bias must match x's batch, size and dtype");
+  if (x.numel() == 0 || out.numel() == 0) return;
+  const Tensor w_t = weight.t().contiguous(), shift = bias.contiguous();
+  ANYUP_NECK_CPU_DISPATCH(rms_linear, x, w_t, shift, eps, out)
+}
+
 void rotary_2d_(const Tensor& x, const Tensor& cos_rows, const Tensor& sin_rows,
                 const Tensor& cos_cols, const Tensor& sin_cols) {
   const char* op = "rotary_2d_";
@@ -102,6 +135,7 @@ Tensor basis_softmax_mean(const Tensor& features, const Tensor& basis, bool per_
 TORCH_LIBRARY_FRAGMENT(anyup_neck, m) {
   m.def("channel_moments(Tensor x) -> Tensor");
   m.def("affine_silu(Tensor x, Tensor scale, Tensor shift, Tensor(a!) out) -> ()");
+  m.def("rms_linear(Tensor x, Tensor weight, Tensor bias, float eps, Tensor(a!) out) -> ()");
   m.def("rotary_2d_(Tensor(a!) x, Tensor cos_rows, Tensor sin_rows, Tensor cos_cols, "
         "Tensor sin_cols) -> ()");
   m.def("basis_softmax_mean(Tensor features, Tensor basis, bool per_channel) -> Tensor");
@@ -110,6 +144,7 @@ TORCH_LIBRARY_FRAGMENT(anyup_neck, m) {
 TORCH_LIBRARY_IMPL(anyup_neck, CPU, m) {
   m.impl("channel_moments", &channel_moments);
   m.impl("affine_silu", &affine_silu);
+  m.impl("rms_linear", &rms_linear);
   m.impl("rotary_2d_", &rotary_2d_);
   m.impl("basis_softmax_mean", &basis_softmax_mean);
 }

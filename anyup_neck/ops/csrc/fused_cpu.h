@@ -15,6 +15,8 @@ namespace cpu {
   void channel_moments(const at::Tensor& x, const at::Tensor& moments);                       \
   void affine_silu(const at::Tensor& x, const at::Tensor& scale, const at::Tensor& shift,      \
                    const at::Tensor& out);                                                     \
+  void rms_linear(const at::Tensor& x, const at::Tensor& w_t, const at::Tensor& bias,         \
+                  double eps, const at::Tensor& out);                                          \
   void rotary_2d(const at::Tensor& x, const at::Tensor& cos_rows, const at::Tensor& sin_rows, \
                  const at::Tensor& cos_cols, const at::Tensor& sin_cols);                      \
   void basis_softmax_mean(const at::Tensor& features, const at::Tensor& basis,                \

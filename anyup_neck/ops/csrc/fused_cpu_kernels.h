@@ -114,6 +114,44 @@ void affine_silu_kernel(const at::Tensor& x, const at::Tensor& scale, const at::
   });
 }
 
+// ---------------------------------------------------------------- RMSNorm + linear map
+// out[p] = bias + W x[p] / sqrt(mean_c x[p]_c^2 + eps) per pixel p: AnyUp's query/key
+// projection with RMSNorm's gain folded into W. x (B, C, H, W) and out (B, C_out, H, W) have
+// each image's pixels channels-last-contiguous (out may be rows of a larger map); w_t = W^T
+// (C, C_out). A run of kProjectionRun pixels at a time: its products (register-blocked
+// accumulate_rows) stay in cache, and the scaling and bias are applied as they are stored.
+constexpr int64_t kProjectionRun = 48;
+
+template <typename scalar_t>
+void rms_linear_kernel(const at::Tensor& x, const at::Tensor& w_t, const at::Tensor& bias,
+                       double eps, const at::Tensor& out) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t B = x.size(0), C = x.size(1), P = x.size(2) * x.size(3), C_out = out.size(1);
+  const int64_t runs = (P + kProjectionRun - 1) / kProjectionRun;
+  const scalar_t *input = x.data_ptr<scalar_t>(), *weight = w_t.data_ptr<scalar_t>();
+  const scalar_t* shift = bias.data_ptr<scalar_t>();
+  scalar_t* result = out.data_ptr<scalar_t>();
+  at::parallel_for(0, B * runs, 1, [&](int64_t begin, int64_t end) {
+    std::vector<scalar_t> acc(kProjectionRun * C_out);
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t b = item / runs, p0 = item % runs * kProjectionRun;
+      const int64_t count = std::min(kProjectionRun, P - p0);
+      const scalar_t* pixels = input + b * x.stride(0) + p0 * C;
+      std::fill(acc.begin(), acc.end(), scalar_t(0));
+      accumulate_rows<product_rows<scalar_t>(), product_block<scalar_t>()>(
+          count, C, C_out, C_out, pixels, C, weight, acc.data(), C_out);
+      for (int64_t t = 0; t < count; ++t) {
+        const scalar_t* pixel = pixels + t * C;
+        const acc_t mean_square = wa::dot<acc_t>(pixel, 1, pixel, 1, C) / acc_t(C);
+        const acc_t scale = acc_t(1) / std::sqrt(mean_square + acc_t(eps));
+        const scalar_t* products = acc.data() + t * C_out;
+        scalar_t* target = result + b * out.stride(0) + (p0 + t) * C_out;
+        for (int64_t o = 0; o < C_out; ++o) target[o] = shift[o] + products[o] * scale;
+      }
+    }
+  });
+}
+
 // ---------------------------------------------------------------- 2-D rotary encoding, in place
 // x channels-last (B, D, H, W). For channel d of pixel (i, j) the angle is row_d(i) + col_d(j);
 // its cos and sin come from the row and column tables by the angle-addition formulas. With the
@@ -241,6 +279,12 @@ void affine_silu(const at::Tensor& x, const at::Tensor& scale, const at::Tensor&
                  const at::Tensor& out) {
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "affine_silu_cpu",
                              [&] { affine_silu_kernel<scalar_t>(x, scale, shift, out); });
+}
+
+void rms_linear(const at::Tensor& x, const at::Tensor& w_t, const at::Tensor& bias, double eps,
+                const at::Tensor& out) {
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "rms_linear_cpu",
+                             [&] { rms_linear_kernel<scalar_t>(x, w_t, bias, eps, out); });
 }
 
 void rotary_2d(const at::Tensor& x, const at::Tensor& cos_rows, const at::Tensor& sin_rows,

@@ -485,6 +485,18 @@ constexpr int64_t accumulate_registers() {
   return std::max<int64_t>(2, kVectorRegisters / lanes_registers<acc_t>() - 4);
 }
 
+// Register blocks of accumulate_rows as a matrix product of many rows (the fused kernels'):
+// product_block Lanes of columns x product_rows rows, as many as the registers hold.
+template <typename acc_t>
+constexpr int64_t product_block() {
+  return accumulate_registers<acc_t>() >= 24 ? 4 : accumulate_registers<acc_t>() >= 4 ? 2 : 1;
+}
+template <typename acc_t>
+constexpr int64_t product_rows() {
+  return std::min<int64_t>(6, std::max<int64_t>(1, accumulate_registers<acc_t>() /
+                                                       product_block<acc_t>()));
+}
+
 // Key pass: dk (B, D, h, w) and dv (B, C, h, w). One work item is a band of key rows of one batch
 // element; it walks the output rows that see the band chunk by chunk, segment by segment (as the
 // pixel pass does, with the segment's span cut to the band), recomputes each (pixel, key)

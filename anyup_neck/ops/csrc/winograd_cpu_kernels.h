@@ -26,18 +26,6 @@ namespace {
 
 constexpr int64_t kWinogradTiles = 48;  // tiles per work item (a multiple of the row block)
 
-// Register blocks of the products: kBlock Lanes of output channels x kRows tiles, as many as the
-// target's registers hold (accumulate_registers) next to the operands.
-template <typename acc_t>
-constexpr int64_t winograd_block() {
-  return accumulate_registers<acc_t>() >= 24 ? 4 : accumulate_registers<acc_t>() >= 4 ? 2 : 1;
-}
-template <typename acc_t>
-constexpr int64_t winograd_rows() {
-  return std::min<int64_t>(6, std::max<int64_t>(1, accumulate_registers<acc_t>() /
-                                                       winograd_block<acc_t>()));
-}
-
 // v[e * stride + t * C + c] = (B^T d B)[e] of channel c for tiles t < count starting at column
 // tile tx0 of tile row (b, ty), B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1].
 template <typename scalar_t>
@@ -131,7 +119,7 @@ void winograd_conv3x3_kernel(const at::Tensor& x, const at::Tensor& U, int64_t r
                         v_stride);
       std::fill(m.begin(), m.end(), scalar_t(0));
       for (int64_t e = 0; e < 16; ++e)
-        accumulate_rows<winograd_rows<scalar_t>(), winograd_block<scalar_t>()>(
+        accumulate_rows<product_rows<scalar_t>(), product_block<scalar_t>()>(
             count, C, C_out, C_out, v.data() + e * v_stride, C, kernels + e * C * C_out,
             m.data() + e * m_stride, C_out);
       scalar_t* const rows[2] = {result + (b * R + row) * W * C_out,
