@@ -71,6 +71,7 @@ def test_rotary_2d_matches_the_rope_layer(isa, dtype, shape, monkeypatch):
     (20, 3, (1, 1, 1, 9)),    # one channel, 1xN, M not a multiple of the lane block
     (16, 5, (1, 1536, 3, 2)),  # many channels
     (4, 7, (1, 3, 2, 2)),     # kernel larger than the map
+    (103, 3, (1, 7, 4, 5)),   # register blocks of every size: 7 Lanes of M, 7 channels, 103 rows
 ])
 def test_basis_softmax_mean_matches_the_lfu_layer(isa, dtype, mode, M, k, shape, monkeypatch):
     use_isa(monkeypatch, isa)

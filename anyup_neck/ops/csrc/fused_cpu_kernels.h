@@ -12,7 +12,6 @@ namespace cpu {
 namespace WA_ISA {
 namespace {
 
-constexpr int64_t kLanes = 16;        // basis kernels per register block of the LFU responses
 constexpr int64_t kStatChunk = 2048;  // pixels per partial sum of the GroupNorm statistics
 
 template <typename acc_t>
@@ -192,76 +191,185 @@ void rotary_2d_kernel(const at::Tensor& x, const at::Tensor& cos_rows, const at:
 //   per_channel: softmax over each channel's M responses (rows of the (C, M) view), mean over c;
 //   otherwise (the official regrouping): the flat responses read as an (M, C) array, softmax
 //   down each of its C columns, mean over the columns.
+// The responses run in register blocks of channels x Lanes of basis kernels, over the pixel's
+// in-image taps only (the padding's zeros add nothing), reading the features straight from
+// their planes: each basis row load serves a block of channels, each feature broadcast a block
+// of Lanes.
+
+// Register block of the responses: kResponseLanes Lanes of basis kernels (a basis row's load,
+// kept in registers) by kResponseChannels channels (at most 4), their accumulators and one
+// feature broadcast within the target's vector registers: 4 x 4 zmm accumulators on AVX-512.
+template <typename acc_t>
+constexpr int64_t kResponseLanes = std::max<int64_t>(1, 4 / lanes_registers<acc_t>());
+template <typename acc_t>
+constexpr int64_t kResponseChannels = std::clamp<int64_t>(
+    (kVectorRegisters - 1) / (kResponseLanes<acc_t> * lanes_registers<acc_t>()) - 1, 1, 4);
+
+// One pixel's response problem: its in-image taps as (index t into the k x k kernel, offset of
+// the tap's pixel in a feature plane), and where the responses go.
+template <typename scalar_t, typename acc_t>
+struct PixelResponses {
+  const scalar_t* planes;  // (C, hw) features of the pixel's batch element
+  const acc_t* basis_t;    // [tap][lanes * kSegment], zero past M
+  int64_t C, M, hw, row;   // row = lanes * kSegment, the basis_t row length
+  std::vector<int64_t> tap, offset;
+  acc_t inside;            // number of in-image taps
+  acc_t* r;                // (C, M) responses
+
+  // Taps of pixel (y, x) of an h x w map that lie inside it, in kernel order.
+  void set_pixel(int64_t y, int64_t x, int64_t h, int64_t w, int64_t k) {
+    const int64_t pad = k / 2;
+    tap.clear();
+    offset.clear();
+    for (int64_t yy = std::max<int64_t>(0, y - pad); yy < std::min(h, y + pad + 1); ++yy)
+      for (int64_t xx = std::max<int64_t>(0, x - pad); xx < std::min(w, x + pad + 1); ++xx) {
+        tap.push_back((yy - y + pad) * k + xx - x + pad);
+        offset.push_back(yy * w + xx);
+      }
+    inside = static_cast<acc_t>(tap.size());
+  }
+};
+
+// r[c * M + m] for channels [c0, c0 + kC) and the basis kernels of Lanes [g0, g0 + kG) below M:
+// per channel and kernel, the products summed in tap order, then divided by the tap count.
+template <int64_t kC, int64_t kG, typename scalar_t, typename acc_t>
+void response_block(const PixelResponses<scalar_t, acc_t>& p, int64_t c0, int64_t g0) {
+  using L = Lanes<acc_t>;
+  typename L::type acc[kC][kG];
+  for (int64_t c = 0; c < kC; ++c)
+    for (int64_t g = 0; g < kG; ++g) acc[c][g] = typename L::type{};
+  const scalar_t* planes = p.planes + c0 * p.hw;
+  for (size_t u = 0; u < p.tap.size(); ++u) {
+    typename L::type kernels[kG];
+    for (int64_t g = 0; g < kG; ++g)
+      L::load(kernels[g], p.basis_t + p.tap[u] * p.row + (g0 + g) * kSegment);
+    const scalar_t* value = planes + p.offset[u];
+#pragma GCC unroll 32  // keeps acc[][] in registers
+    for (int64_t c = 0; c < kC; ++c) {
+      const acc_t v = static_cast<acc_t>(value[c * p.hw]);
+      for (int64_t g = 0; g < kG; ++g) acc[c][g] += v * kernels[g];
+    }
+  }
+  for (int64_t c = 0; c < kC; ++c)
+    for (int64_t g = 0; g < kG; ++g) {
+      const int64_t m = (g0 + g) * kSegment, n = std::min(kSegment, p.M - m);
+      acc_t* to = p.r + (c0 + c) * p.M + m;
+      const typename L::type response = acc[c][g] / p.inside;
+      if (n == kSegment) {
+        L::store(response, to);
+      } else {  // the last Lanes of a basis row: only its first n kernels exist
+        acc_t lanes[kSegment];
+        L::store(response, lanes);
+        std::copy(lanes, lanes + n, to);
+      }
+    }
+}
+
+// response_block over Lanes [g0, row / kSegment): blocks of kG, the rest in halving blocks.
+template <int64_t kC, int64_t kG, typename scalar_t, typename acc_t>
+void response_lanes(const PixelResponses<scalar_t, acc_t>& p, int64_t c0, int64_t g0) {
+  for (; (g0 + kG) * kSegment <= p.row; g0 += kG) response_block<kC, kG>(p, c0, g0);
+  if constexpr (kG > 1) response_lanes<kC, kG / 2>(p, c0, g0);
+}
+
+// All of the pixel's responses: channel blocks of kC (the rest in halving blocks), each over
+// all Lanes of basis kernels.
+template <int64_t kC, int64_t kG, typename scalar_t, typename acc_t>
+void responses(const PixelResponses<scalar_t, acc_t>& p, int64_t c0 = 0) {
+  for (; c0 + kC <= p.C; c0 += kC) response_lanes<kC, kG>(p, c0, 0);
+  if constexpr (kC > 1) responses<kC / 2, kG>(p, c0);
+}
+
+// out[i] = sum_c a[i * n + c] * weights[c] for rows [i0, rows) of the (rows, n) array a: blocks
+// of kRows rows (the rest in halving blocks), each weights load serving the block; per row,
+// kSegment partial sums over the whole Lanes of columns (added up by range_sum), plus the rest of
+// the columns.
+template <int64_t kRows, typename acc_t>
+void row_dots(const acc_t* a, int64_t rows, int64_t n, const acc_t* weights, acc_t* out,
+              int64_t i0 = 0) {
+  using L = Lanes<acc_t>;
+  for (; i0 + kRows <= rows; i0 += kRows) {
+    typename L::type acc[kRows];
+    for (int64_t i = 0; i < kRows; ++i) acc[i] = typename L::type{};
+    int64_t c = 0;
+    for (; c + kSegment <= n; c += kSegment) {
+      typename L::type w;
+      L::load(w, weights + c);
+      for (int64_t i = 0; i < kRows; ++i) {
+        typename L::type x;
+        L::load(x, a + (i0 + i) * n + c);
+        acc[i] += x * w;
+      }
+    }
+    for (int64_t i = 0; i < kRows; ++i) {
+      acc_t lanes[kSegment];
+      L::store(acc[i], lanes);
+      acc_t rest = 0;
+      for (int64_t e = c; e < n; ++e) rest += a[(i0 + i) * n + e] * weights[e];
+      out[i0 + i] = wa::range_sum(lanes, kSegment) + rest;
+    }
+  }
+  if constexpr (kRows > 1) row_dots<kRows / 2>(a, rows, n, weights, out, i0);
+}
+
+// sums[m] = sum_c softmax over m of row c of the (C, M) responses r (overwritten by its exps).
+template <typename acc_t>
+void softmax_rows_sum(acc_t* r, int64_t C, int64_t M, acc_t* sums) {
+  std::fill(sums, sums + M, acc_t(0));
+  for (int64_t c = 0; c < C; ++c) {
+    acc_t* row = r + c * M;
+    const acc_t top = wa::range_max(row, M, row[0]);
+    for (int64_t m = 0; m < M; ++m) row[m] = wa::exp_(row[m] - top);
+    const acc_t inv = acc_t(1) / wa::range_sum(row, M);
+    for (int64_t m = 0; m < M; ++m) sums[m] += row[m] * inv;
+  }
+}
+
+// sums[m] = sum_c softmax down column c of the (M, C) array a (overwritten by its exps), with
+// (C) scratch top and total: column maxima, then exps and column sums in one pass, then the rows'
+// sums weighted by 1 / the column sums.
+template <typename acc_t>
+void softmax_columns_sum(acc_t* a, int64_t M, int64_t C, acc_t* top, acc_t* total, acc_t* sums) {
+  std::copy(a, a + C, top);
+  for (int64_t m = 1; m < M; ++m)
+    for (int64_t c = 0; c < C; ++c) top[c] = wa::max_(top[c], a[m * C + c]);
+  std::fill(total, total + C, acc_t(0));
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t c = 0; c < C; ++c) {
+      a[m * C + c] = wa::exp_(a[m * C + c] - top[c]);
+      total[c] += a[m * C + c];
+    }
+  for (int64_t c = 0; c < C; ++c) total[c] = acc_t(1) / total[c];
+  row_dots<4>(a, M, C, total, sums);
+}
+
 template <typename scalar_t>
 void basis_softmax_mean_kernel(const at::Tensor& features, const at::Tensor& basis,
                                bool per_channel, const at::Tensor& out) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t B = features.size(0), C = features.size(1), h = features.size(2),
                 w = features.size(3), M = basis.size(0), taps = basis.size(1);
-  const int64_t k = static_cast<int64_t>(std::lround(std::sqrt(double(taps)))), pad = k / 2;
-  const int64_t hw = h * w;
-  std::vector<acc_t> basis_t(taps * M);  // [tap][basis]: the inner loops run over the basis
+  const int64_t k = static_cast<int64_t>(std::lround(std::sqrt(double(taps))));
+  const int64_t hw = h * w, row = (M + kSegment - 1) / kSegment * kSegment;
+  std::vector<acc_t> basis_t(taps * row, acc_t(0));  // [tap][basis]: Lanes run over the basis
   for (int64_t m = 0; m < M; ++m)
     for (int64_t t = 0; t < taps; ++t)
-      basis_t[t * M + m] = static_cast<acc_t>(basis.data_ptr<scalar_t>()[m * taps + t]);
+      basis_t[t * row + m] = static_cast<acc_t>(basis.data_ptr<scalar_t>()[m * taps + t]);
   const scalar_t* feats = features.data_ptr<scalar_t>();
   scalar_t* result = out.data_ptr<scalar_t>();
 
   at::parallel_for(0, B * hw, 1, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> patch(C * taps), r(C * M), column(C), sums(M);
+    std::vector<acc_t> r(C * M), top(C), total(C), sums(M);
+    PixelResponses<scalar_t, acc_t> p{nullptr, basis_t.data(), C, M, hw, row, {}, {}, 0, r.data()};
     for (int64_t item = begin; item < end; ++item) {
       const int64_t b = item / hw, y = item % hw / w, x = item % w;
-      // The zero-padded patches and the number of in-image taps.
-      const int64_t y0 = std::max<int64_t>(0, y - pad), y1 = std::min(h, y + pad + 1);
-      const int64_t x0 = std::max<int64_t>(0, x - pad), x1 = std::min(w, x + pad + 1);
-      const acc_t inside = static_cast<acc_t>((y1 - y0) * (x1 - x0));
-      std::fill(patch.begin(), patch.end(), acc_t(0));
-      for (int64_t c = 0; c < C; ++c) {
-        const scalar_t* plane = feats + (b * C + c) * hw;
-        for (int64_t yy = y0; yy < y1; ++yy)
-          for (int64_t xx = x0; xx < x1; ++xx)
-            patch[c * taps + (yy - y + pad) * k + xx - x + pad] = plane[yy * w + xx];
-      }
-      // Responses, kLanes basis kernels at a time (the accumulators stay in registers).
-      for (int64_t c = 0; c < C; ++c) {
-        const acc_t* pc = patch.data() + c * taps;
-        int64_t m0 = 0;
-        for (; m0 + kLanes <= M; m0 += kLanes) {
-          acc_t acc[kLanes] = {};
-          for (int64_t t = 0; t < taps; ++t)
-            for (int64_t l = 0; l < kLanes; ++l) acc[l] += pc[t] * basis_t[t * M + m0 + l];
-          for (int64_t l = 0; l < kLanes; ++l) r[c * M + m0 + l] = acc[l] / inside;
-        }
-        for (int64_t m = m0; m < M; ++m) {
-          acc_t acc = 0;
-          for (int64_t t = 0; t < taps; ++t) acc += pc[t] * basis_t[t * M + m];
-          r[c * M + m] = acc / inside;
-        }
-      }
-      if (per_channel) {
-        std::fill(sums.begin(), sums.end(), acc_t(0));
-        for (int64_t c = 0; c < C; ++c) {
-          acc_t* row = r.data() + c * M;
-          const acc_t top = wa::range_max(row, M, row[0]);
-          for (int64_t m = 0; m < M; ++m) row[m] = wa::exp_(row[m] - top);
-          const acc_t inv = acc_t(1) / wa::range_sum(row, M);
-          for (int64_t m = 0; m < M; ++m) sums[m] += row[m] * inv;
-        }
-      } else {  // rows of the (M, C) view are contiguous: column statistics run across them
-        std::copy(r.begin(), r.begin() + C, column.begin());
-        for (int64_t m = 1; m < M; ++m)
-          for (int64_t c = 0; c < C; ++c) column[c] = wa::max_(column[c], r[m * C + c]);
-        for (int64_t m = 0; m < M; ++m)
-          for (int64_t c = 0; c < C; ++c) r[m * C + c] = wa::exp_(r[m * C + c] - column[c]);
-        std::fill(column.begin(), column.end(), acc_t(0));
-        for (int64_t m = 0; m < M; ++m)
-          for (int64_t c = 0; c < C; ++c) column[c] += r[m * C + c];
-        for (int64_t c = 0; c < C; ++c) column[c] = acc_t(1) / column[c];
-        for (int64_t m = 0; m < M; ++m) {
-          const acc_t* row = r.data() + m * C;
-          sums[m] = wa::dot<acc_t>(row, 1, column.data(), 1, C);
-        }
-      }
+      p.planes = feats + b * C * hw;
+      p.set_pixel(y, x, h, w, k);
+      responses<kResponseChannels<acc_t>, kResponseLanes<acc_t>>(p);
+      if (per_channel)
+        softmax_rows_sum(r.data(), C, M, sums.data());
+      else  // rows of the (M, C) view are contiguous: column statistics run across them
+        softmax_columns_sum(r.data(), M, C, top.data(), total.data(), sums.data());
       for (int64_t m = 0; m < M; ++m)
         result[(b * M + m) * hw + y * w + x] = static_cast<scalar_t>(sums[m] / acc_t(C));
     }
