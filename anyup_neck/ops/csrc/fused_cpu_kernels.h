@@ -118,7 +118,7 @@ void affine_silu_kernel(const at::Tensor& x, const at::Tensor& scale, const at::
 // projection with RMSNorm's gain folded into W. x (B, C, H, W) and out (B, C_out, H, W) have
 // each image's pixels channels-last-contiguous (out may be rows of a larger map); w_t = W^T
 // (C, C_out). A run of kProjectionRun pixels at a time: its products (register-blocked
-// accumulate_rows) stay in cache, and the scaling and bias are applied as they are stored.
+// multiply_accumulate) stay in cache, and the scaling and bias are applied as they are stored.
 constexpr int64_t kProjectionRun = 48;
 
 template <typename scalar_t>
@@ -137,8 +137,7 @@ void rms_linear_kernel(const at::Tensor& x, const at::Tensor& w_t, const at::Ten
       const int64_t count = std::min(kProjectionRun, P - p0);
       const scalar_t* pixels = input + b * x.stride(0) + p0 * C;
       std::fill(acc.begin(), acc.end(), scalar_t(0));
-      accumulate_rows<product_rows<scalar_t>(), product_block<scalar_t>()>(
-          count, C, C_out, C_out, pixels, C, weight, acc.data(), C_out);
+      multiply_accumulate(count, C, C_out, pixels, C, weight, C_out, acc.data(), C_out);
       for (int64_t t = 0; t < count; ++t) {
         const scalar_t* pixel = pixels + t * C;
         const acc_t mean_square = wa::dot<acc_t>(pixel, 1, pixel, 1, C) / acc_t(C);

@@ -496,6 +496,18 @@ constexpr int64_t product_rows() {
   return std::min<int64_t>(6, std::max<int64_t>(1, accumulate_registers<acc_t>() /
                                                        product_block<acc_t>()));
 }
+constexpr int64_t kProductDepth = 64;  // rows of b per pass: its slice stays in the L1 cache
+
+// c (m x n, row stride ldc) += a (m x k, stride lda) b (k x n, stride ldb), register-blocked
+// (accumulate_rows) in passes over kProductDepth rows of b at a time; every element's sum runs
+// in k order, as in one pass.
+template <typename acc_t>
+void multiply_accumulate(int64_t m, int64_t k, int64_t n, const acc_t* a, int64_t lda,
+                         const acc_t* b, int64_t ldb, acc_t* c, int64_t ldc) {
+  for (int64_t k0 = 0; k0 < k; k0 += kProductDepth)
+    accumulate_rows<product_rows<acc_t>(), product_block<acc_t>()>(
+        m, std::min(kProductDepth, k - k0), n, ldb, a + k0, lda, b + k0 * ldb, c, ldc);
+}
 
 // Key pass: dk (B, D, h, w) and dv (B, C, h, w). One work item is a band of key rows of one batch
 // element; it walks the output rows that see the band chunk by chunk, segment by segment (as the

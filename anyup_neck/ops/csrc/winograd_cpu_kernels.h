@@ -1,6 +1,6 @@
 // The Winograd F(2x2, 3x3) convolution (float32 and float64), compiled once per instruction
 // set: included by window_attention_cpu_{base,avx2,avx512}.cpp after
-// window_attention_cpu_kernels.h, whose register-blocked accumulate_rows it uses for the
+// window_attention_cpu_kernels.h, whose register-blocked multiply_accumulate it uses for the
 // products, under the same GCC target.
 //
 // A 3x3 convolution (zero padding 1, stride 1) computes each 2x2 block of outputs ("tile") from
@@ -119,9 +119,8 @@ void winograd_conv3x3_kernel(const at::Tensor& x, const at::Tensor& U, int64_t r
                         v_stride);
       std::fill(m.begin(), m.end(), scalar_t(0));
       for (int64_t e = 0; e < 16; ++e)
-        accumulate_rows<product_rows<scalar_t>(), product_block<scalar_t>()>(
-            count, C, C_out, C_out, v.data() + e * v_stride, C, kernels + e * C * C_out,
-            m.data() + e * m_stride, C_out);
+        multiply_accumulate(count, C, C_out, v.data() + e * v_stride, C,
+                            kernels + e * C * C_out, C_out, m.data() + e * m_stride, C_out);
       scalar_t* const rows[2] = {result + (b * R + row) * W * C_out,
                                  row + 1 < R ? result + (b * R + row + 1) * W * C_out : nullptr};
       transform_products(m.data(), m_stride, C_out, W, tx0, count, rows, discard.data());
