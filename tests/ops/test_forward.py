@@ -29,6 +29,22 @@ def test_cpp(case, isa, monkeypatch):
 
 
 @pytest.mark.parametrize('case', CASES, ids=CASE_IDS)
+def test_cpp_through_the_shared_per_query_math(case, monkeypatch):
+    """The forward's weights through the per-query math the CUDA kernel runs
+    (ANYUP_NECK_CPU_FORWARD=shared), instead of the CPU's lane-parallel softmax."""
+    monkeypatch.setenv('ANYUP_NECK_CPU_FORWARD', 'shared')
+    _check('cpp', case, torch.float64, 1e-12)
+    _check('cpp', case, torch.float32, 1e-5)
+
+
+def test_forward_setting_is_checked(monkeypatch):
+    monkeypatch.setenv('ANYUP_NECK_CPU_FORWARD', 'quick')
+    with pytest.raises(RuntimeError, match="ANYUP_NECK_CPU_FORWARD: expected shared or fast, "
+                                           "got 'quick'"):
+        _check('cpp', CASES[0], torch.float64, 1e-12)
+
+
+@pytest.mark.parametrize('case', CASES, ids=CASE_IDS)
 @pytest.mark.parametrize('backend', ['torch', 'dense'])
 def test_pytorch_backends(case, backend):
     _check(backend, case, torch.float64, 1e-12)

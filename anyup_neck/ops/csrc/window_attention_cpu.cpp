@@ -13,14 +13,15 @@
 namespace anyup_neck {
 namespace {
 
-// ANYUP_NECK_CPU_KEY_PASS=shared runs the backward's key pass through the per-key math the CUDA
-// kernel uses (slower; the tests use it so that the GPU's key-pass arithmetic is exercised).
-bool shared_key_pass() {
-  const char* value = std::getenv("ANYUP_NECK_CPU_KEY_PASS");
+// ANYUP_NECK_CPU_FORWARD=shared computes the forward's weights through the per-query math the
+// CUDA kernel uses, ANYUP_NECK_CPU_KEY_PASS=shared the backward's key pass through its per-key
+// math (slower; the tests use them so that the GPU's arithmetic is exercised on the CPU).
+bool shared_path(const char* variable) {
+  const char* value = std::getenv(variable);
   if (value == nullptr || *value == '\0') return false;
   const std::string name(value);
-  TORCH_CHECK(name == "shared" || name == "fast",
-              "ANYUP_NECK_CPU_KEY_PASS: expected shared or fast, got '", name, "'");
+  TORCH_CHECK(name == "shared" || name == "fast", variable, ": expected shared or fast, got '",
+              name, "'");
   return name == "shared";
 }
 
@@ -56,6 +57,7 @@ std::tuple<Tensor, Tensor> forward_cpu(const Tensor& q, const Tensor& k, const T
   check_forward_args(q, k, v, num_heads, window_ratio);
   cpu::Problem p = make_problem(q, k, v, num_heads, window_ratio, scale);
   p.q = with_flat_pixels(q);
+  p.shared_forward = shared_path("ANYUP_NECK_CPU_FORWARD");
   p.v_cl = v.permute({0, 2, 3, 1}).contiguous();
   p.out = at::empty({p.B, p.C, p.H, p.W}, q.options());
   p.lse = at::empty({p.B, p.heads, p.H, p.W}, q.options().dtype(acc_dtype(q)));
@@ -70,7 +72,7 @@ std::tuple<Tensor, Tensor, Tensor> backward_cpu(const Tensor& grad_out, const Te
   check_backward_args(grad_out, q, k, v, lse, num_heads, window_ratio);
   cpu::Problem p = make_problem(q, k, v, num_heads, window_ratio, scale);
   p.q = q.contiguous();  // the key pass reads q along rows of pixels
-  p.shared_key_pass = shared_key_pass();
+  p.shared_key_pass = shared_path("ANYUP_NECK_CPU_KEY_PASS");
   p.v_cl = v.permute({0, 2, 3, 1}).contiguous();
   p.grad_out = grad_out.contiguous();
   p.lse = lse.to(acc_dtype(q)).contiguous();

@@ -13,6 +13,7 @@ namespace cpu {
 struct Problem {
   int64_t B, D, C, H, W, h, w, heads, dim;  // D = q/k channels = heads * dim, C = v channels
   float ratio;
+  bool shared_forward = false;   // forward: weights through the shared per-query math (tests)
   bool shared_key_pass = false;  // backward: dk, dv through the shared per-key math (tests)
   double scale;
   at::Tensor q;         // (B, D, H, W), NCHW- or channels-last-contiguous

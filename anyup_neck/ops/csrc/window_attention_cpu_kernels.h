@@ -5,10 +5,12 @@
 // registers) before including it.
 //
 // Forward and the backward "pixel pass" take chunks of up to kChunk consecutive pixels of one
-// output row, in segments of kSegment pixels. The shared per-query math
-// (window_attention_math.h) gives each pixel's weights (or dq terms) over its own window; the
-// loops over the C value channels then run across a segment's pixels against the union of
-// their windows, so they vectorise, and each chunk reads and writes whole runs of NCHW rows.
+// output row, in segments of kSegment pixels. The forward's softmax runs for a segment's pixels
+// at once, one per SIMD lane (segment_softmax; ANYUP_NECK_CPU_FORWARD=shared runs the shared
+// per-query math of window_attention_math.h instead, pixel by pixel, as the CUDA kernel does);
+// the pixel pass's dq terms come from the shared math. The loops over the C value channels then
+// run across a segment's pixels against the union of their windows, so they vectorise, and each
+// chunk reads and writes whole runs of NCHW rows.
 // The backward "key pass" takes a band of key rows at a time and walks the same chunks and
 // segments with each segment's span cut to the band: logits and dw for 16 pixels at once (as the
 // pixel pass), the weights and ds of each (pixel, key) pair from the stored lse and delta, then
@@ -310,6 +312,55 @@ void segment_weights(const Problem& p, const Chunk& chunk, const Segment& seg,
   }
 }
 
+// The same weights and lse as segment_weights, for the segment's kSegment pixels at once (one
+// per SIMD lane) instead of pixel by pixel: the pixels share the span's rows, so a pixel's window
+// is the span with its own columns; keys outside it are masked. Per head, the maximum over the
+// window, exp(s - max) written over the table (zero where masked), their sum in key order and
+// lse = max + log(sum); then each slot's weight sum_n e_n / (N sum_n), heads in order. Lanes past
+// the segment's end take its last pixel's window (finite values, never stored).
+template <typename acc_t>
+void segment_softmax(const Problem& p, const Chunk& chunk, const Segment& seg, acc_t* table,
+                     acc_t* lse, acc_t* inv, acc_t* weights) {
+  const int64_t N = p.heads, HW = p.H * p.W, cols = seg.span.cols(), keys = seg.span.size();
+  int64_t col0[kSegment], col1[kSegment];  // each lane's window columns
+  for (int64_t t = 0; t < kSegment; ++t) {
+    const int64_t j = chunk.j0 + seg.t0 + std::min(t, seg.count - 1);
+    wa::window_bounds(j, p.W, p.w, p.ratio, col0[t], col1[t]);
+  }
+  const auto column = [&](int64_t u) { return seg.span.col0 + u % cols; };
+  for (int64_t n = 0; n < N; ++n) {
+    acc_t top[kSegment], sum[kSegment];
+    for (int64_t t = 0; t < kSegment; ++t) top[t] = -static_cast<acc_t>(INFINITY);
+    for (int64_t u = 0; u < keys; ++u) {
+      const acc_t* s = table + (u * N + n) * kSegment;
+      const int64_t x = column(u);
+      for (int64_t t = 0; t < kSegment; ++t)
+        top[t] = x >= col0[t] && x < col1[t] ? wa::max_(top[t], s[t]) : top[t];
+    }
+    for (int64_t t = 0; t < kSegment; ++t) sum[t] = acc_t(0);
+    for (int64_t u = 0; u < keys; ++u) {
+      acc_t* s = table + (u * N + n) * kSegment;
+      const int64_t x = column(u);
+      for (int64_t t = 0; t < kSegment; ++t) {
+        const acc_t e = wa::exp_(s[t] - top[t]);
+        s[t] = x >= col0[t] && x < col1[t] ? e : acc_t(0);
+        sum[t] += s[t];
+      }
+    }
+    acc_t* lse_n = lse + (chunk.b * N + n) * HW + chunk.pixel(p, seg.t0);
+    for (int64_t t = 0; t < seg.count; ++t) lse_n[t] = top[t] + wa::log_(sum[t]);
+    for (int64_t t = 0; t < kSegment; ++t)
+      inv[n * kSegment + t] = acc_t(1) / (static_cast<acc_t>(N) * sum[t]);
+  }
+  for (int64_t u = 0; u < keys; ++u) {
+    const acc_t* e = table + u * N * kSegment;
+    acc_t* w = weights + u * kSegment;
+    for (int64_t t = 0; t < kSegment; ++t) w[t] = e[t] * inv[t];
+    for (int64_t n = 1; n < N; ++n)
+      for (int64_t t = 0; t < kSegment; ++t) w[t] += e[n * kSegment + t] * inv[n * kSegment + t];
+  }
+}
+
 template <typename scalar_t>
 void forward_kernel(Problem& p) {
   using acc_t = acc_type<scalar_t>;
@@ -319,6 +370,7 @@ void forward_kernel(Problem& p) {
   at::parallel_for(0, p.B * p.H * chunks_per_row(p), 1, [&](int64_t begin, int64_t end) {
     std::vector<acc_t> queries(kChunk * p.D), tile(kChunk * p.C);
     std::vector<acc_t> weights(span_limit * kSegment), table(span_limit * kSegment * p.heads);
+    std::vector<acc_t> inv(p.heads * kSegment);
     for (int64_t item = begin; item < end; ++item) {
       const Chunk chunk(p, item);
       const auto keys = key_map<scalar_t>(p, chunk.b);
@@ -326,9 +378,13 @@ void forward_kernel(Problem& p) {
       load_rows<scalar_t>(p, chunk, p.q, queries.data());
       for (int64_t t0 = 0; t0 < chunk.count; t0 += kSegment) {
         const Segment seg(p, chunk, t0);
-        std::fill_n(weights.begin(), seg.slots(), acc_t(0));
         segment_logits<kLogitsBlock>(p, seg, keys, queries.data(), 0, table.data());
-        segment_weights(p, chunk, seg, table.data(), lse, weights.data());
+        if (p.shared_forward) {
+          std::fill_n(weights.begin(), seg.slots(), acc_t(0));
+          segment_weights(p, chunk, seg, table.data(), lse, weights.data());
+        } else {
+          segment_softmax(p, chunk, seg, table.data(), lse, inv.data(), weights.data());
+        }
         weighted_sums<kSumBlock>(seg, p.w, p.C, v_cl, 0, weights.data(), tile.data());
       }
       store_rows<scalar_t>(p, chunk, p.C, tile.data(), p.out);
