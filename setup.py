@@ -1,8 +1,13 @@
-"""Installs anyup_neck. ``pip install -e .`` (see README for the pinned, tested stack).
+"""Installs anyup_neck with its compiled window-attention op (anyup_neck/ops/csrc).
 
-The window-attention op (anyup_neck/ops/csrc) is compiled on install: C++ always, CUDA when a
-toolkit is found; switches in anyup_neck/ops/build_config.py. Without torch at build time the
-package installs without it and runs the pure-PyTorch backend.
+The op is compiled against the torch of the environment it is installed into, so torch must be
+importable when this file runs: install torch first, then
+
+    pip install --no-build-isolation .        (or -e . for a development checkout)
+
+pip's default build isolation hides the installed torch from the build; the install then
+stops with that instruction instead of producing a package without its kernels. C++ is always
+compiled, CUDA when a toolkit is found; switches in anyup_neck/ops/build_config.py.
 """
 import importlib.util
 import os
@@ -20,13 +25,21 @@ def _build_config():
     return module
 
 
+NO_TORCH_MESSAGE = (
+    'anyup_neck: torch is not importable here, so the window-attention op cannot be compiled.\n'
+    'The op is built against the installed torch. Install torch first, then install this '
+    'package without build isolation (which hides the installed torch from the build):\n'
+    '    pip install --no-build-isolation .      (or: pip install --no-build-isolation -e .)\n'
+    '    pip wheel --no-build-isolation .        (to build a wheel)')
+
+
 def _extensions() -> dict:
-    """``ext_modules`` and ``cmdclass`` for the compiled op ({} when torch is missing)."""
+    """``ext_modules`` and ``cmdclass`` for the compiled op (stops with NO_TORCH_MESSAGE when
+    torch is not importable)."""
     try:
         import torch
     except ImportError:
-        print('anyup_neck: torch not importable at build time, skipping the compiled op')
-        return {}
+        raise SystemExit(NO_TORCH_MESSAGE) from None
     config = _build_config()
     with_cuda, reason = config.want_cuda(torch.cuda.is_available(), torch.version.cuda is not None)
     if with_cuda:  # before cpp_extension reads it at import
