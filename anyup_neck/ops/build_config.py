@@ -28,13 +28,14 @@ NVCC_FLAGS = ['-O3', '--expt-relaxed-constexpr', '--expt-extended-lambda']
 
 #: Sources of the CUDA compile-and-link check: the schema/helpers and the CUDA kernels, which
 #: together must resolve every symbol against torch and the CUDA runtime.
-CUDA_CHECK_SOURCES = ['window_attention.cpp', 'window_attention_cuda.cu']
+CUDA_CHECK_SOURCES = ['common/window_attention.cpp', 'cuda/window_attention_cuda.cu']
 
 
 def sources(with_cuda: bool) -> list[str]:
-    """All C++ sources, plus the CUDA ones when ``with_cuda``, as paths relative to ``CSRC``."""
+    """All C++ sources, plus the CUDA ones when ``with_cuda``, as POSIX paths relative to
+    ``CSRC`` (``module.cpp``, ``common/...``, ``cpu/...``, ``cuda/...``)."""
     suffixes = ('.cpp', '.cu') if with_cuda else ('.cpp',)
-    return sorted(p.name for p in CSRC.iterdir() if p.suffix in suffixes)
+    return sorted(p.relative_to(CSRC).as_posix() for p in CSRC.rglob('*') if p.suffix in suffixes)
 
 
 def cuda_home() -> Path | None:

@@ -7,7 +7,7 @@
 #include <string>
 
 #include "cpu_isa.h"
-#include "window_attention.h"
+#include "../common/window_attention.h"
 #include "window_attention_cpu.h"
 
 namespace anyup_neck {

@@ -1,11 +1,26 @@
 // Fused CPU kernels (float32 and float64), compiled once per instruction set: included by
-// window_attention_cpu_{base,avx2,avx512}.cpp right after window_attention_cpu_kernels.h, which
-// has included the library headers and set the GCC target for the rest of the translation unit
-// (so this file includes no library header of its own). Loops run over contiguous channels or
+// cpu/kernels_{base,avx2,avx512}.cpp (see isa_target.h). Loops run over contiguous channels or
 // pixels with small fixed-size inner blocks, so that they vectorise for the target; every sum
 // runs in a fixed order, independent of the number of threads.
 
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
 #include "fused_cpu.h"
+#include "isa_target.h"
+
+WA_BEGIN_TARGET
+
+#include "../common/window_attention_math.h"
+#include "vector_blocks.h"
 
 namespace anyup_neck {
 namespace cpu {
@@ -209,8 +224,8 @@ constexpr int64_t kResponseChannels = std::clamp<int64_t>(
 template <typename scalar_t, typename acc_t>
 struct PixelResponses {
   const scalar_t* planes;  // (C, hw) features of the pixel's batch element
-  const acc_t* basis_t;    // [tap][lanes * kSegment], zero past M
-  int64_t C, M, hw, row;   // row = lanes * kSegment, the basis_t row length
+  const acc_t* basis_t;    // [tap][lanes * kLanes], zero past M
+  int64_t C, M, hw, row;   // row = lanes * kLanes, the basis_t row length
   std::vector<int64_t> tap, offset;
   acc_t inside;            // number of in-image taps
   acc_t* r;                // (C, M) responses
@@ -241,7 +256,7 @@ void response_block(const PixelResponses<scalar_t, acc_t>& p, int64_t c0, int64_
   for (size_t u = 0; u < p.tap.size(); ++u) {
     typename L::type kernels[kG];
     for (int64_t g = 0; g < kG; ++g)
-      L::load(kernels[g], p.basis_t + p.tap[u] * p.row + (g0 + g) * kSegment);
+      L::load(kernels[g], p.basis_t + p.tap[u] * p.row + (g0 + g) * kLanes);
     const scalar_t* value = planes + p.offset[u];
 #pragma GCC unroll 32  // keeps acc[][] in registers
     for (int64_t c = 0; c < kC; ++c) {
@@ -251,23 +266,23 @@ void response_block(const PixelResponses<scalar_t, acc_t>& p, int64_t c0, int64_
   }
   for (int64_t c = 0; c < kC; ++c)
     for (int64_t g = 0; g < kG; ++g) {
-      const int64_t m = (g0 + g) * kSegment, n = std::min(kSegment, p.M - m);
+      const int64_t m = (g0 + g) * kLanes, n = std::min(kLanes, p.M - m);
       acc_t* to = p.r + (c0 + c) * p.M + m;
       const typename L::type response = acc[c][g] / p.inside;
-      if (n == kSegment) {
+      if (n == kLanes) {
         L::store(response, to);
       } else {  // the last Lanes of a basis row: only its first n kernels exist
-        acc_t lanes[kSegment];
+        acc_t lanes[kLanes];
         L::store(response, lanes);
         std::copy(lanes, lanes + n, to);
       }
     }
 }
 
-// response_block over Lanes [g0, row / kSegment): blocks of kG, the rest in halving blocks.
+// response_block over Lanes [g0, row / kLanes): blocks of kG, the rest in halving blocks.
 template <int64_t kC, int64_t kG, typename scalar_t, typename acc_t>
 void response_lanes(const PixelResponses<scalar_t, acc_t>& p, int64_t c0, int64_t g0) {
-  for (; (g0 + kG) * kSegment <= p.row; g0 += kG) response_block<kC, kG>(p, c0, g0);
+  for (; (g0 + kG) * kLanes <= p.row; g0 += kG) response_block<kC, kG>(p, c0, g0);
   if constexpr (kG > 1) response_lanes<kC, kG / 2>(p, c0, g0);
 }
 
@@ -281,7 +296,7 @@ void responses(const PixelResponses<scalar_t, acc_t>& p, int64_t c0 = 0) {
 
 // out[i] = sum_c a[i * n + c] * weights[c] for rows [i0, rows) of the (rows, n) array a: blocks
 // of kRows rows (the rest in halving blocks), each weights load serving the block; per row,
-// kSegment partial sums over the whole Lanes of columns (added up by range_sum), plus the rest of
+// kLanes partial sums over the whole Lanes of columns (added up by range_sum), plus the rest of
 // the columns.
 template <int64_t kRows, typename acc_t>
 void row_dots(const acc_t* a, int64_t rows, int64_t n, const acc_t* weights, acc_t* out,
@@ -291,7 +306,7 @@ void row_dots(const acc_t* a, int64_t rows, int64_t n, const acc_t* weights, acc
     typename L::type acc[kRows];
     for (int64_t i = 0; i < kRows; ++i) acc[i] = typename L::type{};
     int64_t c = 0;
-    for (; c + kSegment <= n; c += kSegment) {
+    for (; c + kLanes <= n; c += kLanes) {
       typename L::type w;
       L::load(w, weights + c);
       for (int64_t i = 0; i < kRows; ++i) {
@@ -301,11 +316,11 @@ void row_dots(const acc_t* a, int64_t rows, int64_t n, const acc_t* weights, acc
       }
     }
     for (int64_t i = 0; i < kRows; ++i) {
-      acc_t lanes[kSegment];
+      acc_t lanes[kLanes];
       L::store(acc[i], lanes);
       acc_t rest = 0;
       for (int64_t e = c; e < n; ++e) rest += a[(i0 + i) * n + e] * weights[e];
-      out[i0 + i] = wa::range_sum(lanes, kSegment) + rest;
+      out[i0 + i] = wa::range_sum(lanes, kLanes) + rest;
     }
   }
   if constexpr (kRows > 1) row_dots<kRows / 2>(a, rows, n, weights, out, i0);
@@ -349,7 +364,7 @@ void basis_softmax_mean_kernel(const at::Tensor& features, const at::Tensor& bas
   const int64_t B = features.size(0), C = features.size(1), h = features.size(2),
                 w = features.size(3), M = basis.size(0), taps = basis.size(1);
   const int64_t k = static_cast<int64_t>(std::lround(std::sqrt(double(taps))));
-  const int64_t hw = h * w, row = (M + kSegment - 1) / kSegment * kSegment;
+  const int64_t hw = h * w, row = (M + kLanes - 1) / kLanes * kLanes;
   std::vector<acc_t> basis_t(taps * row, acc_t(0));  // [tap][basis]: Lanes run over the basis
   for (int64_t m = 0; m < M; ++m)
     for (int64_t t = 0; t < taps; ++t)
@@ -411,3 +426,5 @@ void basis_softmax_mean(const at::Tensor& features, const at::Tensor& basis, boo
 }  // namespace WA_ISA
 }  // namespace cpu
 }  // namespace anyup_neck
+
+WA_END_TARGET

@@ -1,7 +1,6 @@
 // The Winograd F(2x2, 3x3) convolution (float32 and float64), compiled once per instruction
-// set: included by window_attention_cpu_{base,avx2,avx512}.cpp after
-// window_attention_cpu_kernels.h, whose register-blocked multiply_accumulate it uses for the
-// products, under the same GCC target.
+// set: included by cpu/kernels_{base,avx2,avx512}.cpp (see isa_target.h); the products are
+// vector_blocks.h's register-blocked multiply_accumulate.
 //
 // A 3x3 convolution (zero padding 1, stride 1) computes each 2x2 block of outputs ("tile") from
 // the 4x4 input patch d around it as Y = A^T [U . V] A, where V = B^T d B is the patch's
@@ -17,7 +16,20 @@
 // products stay in the cache, and the whole convolution is one parallel loop. Maps are
 // channels-last; the transforms' loops run over contiguous channels.
 
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
 #include "fused_cpu.h"
+#include "isa_target.h"
+
+WA_BEGIN_TARGET
+
+#include "vector_blocks.h"
 
 namespace anyup_neck {
 namespace cpu {
@@ -139,3 +151,5 @@ void winograd_conv3x3(const at::Tensor& x, const at::Tensor& U, int64_t row_begi
 }  // namespace WA_ISA
 }  // namespace cpu
 }  // namespace anyup_neck
+
+WA_END_TARGET

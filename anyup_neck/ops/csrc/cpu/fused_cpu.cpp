@@ -23,7 +23,7 @@
 
 #include "cpu_isa.h"
 #include "fused_cpu.h"
-#include "window_attention.h"
+#include "../common/window_attention.h"
 
 namespace anyup_neck {
 namespace {

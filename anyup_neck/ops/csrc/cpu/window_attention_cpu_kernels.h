@@ -1,8 +1,5 @@
 // CPU kernels of the window-attention op (float32 and float64), parallel with at::parallel_for.
-// Included once per instruction set by window_attention_cpu_{base,avx2,avx512}.cpp, which define
-// WA_ISA (the namespace of this copy) and, on x86-64, WA_TARGET (the GCC target of the code
-// below the library includes) with WA_VECTOR_BYTES and WA_VECTOR_REGISTERS (its vector
-// registers) before including it.
+// Included once per instruction set by cpu/kernels_{base,avx2,avx512}.cpp (see isa_target.h).
 //
 // Forward and the backward "pixel pass" take chunks of up to kChunk consecutive pixels of one
 // output row, in segments of kSegment pixels. The forward's softmax runs for a segment's pixels
@@ -26,27 +23,26 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <vector>
 
-#include "window_attention.h"
+#include "../common/window_attention.h"
+#include "isa_target.h"
 #include "window_attention_cpu.h"
 
-// Only this file's code (and the shared math) is built for WA_TARGET; library headers above keep
-// the default target, so the linker never picks a wide-instruction copy of a library function.
-#if defined(WA_TARGET) && defined(__x86_64__) && defined(__GNUC__)
-#define WA_PRAGMA(text) _Pragma(#text)
-#define WA_TARGET_PRAGMA(isa_target) WA_PRAGMA(GCC target(isa_target))
-WA_TARGET_PRAGMA(WA_TARGET)
-#endif
+WA_BEGIN_TARGET
 
-#include "window_attention_math.h"
+#include "../common/window_attention_math.h"
+#include "vector_blocks.h"
 
 namespace anyup_neck {
 namespace cpu {
 namespace WA_ISA {
 namespace {
 
-constexpr int64_t kSegment = 16;  // pixels whose value sums run together (SIMD lanes)
+constexpr int64_t kSegment = kLanes;  // pixels whose value sums run together (SIMD lanes)
 constexpr int64_t kChunk = 256;   // pixels of one row per unit of parallel work
 constexpr int kScratch = 4096;    // per-query scratch of the shared math, in acc_t elements
 
@@ -132,33 +128,6 @@ void for_span_keys(const Segment& seg, int64_t w, const scalar_t* v, Fn&& fn) {
   int64_t u = 0;
   for (int64_t y = seg.span.row0; y < seg.span.row1; ++y)
     for (int64_t x = seg.span.col0; x < seg.span.col1; ++x, ++u) fn(v + y * w + x, u);
-}
-
-// kSegment lanes of acc_t as one GCC vector: the compiler maps it onto the target's registers
-// (one zmm for float on AVX-512, two ymm on AVX2, four xmm on the baseline).
-template <typename acc_t>
-struct Lanes {
-  typedef acc_t type __attribute__((vector_size(kSegment * sizeof(acc_t))));
-  // (By reference: returning wide vectors by value would change the ABI between the copies.)
-  static void load(type& x, const acc_t* from) { __builtin_memcpy(&x, from, sizeof(x)); }
-  static void store(const type& x, acc_t* to) { __builtin_memcpy(to, &x, sizeof(x)); }
-};
-
-// The target's vector registers, for register blocking: WA_VECTOR_BYTES wide, WA_VECTOR_REGISTERS
-// of them (defined with WA_TARGET; GCC's target pragma does not define the ISA macros); the
-// baseline has 16 of 16 bytes (SSE2, NEON has more).
-#ifndef WA_VECTOR_BYTES
-#define WA_VECTOR_BYTES 16
-#define WA_VECTOR_REGISTERS 16
-#endif
-constexpr int64_t kVectorBytes = WA_VECTOR_BYTES, kVectorRegisters = WA_VECTOR_REGISTERS;
-
-// How many Lanes accumulators fit in registers next to one Lanes operand and a broadcast
-// scalar, at most `cap`: the number of independent rows a register-blocked loop carries.
-template <typename acc_t>
-constexpr int64_t register_block(int64_t cap) {
-  const int64_t per_lanes = std::max<int64_t>(1, kSegment * sizeof(acc_t) / kVectorBytes);
-  return std::max<int64_t>(1, std::min(cap, kVectorRegisters / per_lanes - 2));
 }
 
 // tile[c * kChunk + seg.t0 + t] = sum_u v(c, u) * weights[u][t] for channels [c0, c0 + kBlock),
@@ -393,25 +362,25 @@ void forward_kernel(Problem& p) {
 }
 
 // dq[c] += sum_k ds[(c / dim) * stride + k] * key_k[c] over a run of `count` keys from cursor
-// (in key order), for D = kLanes * kSegment channels and heads of lanes_per_head Lanes: dq stays
+// (in key order), for D = kBlocks * kSegment channels and heads of lanes_per_head Lanes: dq stays
 // in registers through the run.
 constexpr int64_t kDqLanes = 8;
-template <int64_t kLanes, typename acc_t, typename scalar_t>
+template <int64_t kBlocks, typename acc_t, typename scalar_t>
 void dq_terms(const wa::KeyMap<acc_t, scalar_t>& keys, int64_t lanes_per_head, KeyCursor cursor,
               int64_t count, const acc_t* ds, int64_t stride, acc_t* dq) {
   using L = Lanes<acc_t>;
-  typename L::type acc[kLanes];
-  for (int64_t b = 0; b < kLanes; ++b) L::load(acc[b], dq + b * kSegment);
+  typename L::type acc[kBlocks];
+  for (int64_t b = 0; b < kBlocks; ++b) L::load(acc[b], dq + b * kSegment);
   for (int64_t k = 0; k < count; ++k, cursor.next()) {
     const scalar_t* key = keys.at(cursor.row, cursor.col);
 #pragma GCC unroll 32
-    for (int64_t b = 0; b < kLanes; ++b) {
+    for (int64_t b = 0; b < kBlocks; ++b) {
       typename L::type kb;
       for (int64_t l = 0; l < kSegment; ++l) kb[l] = static_cast<acc_t>(key[b * kSegment + l]);
       acc[b] += ds[(b / lanes_per_head) * stride + k] * kb;
     }
   }
-  for (int64_t b = 0; b < kLanes; ++b) L::store(acc[b], dq + b * kSegment);
+  for (int64_t b = 0; b < kBlocks; ++b) L::store(acc[b], dq + b * kSegment);
 }
 
 // Pixel pass: delta (B, N, H, W) and dq (B, D, H, W).
@@ -468,55 +437,6 @@ void backward_pixels(Problem& p) {
   });
 }
 
-// acc[u * acc_ld + c] += sum_t coef[u * coef_ld + t] * rows[t * ld + c] over t < count (in
-// order) for keys [u0, u0 + kKeys) and channels [c0, c0 + kBlock * kSegment): kKeys x kBlock
-// Lanes accumulators in registers, each row load serving kKeys keys. (A matrix product's
-// register block: acc (keys x n) += coef (keys x count) rows (count x n).)
-template <int64_t kKeys, int64_t kBlock, typename acc_t>
-void accumulate_block(int64_t u0, int64_t c0, int64_t count, int64_t ld, const acc_t* coef,
-                      int64_t coef_ld, const acc_t* rows, acc_t* acc, int64_t acc_ld) {
-  using L = Lanes<acc_t>;
-  typename L::type a[kKeys][kBlock];
-  for (int64_t k = 0; k < kKeys; ++k)
-    for (int64_t b = 0; b < kBlock; ++b)
-      L::load(a[k][b], acc + (u0 + k) * acc_ld + c0 + b * kSegment);
-  for (int64_t t = 0; t < count; ++t) {
-    const acc_t* r = rows + t * ld + c0;
-#pragma GCC unroll 32
-    for (int64_t b = 0; b < kBlock; ++b) {
-      typename L::type y;
-      L::load(y, r + b * kSegment);
-#pragma GCC unroll 32
-      for (int64_t k = 0; k < kKeys; ++k) a[k][b] += coef[(u0 + k) * coef_ld + t] * y;
-    }
-  }
-  for (int64_t k = 0; k < kKeys; ++k)
-    for (int64_t b = 0; b < kBlock; ++b)
-      L::store(a[k][b], acc + (u0 + k) * acc_ld + c0 + b * kSegment);
-}
-
-// acc[u * acc_ld + c] += sum_t coef[u * coef_ld + t] * rows[t * ld + c] for t < count (in
-// order), c < n, keys u < keys: register blocks of kKeys keys x kBlock Lanes, then single keys,
-// then single channels. Every sum is one serial chain in t order.
-template <int64_t kKeys, int64_t kBlock, typename acc_t>
-void accumulate_rows(int64_t keys, int64_t count, int64_t n, int64_t ld, const acc_t* coef,
-                     int64_t coef_ld, const acc_t* rows, acc_t* acc, int64_t acc_ld) {
-  int64_t c0 = 0;
-  for (; c0 + kBlock * kSegment <= n; c0 += kBlock * kSegment) {
-    int64_t u = 0;
-    for (; u + kKeys <= keys; u += kKeys)
-      accumulate_block<kKeys, kBlock>(u, c0, count, ld, coef, coef_ld, rows, acc, acc_ld);
-    for (; u < keys; ++u)
-      accumulate_block<1, kBlock>(u, c0, count, ld, coef, coef_ld, rows, acc, acc_ld);
-  }
-  for (int64_t u = 0; u < keys; ++u)
-    for (int64_t c = c0; c < n; ++c) {
-      acc_t a = acc[u * acc_ld + c];
-      for (int64_t t = 0; t < count; ++t) a += coef[u * coef_ld + t] * rows[t * ld + c];
-      acc[u * acc_ld + c] = a;
-    }
-}
-
 // to[t * C + c] = from[c * kChunk + t] for t < count, c < C, in kSegment x kSegment tiles (a
 // plain row-by-column copy strides by whole chunk rows and thrashes the cache's sets).
 template <typename acc_t>
@@ -529,40 +449,6 @@ void transpose_rows(int64_t C, int64_t count, const acc_t* from, acc_t* to) {
         for (int64_t c = c0; c < c1; ++c) to[t * C + c] = from[c * kChunk + t];
     }
   }
-}
-
-// Lanes registers per Lanes value, and the register blocks of the key pass's accumulations.
-template <typename acc_t>
-constexpr int64_t lanes_registers() {
-  return std::max<int64_t>(1, kSegment * sizeof(acc_t) / kVectorBytes);
-}
-template <typename acc_t>
-constexpr int64_t accumulate_registers() {
-  return std::max<int64_t>(2, kVectorRegisters / lanes_registers<acc_t>() - 4);
-}
-
-// Register blocks of accumulate_rows as a matrix product of many rows (the fused kernels'):
-// product_block Lanes of columns x product_rows rows, as many as the registers hold.
-template <typename acc_t>
-constexpr int64_t product_block() {
-  return accumulate_registers<acc_t>() >= 24 ? 4 : accumulate_registers<acc_t>() >= 4 ? 2 : 1;
-}
-template <typename acc_t>
-constexpr int64_t product_rows() {
-  return std::min<int64_t>(6, std::max<int64_t>(1, accumulate_registers<acc_t>() /
-                                                       product_block<acc_t>()));
-}
-constexpr int64_t kProductDepth = 64;  // rows of b per pass: its slice stays in the L1 cache
-
-// c (m x n, row stride ldc) += a (m x k, stride lda) b (k x n, stride ldb), register-blocked
-// (accumulate_rows) in passes over kProductDepth rows of b at a time; every element's sum runs
-// in k order, as in one pass.
-template <typename acc_t>
-void multiply_accumulate(int64_t m, int64_t k, int64_t n, const acc_t* a, int64_t lda,
-                         const acc_t* b, int64_t ldb, acc_t* c, int64_t ldc) {
-  for (int64_t k0 = 0; k0 < k; k0 += kProductDepth)
-    accumulate_rows<product_rows<acc_t>(), product_block<acc_t>()>(
-        m, std::min(kProductDepth, k - k0), n, ldb, a + k0, lda, b + k0 * ldb, c, ldc);
 }
 
 // Key pass: dk (B, D, h, w) and dv (B, C, h, w). One work item is a band of key rows of one batch
@@ -757,3 +643,5 @@ void backward(Problem& p) {
 }  // namespace WA_ISA
 }  // namespace cpu
 }  // namespace anyup_neck
+
+WA_END_TARGET

@@ -12,8 +12,8 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
-#include "window_attention.h"
-#include "window_attention_math.h"
+#include "../common/window_attention.h"
+#include "../common/window_attention_math.h"
 
 namespace anyup_neck {
 namespace {
