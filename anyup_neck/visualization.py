@@ -13,8 +13,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from .upsampler.normalization import IMAGENET_MEAN, IMAGENET_STD
 
 
 def pca_rgb(feature_maps: Sequence[torch.Tensor], max_samples: int = 50_000,
@@ -48,7 +47,8 @@ def pca_rgb(feature_maps: Sequence[torch.Tensor], max_samples: int = 50_000,
 
 def denormalize(image: torch.Tensor, mean: Sequence[float] = IMAGENET_MEAN,
                 std: Sequence[float] = IMAGENET_STD) -> torch.Tensor:
-    """(3, H, W) normalised image -> (3, H, W) in [0, 1]."""
+    """(3, H, W) image normalised with ``mean``/``std`` (default: AnyUp's guidance input)
+    -> (3, H, W) RGB in [0, 1]."""
     m = torch.tensor(mean, dtype=image.dtype, device=image.device).view(3, 1, 1)
     s = torch.tensor(std, dtype=image.dtype, device=image.device).view(3, 1, 1)
     return (image * s + m).clamp(0, 1)

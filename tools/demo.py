@@ -30,10 +30,8 @@ import torch  # noqa: E402
 from mmengine.config import Config, DictAction  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from anyup_neck.mm.backbones import TimmBackbone  # noqa: E402
-from anyup_neck.mm.cli import (build_runner, enable_visualization,  # noqa: E402
-                               set_prediction_output)
 from anyup_neck.mm.datasets import write_demo_datasets  # noqa: E402
+from anyup_neck.mm.models import TimmBackbone  # noqa: E402
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TOOLS = osp.join(REPO, 'tools')
@@ -43,6 +41,7 @@ SEGMENTATION_CONFIG = osp.join(REPO, 'configs', 'demo', 'shapes_vit_anyup_linear
 sys.path.insert(0, TOOLS)
 import eval_upsampling  # noqa: E402
 import visualize  # noqa: E402
+from _runner_cli import build_runner, enable_visualization, set_prediction_output  # noqa: E402
 
 
 def step(title: str) -> None:

@@ -24,8 +24,9 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout
 
-from anyup_neck.mm.quality_cli import (add_backbone_arguments, add_method_arguments,  # noqa: E402
-                                       build_backbone, build_methods)
+from _quality_cli import (add_backbone_arguments, add_method_arguments,  # noqa: E402
+                          build_backbone, build_methods)
+
 from anyup_neck.quality import UpsamplingBenchmark, format_table, load_ade_split  # noqa: E402
 
 

@@ -9,7 +9,7 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout
 
-from anyup_neck.mm.datasets.procedural import write_demo_datasets  # noqa: E402
+from anyup_neck.mm.datasets import write_demo_datasets  # noqa: E402
 
 
 def main() -> None:

@@ -12,8 +12,8 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout
 
-from anyup_neck.mm.cli import (base_parser, build_runner, enable_visualization,  # noqa: E402
-                               load_config, set_prediction_output, skip_pretrained_weights)
+from _runner_cli import (base_parser, build_runner, enable_visualization,  # noqa: E402
+                         load_config, set_prediction_output, skip_pretrained_weights)
 
 
 def main() -> None:

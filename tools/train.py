@@ -9,8 +9,8 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout
 
-from anyup_neck.mm.cli import (add_training_options, apply_training_options,  # noqa: E402
-                               base_parser, build_runner, load_config)
+from _runner_cli import (add_training_options, apply_training_options,  # noqa: E402
+                         base_parser, build_runner, load_config)
 
 
 def main() -> None:

@@ -21,8 +21,8 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from 
 from mmengine.config import Config  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
-from anyup_neck.mm.cli import (add_training_options, apply_training_options,  # noqa: E402
-                               base_parser, build_runner, load_config)
+from _runner_cli import (add_training_options, apply_training_options,  # noqa: E402
+                         base_parser, build_runner, load_config)
 
 
 def build_config(argv: list[str] | None = None) -> Config:

@@ -25,11 +25,12 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
+from _quality_cli import (add_backbone_arguments, add_method_arguments,  # noqa: E402
+                          build_backbone, build_methods)
+
 from anyup_neck import AnyUp  # noqa: E402
-from anyup_neck.mm.datasets.procedural import render_scene  # noqa: E402
-from anyup_neck.mm.quality_cli import (add_backbone_arguments, add_method_arguments,  # noqa: E402
-                                       build_backbone, build_methods)
-from anyup_neck.quality import imagenet_normalise  # noqa: E402
+from anyup_neck.mm.datasets import render_scene  # noqa: E402
+from anyup_neck.upsampler import imagenet_normalise  # noqa: E402
 from anyup_neck.visualization import pca_rgb, save_panel, to_pil  # noqa: E402
 
 
@@ -98,8 +99,8 @@ def main(argv: list[str] | None = None) -> list[str]:
     written = [osp.join(args.out_dir, f'{name}_features.png')]
     save_panel(tiles, written[0])
     if args.attention_pixel:
-        models = {method: fn.__self__ for method, fn in methods.items()
-                  if isinstance(getattr(fn, '__self__', None), AnyUp)}
+        models = {method: model for method, model in methods.items()
+                  if isinstance(model, AnyUp)}
         if not models:
             raise ValueError('--attention-pixel: expected at least one AnyUp method '
                              '(anyup_random or --checkpoint), got none')

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
-from ..visualization import IMAGENET_MEAN, IMAGENET_STD
+from ..upsampler.normalization import IMAGENET_MEAN, IMAGENET_STD
 from .metrics import confusion_matrix, feature_fidelity, segmentation_scores
 from .probe import fit_linear_probe, predict_map
 

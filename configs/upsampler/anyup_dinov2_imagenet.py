@@ -11,7 +11,7 @@ dinov2_s = dict(type='TimmBackbone', model_name='vit_small_patch14_dinov2.lvd142
                 pretrained='checkpoints/dinov2_vits14_pretrain.pth', norm=True)
 
 model = dict(
-    type='AnyUpTrainer',
+    type='AnyUpCropConsistency',
     backbones=dict(dinov2_s=dinov2_s),
     upsampler=dict(qk_dim=128, num_heads=4, window_ratio=0.1, lfu_basis=128,
                    lfu_kernel_size=5, lfu_mode='paper'),

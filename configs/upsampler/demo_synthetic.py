@@ -37,7 +37,7 @@ val_dataloader = dict(
 vit = dict(type='TimmBackbone', model_name='vit_tiny_patch16_224', norm=True,
            model_kwargs=dict(patch_size=8, embed_dim=96, depth=4, num_heads=3, img_size=64))
 model = dict(
-    type='AnyUpTrainer',
+    type='AnyUpCropConsistency',
     backbones=dict(vit=vit),
     upsampler=dict(qk_dim=32, num_heads=4, window_ratio=0.1, lfu_basis=32, lfu_mode='paper'),
     image_size=image_size, input_size=64, crop_size=crop_size, num_crops=4,

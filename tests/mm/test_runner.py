@@ -1,4 +1,5 @@
 """Two training iterations + validation through mmengine's real Runner, on generated data."""
+import sys
 import uuid
 
 import pytest
@@ -7,9 +8,11 @@ from mmengine.config import Config
 from mmengine.runner import Runner
 from mmseg.apis import inference_model, init_model
 
-from anyup_neck.mm.cli import skip_pretrained_weights
+from .helpers import (DEMO_DEPTH, DEMO_SEG, DEMO_SEG_BILINEAR, DEMO_SEG_DPT, REPO,
+                      tiny_run_options)
 
-from .helpers import DEMO_DEPTH, DEMO_SEG, DEMO_SEG_BILINEAR, DEMO_SEG_DPT, tiny_run_options
+sys.path.insert(0, str(REPO / 'tools'))
+from _runner_cli import skip_pretrained_weights  # noqa: E402  (tools/test.py's, for inference)
 
 
 def make_runner(config, demo_data, work_dir, checkpoint, depth=False, **extra) -> Runner:

@@ -2,17 +2,13 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 from anyup_neck import AnyUp
 from anyup_neck.mm.datasets import write_demo_datasets
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / 'tools'))
-import eval_upsampling  # noqa: E402
+import eval_upsampling  # tools/, on sys.path through conftest.py
 
 TINY_VIT = json.dumps(dict(patch_size=8, embed_dim=32, depth=2, num_heads=2, img_size=32,
                            init_values=1.0))

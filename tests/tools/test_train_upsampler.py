@@ -5,7 +5,6 @@ Runs in-process through the tool's ``main`` (its command line) except torchrun. 
 64 px images, 32 px input and crops, patch 8 (4 x 4 features, 8 x 8 output), a tiny AnyUp.
 """
 import glob
-import importlib.util
 import json
 import subprocess
 import sys
@@ -16,25 +15,15 @@ import pytest
 import torch
 from PIL import Image
 
+import train_upsampler as tool  # tools/, on sys.path through conftest.py
+from _runner_cli import build_runner
 from anyup_neck import AnyUp
-from anyup_neck.mm.cli import build_runner
-from anyup_neck.mm.training import write_synthetic_images
+from anyup_neck.mm.datasets import write_synthetic_images
 from tests.mm.helpers import REPO, SUBPROCESS_ENV, as_cli
 
-TOOL = REPO / 'tools' / 'train_upsampler.py'
 DEMO = REPO / 'configs' / 'upsampler' / 'demo_synthetic.py'
 PROBE = REPO / 'tests' / 'tools' / 'upsampler_ddp_probe.py'
 SOURCE_SIZE = 80   # generated scenes, resized/cropped to 64 by the pipeline
-
-
-def _load_tool():
-    spec = importlib.util.spec_from_file_location('train_upsampler', TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-tool = _load_tool()
 
 
 @pytest.fixture(scope='module')

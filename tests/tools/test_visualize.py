@@ -1,15 +1,12 @@
 """tools/visualize.py writes valid PNGs of the expected size."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / 'tools'))
-import visualize  # noqa: E402
+import visualize  # tools/, on sys.path through conftest.py
 
 BACKBONE = ['--backbone', 'vit_tiny_patch16_224', '--backbone-kwargs',
             '{"patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2, "img_size": 32}']

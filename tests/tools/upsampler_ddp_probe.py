@@ -3,24 +3,20 @@
 Trains like ``tools/train_upsampler.py`` (same command line) and saves this rank's upsampler
 weights before and after training to ``<work_dir>/rank<R>_{before,after}.pth``.
 """
-import importlib.util
 import os.path as osp
 import sys
 
-import torch
-from mmengine.dist import get_rank
-from mmengine.model import is_model_wrapper
+sys.path.insert(0, osp.join(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))),
+                            'tools'))
 
-from anyup_neck.mm.cli import build_runner
-
-TOOL = osp.join(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))), 'tools',
-                'train_upsampler.py')
+import torch  # noqa: E402
+import train_upsampler as tool  # noqa: E402
+from _runner_cli import build_runner  # noqa: E402
+from mmengine.dist import get_rank  # noqa: E402
+from mmengine.model import is_model_wrapper  # noqa: E402
 
 
 def main() -> None:
-    spec = importlib.util.spec_from_file_location('train_upsampler', TOOL)
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
     runner = build_runner(tool.build_config(sys.argv[1:]))
     model = runner.model.module if is_model_wrapper(runner.model) else runner.model
     prefix = osp.join(runner.work_dir, f'rank{get_rank()}')
