@@ -1,22 +1,33 @@
 """The compiled window-attention op and its torch.library registrations.
 
 Importing this module loads the extension built by ``setup.py`` (``anyup_neck/ops/_C*.so``),
-whose C++ code defines the ops
+whose C++ code (csrc/: common/ the schema and the math shared by CPU and CUDA, cpu/, cuda/)
+defines the ops
 
-    torch.ops.anyup_neck.window_attention_forward(q, k, v, num_heads, window_ratio, scale)
-        -> (out, lse)
+    torch.ops.anyup_neck.window_attention_forward(q, k, v, num_heads, window_ratio, scale,
+                                                  kernels='auto') -> (out, lse)
     torch.ops.anyup_neck.window_attention_backward(grad_out, q, k, v, lse, num_heads,
-                                                   window_ratio, scale) -> (dq, dk, dv)
+                                                   window_ratio, scale, kernels='auto')
+        -> (dq, dk, dv)
 
 with CPU kernels (float32/float64) and, when built with CUDA, CUDA kernels (float32, float16,
 bfloat16, float64). Here they get their fake (shape-only) kernels, so ``torch.compile`` and
-meta tensors work, and the autograd formula (the backward op), so gradients and ``gradcheck``
-work. ``lse`` (B, N, H, W) is the per-pixel, per-head log-sum-exp the backward recomputes the
-weights from; it is float32, or float64 for float64 inputs.
+meta tensors work, and the autograd formula (the backward op, called with the forward's
+``kernels``), so gradients and ``gradcheck`` work. ``lse`` (B, N, H, W) is the per-pixel,
+per-head log-sum-exp the backward recomputes the weights from; it is float32, or float64 for
+float64 inputs.
+
+``kernels`` is private (users keep ``'auto'``, the device's default; the tests name the others,
+see :data:`KERNELS`). The CPU kernels' instruction set is the widest the processor supports, or
+the one ``ANYUP_NECK_CPU_ISA`` (base, avx2, avx512) names, read once when they first run;
+:func:`cpu_isa` switches it for a block of code (tests).
 
 If the extension is missing, :data:`LOAD_ERROR` says why and nothing is registered.
 """
 from __future__ import annotations
+
+import contextlib
+from typing import Iterator
 
 import torch
 
@@ -29,13 +40,19 @@ try:
 except ImportError as error:  # not built, or built against another torch
     LOAD_ERROR = f'{type(error).__name__}: {error}'
 
-#: Largest head count of the compiled kernels (per-query scratch; see window_attention_math.h).
-MAX_HEADS = 64
 CPU_DTYPES = (torch.float32, torch.float64)
 CUDA_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
+#: Values of the ops' private ``kernels`` argument: 'auto' (the device's default); 'fast'
+#: (CPU only, its default: 16 pixels per SIMD register); 'per_pixel' (the per-pixel math shared
+#: with CUDA, CUDA's default; on the CPU run pixel by pixel so that tests exercise it).
+KERNELS = ('auto', 'fast', 'per_pixel')
+
 _FORWARD = 'anyup_neck::window_attention_forward'
 _BACKWARD = 'anyup_neck::window_attention_backward'
+
+#: Largest head count of the compiled kernels (their per-query scratch), read from them.
+MAX_HEADS: int | None = torch.ops.anyup_neck._max_heads() if LOAD_ERROR is None else None
 
 
 def available() -> bool:
@@ -52,29 +69,44 @@ def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def _forward_fake(q, k, v, num_heads, window_ratio, scale):
+@contextlib.contextmanager
+def cpu_isa(isa: str) -> Iterator[None]:
+    """Run the CPU kernels built for ``isa`` ('base', 'avx2', 'avx512' or 'auto', the widest
+    supported) inside the block; the previous selection is restored on exit. Raises
+    RuntimeError ('... does not support ...') when the processor lacks ``isa``."""
+    if not available():
+        raise RuntimeError(f'the compiled extension is not built: {LOAD_ERROR}; {BUILD_HINT}')
+    previous = torch.ops.anyup_neck._cpu_isa()
+    torch.ops.anyup_neck._set_cpu_isa(isa)
+    try:
+        yield
+    finally:
+        torch.ops.anyup_neck._set_cpu_isa(previous)
+
+
+def _forward_fake(q, k, v, num_heads, window_ratio, scale, kernels='auto'):
     B, _, H, W = q.shape
     out = q.new_empty((B, v.shape[1], H, W))
     lse = q.new_empty((B, num_heads, H, W), dtype=_acc_dtype(q.dtype))
     return out, lse
 
 
-def _backward_fake(grad_out, q, k, v, lse, num_heads, window_ratio, scale):
+def _backward_fake(grad_out, q, k, v, lse, num_heads, window_ratio, scale, kernels='auto'):
     return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
 
 
 def _setup_context(ctx, inputs, output) -> None:
-    q, k, v, num_heads, window_ratio, scale = inputs
+    q, k, v, num_heads, window_ratio, scale, kernels = inputs
     ctx.save_for_backward(q, k, v, output[1])
     ctx.mark_non_differentiable(output[1])
-    ctx.params = (num_heads, window_ratio, scale)
+    ctx.params = (num_heads, window_ratio, scale, kernels)
 
 
 def _backward(ctx, grad_out, _grad_lse):
     q, k, v, lse = ctx.saved_tensors
     dq, dk, dv = torch.ops.anyup_neck.window_attention_backward(grad_out, q, k, v, lse,
                                                                 *ctx.params)
-    return dq, dk, dv, None, None, None
+    return dq, dk, dv, None, None, None, None
 
 
 if available():

@@ -39,17 +39,25 @@ def cpu_isas() -> list:
 
 
 def use_isa(monkeypatch: pytest.MonkeyPatch, isa: str) -> None:
-    """Select the CPU kernels built for ``isa`` (ANYUP_NECK_CPU_ISA), or skip if unusable."""
+    """Run the CPU kernels built for ``isa`` for the rest of the test, or skip if this processor
+    lacks it; tests/ops/conftest.py restores the selection after every test. (``monkeypatch``
+    is no longer used: the callers in test_fused.py still pass it.)"""
     if not extension.available():
         pytest.fail(f'the compiled extension is not built: {extension.LOAD_ERROR}')
-    monkeypatch.setenv('ANYUP_NECK_CPU_ISA', isa)
-    probe = torch.zeros(1, 1, 1, 1)
     try:
-        torch.ops.anyup_neck.window_attention_forward(probe, probe, probe, 1, 0.0, 1.0)
+        torch.ops.anyup_neck._set_cpu_isa(isa)
     except RuntimeError as error:
         if 'does not support' in str(error):
             pytest.skip(f'this processor has no {isa}')
         raise
+
+
+def compiled_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_heads: int,
+                window_ratio: float, kernels: str) -> torch.Tensor:
+    """The compiled op's output with the private ``kernels`` choice (differentiable)."""
+    scale = (q.shape[1] // num_heads) ** -0.5
+    return torch.ops.anyup_neck.window_attention_forward(q, k, v, num_heads, window_ratio, scale,
+                                                         kernels)[0]
 
 
 def requires(backend: str) -> None:

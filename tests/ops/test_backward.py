@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from anyup_neck.ops import window_attention
-from tests.ops.helpers import CASE_IDS, CASES, cpu_isas, make_inputs, use_isa
-from tests.reference import dense_attention
+from tests.ops.helpers import CASE_IDS, CASES, compiled_op, cpu_isas, make_inputs, use_isa
+from anyup_neck.upsampler.official import dense_attention
 
 
 def _grads(fn, q, k, v, grad_out):
@@ -15,13 +15,14 @@ def _grads(fn, q, k, v, grad_out):
     return [t.grad for t in leaves]
 
 
-def _compare_with_reference(case, dtype: torch.dtype, tol: float, seed: int = 0) -> None:
+def _compare_with_reference(case, dtype: torch.dtype, tol: float, seed: int = 0,
+                            kernels: str = 'auto') -> None:
     B, N, d, C, out_size, in_size, ratio, _ = case
     q, k, v = make_inputs(B, N, d, C, out_size, in_size, seed=seed)
     grad_out = torch.randn(B, C, *out_size, dtype=torch.float64,
                            generator=torch.Generator().manual_seed(seed + 1))
     expected = _grads(lambda *t: dense_attention(*t, N, ratio), q, k, v, grad_out)
-    got = _grads(lambda *t: window_attention(*t, num_heads=N, window_ratio=ratio, backend='cpp'),
+    got = _grads(lambda *t: compiled_op(*t, N, ratio, kernels),
                  q.to(dtype), k.to(dtype), v.to(dtype), grad_out.to(dtype))
     for name, g, e in zip('qkv', got, expected):
         assert g.dtype == dtype and g.shape == e.shape, name
@@ -37,16 +38,10 @@ def test_gradients_match_reference(case, isa, monkeypatch):
 
 
 @pytest.mark.parametrize('case', CASES, ids=CASE_IDS)
-def test_shared_key_pass_matches_reference(case, monkeypatch):
-    """The key pass through the per-key math the CUDA kernel runs (ANYUP_NECK_CPU_KEY_PASS)."""
-    monkeypatch.setenv('ANYUP_NECK_CPU_KEY_PASS', 'shared')
-    _compare_with_reference(case, torch.float64, 1e-11)
-
-
-def test_key_pass_setting_is_checked(monkeypatch):
-    monkeypatch.setenv('ANYUP_NECK_CPU_KEY_PASS', 'quick')
-    with pytest.raises(RuntimeError, match="expected shared or fast, got 'quick'"):
-        _compare_with_reference(CASES[0], torch.float64, 1e-11)
+def test_shared_key_pass_matches_reference(case):
+    """The forward, pixel pass and key pass through the per-query and per-key math the CUDA
+    kernels run (kernels='per_pixel')."""
+    _compare_with_reference(case, torch.float64, 1e-11, kernels='per_pixel')
 
 
 def test_long_rows_of_pixels():

@@ -5,16 +5,21 @@ import pytest
 import torch
 
 from anyup_neck.ops import window_attention
-from tests.ops.helpers import CASE_IDS, CASES, cpu_isas, make_inputs, requires, use_isa
-from tests.reference import dense_attention
+from tests.ops.helpers import (CASE_IDS, CASES, compiled_op, cpu_isas, make_inputs, requires,
+                               use_isa)
+from anyup_neck.upsampler.official import dense_attention
 
 
-def _check(backend: str, case, dtype: torch.dtype, tol: float) -> None:
+def _check(backend: str, case, dtype: torch.dtype, tol: float, kernels: str | None = None) -> None:
+    """``backend`` through window_attention, or with ``kernels`` the compiled op directly."""
     B, N, d, C, out_size, in_size, ratio, _ = case
     q, k, v = make_inputs(B, N, d, C, out_size, in_size)
     expected = dense_attention(q, k, v, N, ratio)
-    got = window_attention(q.to(dtype), k.to(dtype), v.to(dtype), num_heads=N,
-                           window_ratio=ratio, backend=backend)
+    q, k, v = (t.to(dtype) for t in (q, k, v))
+    if kernels is None:
+        got = window_attention(q, k, v, num_heads=N, window_ratio=ratio, backend=backend)
+    else:
+        got = compiled_op(q, k, v, N, ratio, kernels)
     assert got.shape == (B, C, *out_size) and got.dtype == dtype
     assert got.is_contiguous() or backend not in ('cpp', 'cuda')
     torch.testing.assert_close(got.double(), expected, rtol=tol, atol=tol)
@@ -29,19 +34,17 @@ def test_cpp(case, isa, monkeypatch):
 
 
 @pytest.mark.parametrize('case', CASES, ids=CASE_IDS)
-def test_cpp_through_the_shared_per_query_math(case, monkeypatch):
+def test_cpp_through_the_shared_per_query_math(case):
     """The forward's weights through the per-query math the CUDA kernel runs
-    (ANYUP_NECK_CPU_FORWARD=shared), instead of the CPU's lane-parallel softmax."""
-    monkeypatch.setenv('ANYUP_NECK_CPU_FORWARD', 'shared')
-    _check('cpp', case, torch.float64, 1e-12)
-    _check('cpp', case, torch.float32, 1e-5)
+    (kernels='per_pixel'), instead of the CPU's lane-parallel softmax."""
+    _check('cpp', case, torch.float64, 1e-12, kernels='per_pixel')
+    _check('cpp', case, torch.float32, 1e-5, kernels='per_pixel')
 
 
-def test_forward_setting_is_checked(monkeypatch):
-    monkeypatch.setenv('ANYUP_NECK_CPU_FORWARD', 'quick')
-    with pytest.raises(RuntimeError, match="ANYUP_NECK_CPU_FORWARD: expected shared or fast, "
-                                           "got 'quick'"):
-        _check('cpp', CASES[0], torch.float64, 1e-12)
+def test_kernels_choice_is_checked():
+    with pytest.raises(RuntimeError, match="window_attention \\(CPU\\): kernels: expected auto, "
+                                           "fast or per_pixel, got 'quick'"):
+        _check('cpp', CASES[0], torch.float64, 1e-12, kernels='quick')
 
 
 @pytest.mark.parametrize('case', CASES, ids=CASE_IDS)

@@ -1,6 +1,10 @@
 """torch.library registration: schema, fake kernels, autograd formula, torch.compile."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
@@ -76,3 +80,37 @@ def test_torch_compile_fullgraph_forward_and_backward():
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
     for g, p in zip(grads, (*model.parameters(), features)):
         torch.testing.assert_close(p.grad, g, rtol=1e-4, atol=1e-5)
+
+
+def test_cpu_isa_switches_for_a_block_and_checks_its_name():
+    before = torch.ops.anyup_neck._cpu_isa()
+    with extension.cpu_isa('base'):
+        assert torch.ops.anyup_neck._cpu_isa() == 'base'
+    assert torch.ops.anyup_neck._cpu_isa() == before
+    with pytest.raises(RuntimeError, match="_set_cpu_isa: isa: expected base, avx2, avx512 or "
+                                           "auto, got 'sse'"):
+        with extension.cpu_isa('sse'):
+            pass
+    assert torch.ops.anyup_neck._cpu_isa() == before
+
+
+@pytest.mark.parametrize('setting,expected', [('base', 'base'), ('sse', "ANYUP_NECK_CPU_ISA: "
+                                              "expected base, avx2, avx512 or auto, got 'sse'")])
+def test_cpu_isa_environment_variable_is_read_once(setting, expected):
+    """ANYUP_NECK_CPU_ISA picks the instruction set when the CPU kernels first run; changing
+    the variable afterwards changes nothing."""
+    script = ('import os, torch, anyup_neck.ops\n'
+              'try:\n'
+              '    first = torch.ops.anyup_neck._cpu_isa()\n'
+              'except RuntimeError as error:\n'
+              '    print(str(error).splitlines()[0]); raise SystemExit\n'
+              'os.environ["ANYUP_NECK_CPU_ISA"] = "avx2"\n'
+              'print(first, torch.ops.anyup_neck._cpu_isa())\n')
+    run = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True,
+                         env={**os.environ, 'ANYUP_NECK_CPU_ISA': setting}, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip() == (f'{expected} {expected}' if setting == 'base' else expected)
+
+
+def test_head_limit_comes_from_the_kernels():
+    assert extension.MAX_HEADS == torch.ops.anyup_neck._max_heads() == 64

@@ -3,6 +3,8 @@
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
+#include <string>
+
 #include "window_attention.h"
 #include "window_attention_math.h"
 
@@ -48,6 +50,18 @@ void check_backward_args(const Tensor& grad_out, const Tensor& q, const Tensor& 
               "window_attention: grad_out and lse must match q's dtype/device");
 }
 
+Kernels parse_kernels(c10::string_view name, Kernels device_default, const char* device) {
+  if (name == "auto") return device_default;
+  if (name == "per_pixel") return Kernels::per_pixel;
+  const bool cpu = std::string(device) == "CPU";
+  TORCH_CHECK(name == "fast" && cpu, "window_attention (", device, "): kernels: expected ",
+              cpu ? "auto, fast or per_pixel" : "auto or per_pixel", ", got '", std::string(name),
+              "'");
+  return Kernels::fast;
+}
+
+int64_t max_heads() { return wa::kMaxHeads; }
+
 Tensor with_flat_pixels(const Tensor& t) {
   if (t.is_contiguous() || t.is_contiguous(at::MemoryFormat::ChannelsLast)) return t;
   return t.contiguous();
@@ -64,9 +78,12 @@ Layout layout_of(const Tensor& t) {
 
 TORCH_LIBRARY(anyup_neck, m) {
   m.def("window_attention_forward(Tensor q, Tensor k, Tensor v, int num_heads, "
-        "float window_ratio, float scale) -> (Tensor, Tensor)");
+        "float window_ratio, float scale, str kernels=\"auto\") -> (Tensor, Tensor)");
   m.def("window_attention_backward(Tensor grad_out, Tensor q, Tensor k, Tensor v, Tensor lse, "
-        "int num_heads, float window_ratio, float scale) -> (Tensor, Tensor, Tensor)");
+        "int num_heads, float window_ratio, float scale, str kernels=\"auto\") "
+        "-> (Tensor, Tensor, Tensor)");
+  // The largest head count the kernels accept, for the Python layer's checks.
+  m.def("_max_heads() -> int", &max_heads);
 }
 
 }  // namespace anyup_neck

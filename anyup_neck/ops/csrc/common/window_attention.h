@@ -1,9 +1,10 @@
 // Host-side helpers of the window-attention op (schema in window_attention.cpp; kernels
 // registered by window_attention_cpu.cpp and window_attention_cuda.cu).
 //
-//   window_attention_forward(q, k, v, num_heads, window_ratio, scale) -> (out, lse)
-//   window_attention_backward(grad_out, q, k, v, lse, num_heads, window_ratio, scale)
-//       -> (grad_q, grad_k, grad_v)
+//   window_attention_forward(q, k, v, num_heads, window_ratio, scale, kernels="auto")
+//       -> (out, lse)
+//   window_attention_backward(grad_out, q, k, v, lse, num_heads, window_ratio, scale,
+//                             kernels="auto") -> (grad_q, grad_k, grad_v)
 //
 // q (B, D, H, W), k (B, D, h, w), v (B, C, h, w); out (B, C, H, W) contiguous, lse (B, N, H, W)
 // in the accumulation dtype (float32, or float64 for float64 inputs); grads contiguous like
@@ -12,10 +13,24 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <c10/util/string_view.h>
 
 namespace anyup_neck {
 
 using at::Tensor;
+
+// Which kernels run: the ops' private `kernels` argument (the Python layer keeps "auto" for
+// users; the tests name the others). The forward's lse is the same statistic whichever kernels
+// made it, so any backward works with any forward.
+//   "fast"       CPU only: the CPU's own kernels (16 pixels per SIMD register); the CPU default.
+//   "per_pixel"  one output pixel (forward, backward pixel pass) or one key (key pass) at a time
+//                through the per-query math of common/window_attention_math.h: the CUDA
+//                default; on the CPU the same functions run pixel by pixel (tests).
+enum class Kernels { fast, per_pixel };
+
+// `name` as Kernels; "auto" gives `device_default`. `device` names the caller in the error for
+// a name that device has no kernels for.
+Kernels parse_kernels(c10::string_view name, Kernels device_default, const char* device);
 
 // Shapes, dtypes, devices and head count of (q, k, v) are consistent (TORCH_CHECK otherwise).
 void check_forward_args(const Tensor& q, const Tensor& k, const Tensor& v, int64_t num_heads,

@@ -3,9 +3,6 @@
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
-#include <cstdlib>
-#include <string>
-
 #include "cpu_isa.h"
 #include "../common/window_attention.h"
 #include "window_attention_cpu.h"
@@ -13,20 +10,8 @@
 namespace anyup_neck {
 namespace {
 
-// ANYUP_NECK_CPU_FORWARD=shared computes the forward's weights through the per-query math the
-// CUDA kernel uses, ANYUP_NECK_CPU_KEY_PASS=shared the backward's key pass through its per-key
-// math (slower; the tests use them so that the GPU's arithmetic is exercised on the CPU).
-bool shared_path(const char* variable) {
-  const char* value = std::getenv(variable);
-  if (value == nullptr || *value == '\0') return false;
-  const std::string name(value);
-  TORCH_CHECK(name == "shared" || name == "fast", variable, ": expected shared or fast, got '",
-              name, "'");
-  return name == "shared";
-}
-
 cpu::Problem make_problem(const Tensor& q, const Tensor& k, const Tensor& v, int64_t num_heads,
-                          double window_ratio, double scale) {
+                          double window_ratio, double scale, c10::string_view kernels) {
   TORCH_CHECK(q.device().is_cpu(), "window_attention (CPU kernel): expected CPU tensors, got ",
               q.device());
   TORCH_CHECK(q.scalar_type() == at::kFloat || q.scalar_type() == at::kDouble,
@@ -43,6 +28,7 @@ cpu::Problem make_problem(const Tensor& q, const Tensor& k, const Tensor& v, int
   p.dim = p.D / num_heads;
   p.ratio = static_cast<float>(window_ratio);
   p.scale = scale;
+  p.kernels = parse_kernels(kernels, Kernels::fast, "CPU");
   p.k_cl = k.permute({0, 2, 3, 1}).contiguous();
   p.v = v.contiguous();
   return p;
@@ -53,11 +39,11 @@ at::ScalarType acc_dtype(const Tensor& t) {
 }
 
 std::tuple<Tensor, Tensor> forward_cpu(const Tensor& q, const Tensor& k, const Tensor& v,
-                                       int64_t num_heads, double window_ratio, double scale) {
+                                       int64_t num_heads, double window_ratio, double scale,
+                                       c10::string_view kernels) {
   check_forward_args(q, k, v, num_heads, window_ratio);
-  cpu::Problem p = make_problem(q, k, v, num_heads, window_ratio, scale);
+  cpu::Problem p = make_problem(q, k, v, num_heads, window_ratio, scale, kernels);
   p.q = with_flat_pixels(q);
-  p.shared_forward = shared_path("ANYUP_NECK_CPU_FORWARD");
   p.v_cl = v.permute({0, 2, 3, 1}).contiguous();
   p.out = at::empty({p.B, p.C, p.H, p.W}, q.options());
   p.lse = at::empty({p.B, p.heads, p.H, p.W}, q.options().dtype(acc_dtype(q)));
@@ -68,11 +54,11 @@ std::tuple<Tensor, Tensor> forward_cpu(const Tensor& q, const Tensor& k, const T
 std::tuple<Tensor, Tensor, Tensor> backward_cpu(const Tensor& grad_out, const Tensor& q,
                                                 const Tensor& k, const Tensor& v,
                                                 const Tensor& lse, int64_t num_heads,
-                                                double window_ratio, double scale) {
+                                                double window_ratio, double scale,
+                                                c10::string_view kernels) {
   check_backward_args(grad_out, q, k, v, lse, num_heads, window_ratio);
-  cpu::Problem p = make_problem(q, k, v, num_heads, window_ratio, scale);
+  cpu::Problem p = make_problem(q, k, v, num_heads, window_ratio, scale, kernels);
   p.q = q.contiguous();  // the key pass reads q along rows of pixels
-  p.shared_key_pass = shared_path("ANYUP_NECK_CPU_KEY_PASS");
   p.v_cl = v.permute({0, 2, 3, 1}).contiguous();
   p.grad_out = grad_out.contiguous();
   p.lse = lse.to(acc_dtype(q)).contiguous();

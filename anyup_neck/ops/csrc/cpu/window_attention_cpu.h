@@ -7,14 +7,15 @@
 
 #include <ATen/core/Tensor.h>
 
+#include "../common/window_attention.h"
+
 namespace anyup_neck {
 namespace cpu {
 
 struct Problem {
   int64_t B, D, C, H, W, h, w, heads, dim;  // D = q/k channels = heads * dim, C = v channels
   float ratio;
-  bool shared_forward = false;   // forward: weights through the shared per-query math (tests)
-  bool shared_key_pass = false;  // backward: dk, dv through the shared per-key math (tests)
+  Kernels kernels = Kernels::fast;  // per_pixel: the CUDA per-pixel kernels' math (tests)
   double scale;
   at::Tensor q;         // (B, D, H, W), NCHW- or channels-last-contiguous
   at::Tensor k_cl;      // (B, h, w, D) contiguous

@@ -3,7 +3,7 @@
 //
 // Forward and the backward "pixel pass" take chunks of up to kChunk consecutive pixels of one
 // output row, in segments of kSegment pixels. The forward's softmax runs for a segment's pixels
-// at once, one per SIMD lane (segment_softmax; ANYUP_NECK_CPU_FORWARD=shared runs the shared
+// at once, one per SIMD lane (segment_softmax; the op's kernels="per_pixel" runs the shared
 // per-query math of window_attention_math.h instead, pixel by pixel, as the CUDA kernel does);
 // the pixel pass's dq terms come from the shared math. The loops over the C value channels then
 // run across a segment's pixels against the union of their windows, so they vectorise, and each
@@ -13,7 +13,7 @@
 // pixel pass), the weights and ds of each (pixel, key) pair from the stored lse and delta, then
 // register-blocked sums of w * g and ds * q into the band's dv and dk. (The CUDA kernel runs the
 // shared key_backward_row instead; backward_keys_shared runs it on the CPU, for the tests, when
-// ANYUP_NECK_CPU_KEY_PASS=shared.) No thread writes what
+// kernels="per_pixel".) No thread writes what
 // another writes and every sum runs in a fixed order, whatever the band height or thread count:
 // results are deterministic.
 
@@ -348,7 +348,7 @@ void forward_kernel(Problem& p) {
       for (int64_t t0 = 0; t0 < chunk.count; t0 += kSegment) {
         const Segment seg(p, chunk, t0);
         segment_logits<kLogitsBlock>(p, seg, keys, queries.data(), 0, table.data());
-        if (p.shared_forward) {
+        if (p.kernels == Kernels::per_pixel) {
           std::fill_n(weights.begin(), seg.slots(), acc_t(0));
           segment_weights(p, chunk, seg, table.data(), lse, weights.data());
         } else {
@@ -581,7 +581,7 @@ void backward_keys(Problem& p) {
 
 // The key pass through the shared per-key math (wa::key_backward_row, which the CUDA kernel
 // runs): slower than backward_keys, kept so that the CPU tests exercise the GPU's key-pass
-// arithmetic (ANYUP_NECK_CPU_KEY_PASS=shared). One work item is one row of keys.
+// arithmetic (kernels="per_pixel"). One work item is one row of keys.
 template <typename scalar_t>
 void backward_keys_shared(Problem& p) {
   using acc_t = acc_type<scalar_t>;
@@ -633,7 +633,7 @@ void forward(Problem& p) {
 void backward(Problem& p) {
   AT_DISPATCH_FLOATING_TYPES(p.q.scalar_type(), "window_attention_backward_cpu", [&] {
     backward_pixels<scalar_t>(p);
-    if (p.shared_key_pass)
+    if (p.kernels == Kernels::per_pixel)
       backward_keys_shared<scalar_t>(p);
     else
       backward_keys<scalar_t>(p);

@@ -162,9 +162,11 @@ Tensor as_dtype_of(const Tensor& buffer, const Tensor& like) {
 }
 
 std::tuple<Tensor, Tensor> forward_cuda(const Tensor& q_in, const Tensor& k, const Tensor& v_in,
-                                        int64_t num_heads, double window_ratio, double scale) {
+                                        int64_t num_heads, double window_ratio, double scale,
+                                        c10::string_view kernels) {
   check_forward_args(q_in, k, v_in, num_heads, window_ratio);
   check_cuda(q_in);
+  parse_kernels(kernels, Kernels::per_pixel, "CUDA");  // per_pixel is the only choice
   const c10::cuda::CUDAGuard guard(q_in.device());
   const Sizes s(q_in, v_in, num_heads, window_ratio);
   const Tensor q = with_flat_pixels(q_in);
@@ -189,9 +191,11 @@ std::tuple<Tensor, Tensor> forward_cuda(const Tensor& q_in, const Tensor& k, con
 std::tuple<Tensor, Tensor, Tensor> backward_cuda(const Tensor& grad_out, const Tensor& q_in,
                                                  const Tensor& k, const Tensor& v_in,
                                                  const Tensor& lse_in, int64_t num_heads,
-                                                 double window_ratio, double scale) {
+                                                 double window_ratio, double scale,
+                                                 c10::string_view kernels) {
   check_backward_args(grad_out, q_in, k, v_in, lse_in, num_heads, window_ratio);
   check_cuda(q_in);
+  parse_kernels(kernels, Kernels::per_pixel, "CUDA");
   const c10::cuda::CUDAGuard guard(q_in.device());
   const Sizes s(q_in, v_in, num_heads, window_ratio);
   const Tensor g = grad_out.contiguous();
