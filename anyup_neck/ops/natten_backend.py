@@ -1,9 +1,9 @@
 """Optional backend ``'natten'``: an approximation of the op through NATTEN's neighborhood attention.
 
 NATTEN (``pip install natten``) attends from each pixel to a centred neighborhood of the *same*
-map, shifted (not clamped) at borders. To use it for AnyUp's cross-attention, keys and values
-are nearest-upsampled to the output size and attended with a dilation of about H/h, so that a
-(2 * ceil(r * h) + 1)^2 neighborhood visits distinct keys. So the windows differ from the exact
+map, shifted (not clamped) at borders. To use it for this op's cross-attention between maps of
+different sizes, keys and values are nearest-upsampled to the output size and attended with a
+dilation of about H/h, so that a (2 * ceil(r * h) + 1)^2 neighborhood visits distinct keys. So the windows differ from the exact
 rule of :mod:`anyup_neck.ops.windows` (size, centring, borders); only ``window_ratio=0`` with
 integer scale factors reproduces the op (every key, each repeated equally often). Values are
 split into heads of the query head width (C zero-padded to a multiple of d) because NATTEN's

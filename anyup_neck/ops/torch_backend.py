@@ -4,8 +4,8 @@
   tile gathers only the key rectangle that covers its pixels' windows, and tiles are processed
   in chunks of bounded size. Nothing of size (H*W) x (h*w) is formed, so very large outputs run
   in bounded memory. Autograd differentiates it like any PyTorch code.
-* :func:`window_attention_dense` builds the full masked (H*W) x (h*w) attention, as the
-  official model does. It is kept as the test reference and the benchmark baseline only.
+* :func:`window_attention_dense` builds the full masked (H*W) x (h*w) attention, the
+  straightforward formulation. It is kept as the test reference and the benchmark baseline only.
 
 Both take projected queries q (B, N*d, H, W), keys k (B, N*d, h, w), values v (B, C, h, w) and
 return (B, C, H, W): per head a scaled dot product and softmax over the window, the weights

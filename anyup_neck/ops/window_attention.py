@@ -1,4 +1,4 @@
-"""``window_attention``: the one entry point every caller (AnyUp, benchmarks, tests) uses.
+"""``window_attention``: the one entry point every caller (models, benchmarks, tests) uses.
 
     out = window_attention(q, k, v, num_heads=4, window_ratio=0.1)
 
@@ -13,7 +13,7 @@ Backends are looked up by name in :data:`BACKENDS`; ``'auto'`` is resolved by
 * ``'cuda'``: the compiled CUDA kernels (CUDA tensors; float32/16, bfloat16, float64);
 * ``'cpp'``: the compiled C++ kernels (CPU tensors; float32, float64);
 * ``'torch'``: tiled pure PyTorch, any device and dtype, autograd by PyTorch;
-* ``'dense'``: the dense masked formulation of the official model (reference and baseline);
+* ``'dense'``: the dense masked formulation (reference and baseline);
 * ``'natten'``: optional, an approximation through NATTEN's neighborhood attention with other
   windows (see :mod:`anyup_neck.ops.natten_backend`); only when natten is installed.
 

@@ -8,7 +8,7 @@ rule is a 1-D function applied once per axis:
     start  = floor(clamp(centre - r, 0, 1) * h)      (inclusive)
     stop   = ceil(clamp(centre + r, 0, 1) * h)       (exclusive)
 
-Everything is evaluated in float32 in exactly this order, as the official model does: float64
+Everything is evaluated in float32 in exactly this order, in every backend and kernel: float64
 arithmetic can land on the other side of an integer and change a window. ``r == 0`` means a
 global window (every key).
 """

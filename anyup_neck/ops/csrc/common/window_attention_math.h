@@ -74,7 +74,14 @@ template <typename T>
 WA_FN T min_(T a, T b) { return a < b ? a : b; }
 
 // ---------------------------------------------------------------------------------------------
-// The window rule (DESIGN.md): evaluated in float32 in exactly this order; ratio 0 = global.
+// The window rule. Output index i of out_len sees keys [start, stop) of in_len along an axis:
+//   centre = (i + 0.5) / out_len
+//   start  = floor(clamp(centre - ratio, 0, 1) * in_len)     (inclusive)
+//   stop   = ceil(clamp(centre + ratio, 0, 1) * in_len)      (exclusive)
+// evaluated in float32 in exactly this order everywhere (here, anyup_neck/ops/windows.py, the
+// dense reference): float64 arithmetic can land on the other side of an integer and move a
+// window edge. ratio 0 means a global window. Rows and columns are independent, and both ends
+// never decrease with i (monotone windows), which the covering ranges and the tiles rely on.
 
 // Keys [start, stop) seen along one axis by output index `index` of `out_len`, over `in_len` keys.
 WA_FN void window_bounds(int64_t index, int64_t out_len, int64_t in_len, float ratio,

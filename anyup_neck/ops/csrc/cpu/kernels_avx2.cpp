@@ -1,4 +1,5 @@
-// The CPU kernels (attention, fused, Winograd) for x86-64 processors with AVX2 and FMA (chosen at run time).
+// The CPU kernels (attention, fused, Winograd) for x86-64 processors with AVX2 and FMA
+// (chosen at run time).
 #define WA_ISA avx2
 #define WA_TARGET "avx2,fma"
 #define WA_VECTOR_BYTES 32
