@@ -101,3 +101,39 @@ def test_natten_equals_the_op_for_global_windows():
     got = window_attention(q, k, v, num_heads=2, window_ratio=0.0, backend='natten')
     expected = dense_attention(q.double(), k.double(), v.double(), 2, 0.0)
     torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_auto_picks_torch_on_cuda():
+    """The per-pixel CUDA kernels measured slower than the tiled PyTorch backend (see
+    resolve_backend); the decision needs no GPU to check."""
+    from anyup_neck.ops import resolve_backend
+    for dtype in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
+        assert resolve_backend('auto', torch.device('cuda', 0), dtype) == 'torch'
+    assert resolve_backend('auto', torch.device('meta'), torch.float32) == 'torch'
+
+
+@pytest.mark.parametrize('v_dtype', [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize('backend', ['auto', 'cpp', 'torch'])
+def test_autocast_on_cpu_runs_in_float32(backend, v_dtype):
+    """Under CPU autocast, q and k from autocast layers arrive in bfloat16: the op runs in
+    float32 (the C++ kernels have no bfloat16) and returns v's dtype; gradients reach the
+    inputs in their own dtypes."""
+    q, k, v = make_inputs(2, 4, 8, 6, (9, 11), (4, 5), dtype=torch.float32)
+    expected = window_attention(q.bfloat16().float(), k.bfloat16().float(), v.to(v_dtype).float(),
+                                num_heads=4, window_ratio=0.1, backend='torch')
+    leaves = [t.detach().requires_grad_() for t in (q.bfloat16(), k.bfloat16(), v.to(v_dtype))]
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        got = window_attention(*leaves, num_heads=4, window_ratio=0.1, backend=backend)
+    assert got.dtype == v_dtype
+    tol = 1e-5 if v_dtype == torch.float32 else 1e-2
+    torch.testing.assert_close(got.float(), expected, rtol=tol, atol=tol)
+    got.float().sum().backward()
+    assert [t.grad.dtype for t in leaves] == [t.dtype for t in leaves]
+
+
+def test_autocast_keeps_float64():
+    q, k, v = make_inputs(1, 2, 4, 3, (5, 6), (3, 4))
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        got = window_attention(q, k, v, num_heads=2, window_ratio=0.1)
+    assert got.dtype == torch.float64
+    torch.testing.assert_close(got, dense_attention(q, k, v, 2, 0.1), rtol=1e-12, atol=1e-12)
