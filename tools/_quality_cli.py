@@ -8,7 +8,7 @@ import json
 import torch
 
 from anyup_neck.mm.models import TimmBackbone
-from anyup_neck.quality.benchmark import FeatureFn, Method
+from anyup_neck.quality.evaluation import FeatureFn, Method
 from anyup_neck.upsampler import AnyUp
 from anyup_neck.upsampler.baselines import BASELINES
 from anyup_neck.upsampler.checkpoint import architecture_from_state_dict

@@ -1,38 +1,52 @@
-"""Time and peak memory of the window-attention op and of AnyUp, per backend, against the
-dense masked formulation of the official model measured in the same run.
+"""Time and peak memory of the window-attention op, of AnyUp and of a downstream training
+iteration, per backend, against the official model's formulation measured in the same run.
 
-    python tools/benchmark.py                        # default grid, table to stdout
+    python tools/benchmark.py                  # default grid, table to stdout
     python tools/benchmark.py --sizes 448 --maps 32 --channels 384 --modes forward
-    python tools/benchmark.py --json bench.json --csv bench.csv --device cuda
+    python tools/benchmark.py --device cuda --bf16 --fp16 --json bench.json --csv bench.csv
 
-Modes: ``op`` (the op's forward), ``op-train`` (op forward + backward), ``forward`` (the whole
-AnyUp forward without autograd, random weights), ``train`` (AnyUp forward + backward of a loss,
-weights requiring grad). Backends: ``official`` (whole-model modes only; the baseline: the
-official model's formulation, i.e. the independent reference implementation in
-tests/reference.py: NCHW layers and the dense masked attention, O(H*W*h*w) memory; needs a
-repository checkout), ``dense`` (this package's AnyUp with that dense masked attention; the op
-modes' baseline), ``cpp``/``cuda`` (the compiled op), ``torch`` (tiled pure PyTorch),
-``natten`` (approximation; needs natten). ``--bf16`` adds the whole-model modes under bfloat16
-autocast.
+Modes:
 
-Each case runs in its own process: one warm-up run, then timed runs (at least one, up to
-``--repeats`` or until ``--max-seconds``); the table shows the fastest and the median. Peak
-memory is the process's peak resident set (``ru_maxrss``, ``import torch`` included) on CPU,
-and ``torch.cuda.max_memory_allocated`` on GPU, read when the first (warm-up) run has ended:
-what one run costs. "above inputs" subtracts what the process held once its inputs (and model)
-were built. "peak after repeats" is read at the end: with the tuned allocator below, which
-never gives memory back, a process's heap can grow across repeated runs by fragmentation
-alone (freed blocks too small for the next run's tensors). Cases whose estimated memory
-exceeds ``--memory-gb`` are skipped, and the table says so.
+* ``op``, ``op-train``: the window-attention op's forward, and forward + backward.
+* ``forward``: the whole AnyUp forward without autograd (random weights), batch 1.
+* ``train``: AnyUp forward + backward of a loss, weights requiring grad, batch 1.
+* ``throughput``: the whole AnyUp forward at ``--batch`` images (default 8); images/s.
+* ``downstream``: one training iteration of the headline segmentation config
+  (configs/ade20k_dinov2_anyup.py: frozen DINOv2 ViT-S/14 -> frozen AnyUp neck -> linear
+  head) with random weights on random ``--batch`` x 3 x size x size images and labels:
+  mmseg's data preprocessor, forward, loss, backward and the AdamW step, through
+  ``model.train_step`` as mmengine's Runner calls it. Its backends are the necks of
+  ``--necks``: ``anyup`` and ``bilinear`` (configs/ade20k_dinov2_bilinear.py, the same model
+  with bilinear upsampling). The feature map is size / 14, C = 384.
 
-Worker processes get the allocator settings that made CPU runs about 2x faster on the test
-machine unless the caller set them (the Makefile exports the same): MALLOC_MMAP_MAX_=0,
-MALLOC_TRIM_THRESHOLD_=100000000000, MALLOC_TOP_PAD_=1000000000; ``--malloc default`` drops
-them (glibc's own settings). ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16 (bf16 autocast on CPU) too.
+Backends of the AnyUp modes: ``official`` (whole-model modes only; the baseline: the official
+model's formulation, anyup_neck.upsampler.official: NCHW layers and the dense masked
+attention, O(H*W*h*w) memory), ``dense`` (this package's AnyUp with that dense masked
+attention; the op modes' baseline), ``cpp``/``cuda`` (the compiled op), ``torch`` (tiled pure
+PyTorch), ``natten`` (approximation; needs natten). ``--bf16`` / ``--fp16`` add the
+whole-model modes under bfloat16 / float16 autocast (``downstream``: mmengine's
+AmpOptimWrapper on GPUs, the package's CPUAmpOptimWrapper for bf16 on CPUs; fp16 training on
+a CPU is not offered).
+
+Each case runs in its own process: warm-up runs (``--warmup``, default 1 on CPU, 3 on GPU),
+then timed runs (at least one, up to ``--repeats`` or until ``--max-seconds``); the table shows
+the fastest and the median. On GPU each run is timed with CUDA events. Peak memory is the
+process's peak resident set (``ru_maxrss``, ``import torch`` included) on CPU, and
+``torch.cuda.max_memory_allocated`` (reset once the inputs are built) on GPU, read when the
+first warm-up run has ended: what one run costs. "above inputs" subtracts what the process held
+once its inputs (and model) were built. "peak after repeats" is read at the end: with the
+tuned allocator, which never gives memory back, a process's heap can grow across repeated runs
+by fragmentation alone (freed blocks too small for the next run's tensors). CPU cases whose
+estimated memory exceeds ``--memory-gb`` are skipped, and the table says so.
+
+Worker processes get the process settings of anyup_neck.runtime (glibc allocator settings
+that made CPU runs about 2x faster, oneDNN's ISA cap) where the caller has not set them;
+``--malloc default`` runs them with glibc's own allocator settings.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import os
@@ -45,28 +59,37 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-MALLOC_ENV = {'MALLOC_MMAP_MAX_': '0', 'MALLOC_TRIM_THRESHOLD_': '100000000000',
-              'MALLOC_TOP_PAD_': '1000000000'}
-MODES = ('op', 'op-train', 'forward', 'train')
+sys.path.insert(0, str(REPO))  # run from a checkout
+
+from anyup_neck import runtime  # noqa: E402
+
+OP_MODES = ('op', 'op-train')
+ANYUP_MODES = ('forward', 'train', 'throughput')
+MODES = OP_MODES + ANYUP_MODES + ('downstream',)
 #: (output size, feature map size) pairs of the default grid; --grid full crosses them all.
 DEFAULT_PAIRS = ((224, 16), (448, 32), (896, 64), (2048, 64))
 QK_DIM, HEADS, RATIO = 128, 4, 0.1
+#: downstream mode: the neck's config, and the backbone's (ViT-S/14) patch size and width
+NECK_CONFIGS = {'anyup': 'ade20k_dinov2_anyup.py', 'bilinear': 'ade20k_dinov2_bilinear.py'}
+PATCH, VIT_CHANNELS = 14, 384
+AUTOCAST = {'bf16': 'bfloat16', 'fp16': 'float16'}
 GB = 1024 ** 3
 
 
 @dataclass
 class Case:
     mode: str
-    backend: str
+    backend: str          # downstream mode: the neck
     size: int
     map: int
     channels: int
     device: str = 'cpu'
-    bf16: bool = False  # whole-model modes: run under bfloat16 autocast
+    precision: str = 'fp32'   # fp32 | bf16 | fp16 (autocast; not in the op modes)
+    batch: int = 1
 
     @property
     def label(self) -> str:
-        return self.backend + ('+bf16' if self.bf16 else '')
+        return self.backend + ('' if self.precision == 'fp32' else '+' + self.precision)
 
 
 @dataclass
@@ -84,6 +107,17 @@ class Result:
     def best(self) -> float | None:
         return min(self.times) if self.times else None
 
+    @property
+    def median(self) -> float | None:
+        return statistics.median(self.times) if self.times else None
+
+    @property
+    def images_per_s(self) -> float | None:
+        """Images per second at the median time (the batched modes)."""
+        if self.case.mode not in ('throughput', 'downstream') or not self.times:
+            return None
+        return self.case.batch / self.median
+
 
 def estimate_gb(case: Case) -> float:
     """Peak memory of a case (to skip what cannot fit), in GB, from measured peaks: a
@@ -91,13 +125,16 @@ def estimate_gb(case: Case) -> float:
     pixels, keys = case.size ** 2, case.map ** 2
     maps = QK_DIM * pixels * 4
     out = case.channels * pixels * 4
-    total = {'op': 3 * maps + out,
-             'op-train': 3 * maps + 3 * out,
-             'forward': 1.3 * max(4 * maps, 2 * maps + out),   # encoders; attention
-             'train': 90 * maps + 4 * out}[case.mode]           # every activation is kept
+    forward = 1.3 * max(4 * maps, 2 * maps + out)            # encoders; attention
+    per_image = {'op': 3 * maps + out,
+                 'op-train': 3 * maps + 3 * out,
+                 'forward': forward,
+                 'throughput': forward,
+                 'train': 90 * maps + 4 * out,                  # every activation is kept
+                 'downstream': (forward if case.backend == 'anyup' else 0) + 4 * out}[case.mode]
     if case.backend in ('dense', 'official'):  # logits, masked logits, softmax, per head
-        total += (8 if case.mode.endswith('train') else 3) * HEADS * pixels * keys * 4
-    return 0.9 + total / GB
+        per_image += (8 if case.mode.endswith('train') else 3) * HEADS * pixels * keys * 4
+    return 0.9 + case.batch * per_image / GB
 
 
 # --------------------------------------------------------------------------- worker process
@@ -113,77 +150,164 @@ def _peak_gb(device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GB
 
 
-def _workload(case: Case):
-    """(function running one iteration, output bytes) for a case."""
+def _op_workload(case: Case, device, gen):
+    """One call of the op (forward, or forward + backward), batch 1."""
     import torch
-    from anyup_neck import AnyUp, window_attention
+    from anyup_neck import window_attention
+    train = case.mode == 'op-train'
+    q = torch.randn(1, QK_DIM, case.size, case.size, device=device, generator=gen,
+                    requires_grad=train)
+    k = torch.randn(1, QK_DIM, case.map, case.map, device=device, generator=gen,
+                    requires_grad=train)
+    v = torch.randn(1, case.channels, case.map, case.map, device=device, generator=gen,
+                    requires_grad=train)
 
-    device = torch.device(case.device)
-    gen = torch.Generator(device=device).manual_seed(0)
-    size, fmap = (case.size, case.size), (case.map, case.map)
-    train = case.mode.endswith('train')
-    out_bytes = case.channels * case.size ** 2 * 4
-    if case.mode.startswith('op'):
-        q = torch.randn(1, QK_DIM, *size, device=device, generator=gen, requires_grad=train)
-        k = torch.randn(1, QK_DIM, *fmap, device=device, generator=gen, requires_grad=train)
-        v = torch.randn(1, case.channels, *fmap, device=device, generator=gen, requires_grad=train)
+    def run():
+        q.grad = k.grad = v.grad = None  # each run is one step
+        with torch.set_grad_enabled(train):
+            out = window_attention(q, k, v, num_heads=HEADS, window_ratio=RATIO,
+                                   backend=case.backend)
+            if train:
+                out.backward(torch.ones_like(out))
+        return out
+    return run
 
-        def run():
-            q.grad = k.grad = v.grad = None  # each run is one step
-            with torch.set_grad_enabled(train):
-                out = window_attention(q, k, v, num_heads=HEADS, window_ratio=RATIO,
-                                       backend=case.backend)
-                if train:
-                    out.backward(torch.ones_like(out))
-            return out
-        return run, out_bytes
+
+def _autocast(device, precision: str):
+    """torch.autocast to bf16 / fp16, or nothing for fp32."""
+    import torch
+    if precision == 'fp32':
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, getattr(torch, AUTOCAST[precision]))
+
+
+def _anyup_workload(case: Case, device, gen):
+    """One AnyUp forward (``train``: and backward) at ``case.batch`` images, under autocast
+    for bf16/fp16; ``official`` runs the official formulation on the same weights."""
+    import torch
+    from anyup_neck import AnyUp
+    from anyup_neck.upsampler.official import official_anyup
+    train = case.mode == 'train'
+    size = (case.size, case.size)
     torch.manual_seed(0)
     backend = 'dense' if case.backend == 'official' else case.backend
     model = AnyUp(qk_dim=QK_DIM, num_heads=HEADS, window_ratio=RATIO, backend=backend)
     model = model.to(device).requires_grad_(train)
-    image = torch.randn(1, 3, *size, device=device, generator=gen)
-    features = torch.randn(1, case.channels, *fmap, device=device, generator=gen)
+    image = torch.randn(case.batch, 3, *size, device=device, generator=gen)
+    features = torch.randn(case.batch, case.channels, case.map, case.map, device=device,
+                           generator=gen)
     upsample = model
     if case.backend == 'official':
-        from anyup_neck.ops import window_mask
-        from tests import reference
-        # The reference builds its mask with numpy loops; the official code builds it in torch.
-        reference.window_allowed = lambda H, W, h, w, r: window_mask((H, W), (h, w), r, device)
-        params = dict(model.named_parameters())
+        weights = model.state_dict(keep_vars=True)  # the parameters themselves
 
         def upsample(image, features):
-            return reference.reference_anyup(params, image, features, size, HEADS, RATIO)
+            return official_anyup(weights, image, features, size, HEADS, RATIO)
 
     def run():
         model.zero_grad(set_to_none=True)
-        with torch.set_grad_enabled(train), torch.autocast(device.type, torch.bfloat16,
-                                                           enabled=case.bf16):
+        with torch.set_grad_enabled(train), _autocast(device, case.precision):
             out = upsample(image, features)
             if train:
                 out.float().square().mean().backward()
         return out
-    return run, out_bytes
+    return run
 
 
-def worker(case: Case, repeats: int, max_seconds: float) -> dict:
+def _downstream_workload(case: Case, device, gen):
+    """One training iteration of the headline config (neck ``case.backend``), random weights,
+    random images and labels: ``model.train_step`` as mmengine's Runner calls it."""
+    import torch
+    from mmengine.config import Config
+    from mmengine.model import revert_sync_batchnorm
+    from mmengine.optim import build_optim_wrapper
+    from mmengine.structures import PixelData
+    from mmseg.registry import MODELS
+    from mmseg.structures import SegDataSample
+    from mmseg.utils import register_all_modules
+
+    import anyup_neck.mm  # noqa: F401  (registers the package's modules)
+    register_all_modules(init_default_scope=True)
+    cfg = Config.fromfile(REPO / 'configs' / NECK_CONFIGS[case.backend])
+    cfg.model.backbone.pretrained = None                   # random weights, nothing read
+    if cfg.model.neck.get('init_cfg'):
+        cfg.model.neck.init_cfg.checkpoint = None
+    size = (case.size, case.size)
+    cfg.model.data_preprocessor.size = size
+    torch.manual_seed(0)
+    model = revert_sync_batchnorm(MODELS.build(cfg.model))  # as the Runner does undistributed
+    model.init_weights()
+    model = model.to(device).train()
+    if case.precision != 'fp32':
+        cfg.optim_wrapper.type = 'AmpOptimWrapper' if device.type == 'cuda' \
+            else 'CPUAmpOptimWrapper'
+        if device.type == 'cuda':
+            cfg.optim_wrapper.dtype = AUTOCAST[case.precision]
+    optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+    num_classes = cfg.model.decode_head.num_classes
+    samples = []
+    for _ in range(case.batch):
+        sample = SegDataSample(metainfo=dict(img_shape=size, ori_shape=size))
+        sample.gt_sem_seg = PixelData(data=torch.randint(0, num_classes, (1, *size),
+                                                         generator=gen))
+        samples.append(sample)
+    data = dict(inputs=[torch.randint(0, 256, (3, *size), dtype=torch.uint8, generator=gen)
+                        for _ in range(case.batch)], data_samples=samples)
+
+    def run():
+        return model.train_step(data, optim_wrapper)
+    return run
+
+
+def _workload(case: Case):
+    """(function running one iteration, output bytes) for a case."""
+    import torch
+    device = torch.device(case.device)
+    out_bytes = case.batch * case.channels * case.size ** 2 * 4
+    if case.mode in OP_MODES:
+        gen = torch.Generator(device=device).manual_seed(0)
+        return _op_workload(case, device, gen), out_bytes
+    if case.mode in ANYUP_MODES:
+        gen = torch.Generator(device=device).manual_seed(0)
+        return _anyup_workload(case, device, gen), out_bytes
+    return _downstream_workload(case, device, torch.Generator().manual_seed(0)), out_bytes
+
+
+def _timed(run, device) -> float:
+    """Seconds one run takes: CUDA events on GPU (recorded around the run's launches),
+    the wall clock on CPU."""
+    import torch
+    if device.type == 'cuda':
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        run()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1000
+    start = time.perf_counter()
+    run()
+    return time.perf_counter() - start
+
+
+def worker(case: Case, repeats: int, max_seconds: float, warmup: int = 1) -> dict:
     """Measure one case in this process; returns a JSON-able dict."""
     import torch
     device = torch.device(case.device)
-    sync = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
     run, out_bytes = _workload(case)
-    before = torch.cuda.memory_allocated(device) / GB if device.type == 'cuda' else _rss_gb()
     if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+        before = torch.cuda.memory_allocated(device) / GB
         torch.cuda.reset_peak_memory_stats(device)
-    run()  # warm-up
-    first_peak = _peak_gb(device)
+    else:
+        before = _rss_gb()
+    for n in range(max(warmup, 1)):
+        run()
+        if device.type == 'cuda':
+            torch.cuda.synchronize(device)
+        if n == 0:
+            first_peak = _peak_gb(device)
     times, start = [], time.perf_counter()
     while len(times) < repeats and (not times or time.perf_counter() - start < max_seconds):
-        sync()
-        t0 = time.perf_counter()
-        out = run()
-        sync()
-        times.append(time.perf_counter() - t0)
-        del out
+        times.append(_timed(run, device))
     return {'times': times, 'peak_gb': first_peak, 'above_inputs_gb': first_peak - before,
             'repeats_peak_gb': _peak_gb(device), 'output_gb': out_bytes / GB}
 
@@ -193,13 +317,12 @@ def run_case(case: Case, args: argparse.Namespace) -> Result:
     estimate = estimate_gb(case)
     if case.device == 'cpu' and estimate > args.memory_gb:
         return Result(case, 'skipped', f'needs ~{estimate:.0f} GB > {args.memory_gb:.0f} GB')
-    if args.malloc == 'tuned':
-        env = {**MALLOC_ENV, **os.environ}
-    else:
-        env = {k: v for k, v in os.environ.items() if k not in MALLOC_ENV}
-    env.setdefault('ONEDNN_MAX_CPU_ISA', 'AVX512_CORE_BF16')
+    if case.mode == 'downstream' and case.device == 'cpu' and case.precision == 'fp16':
+        return Result(case, 'skipped', 'fp16 training needs a GPU (AmpOptimWrapper)')
+    env = runtime.environment(malloc=args.malloc == 'tuned')
     command = [sys.executable, str(Path(__file__).resolve()), '--worker', json.dumps(asdict(case)),
-               '--repeats', str(args.repeats), '--max-seconds', str(args.max_seconds)]
+               '--repeats', str(args.repeats), '--max-seconds', str(args.max_seconds),
+               '--warmup', str(args.warmup)]
     if args.threads:
         command += ['--threads', str(args.threads)]
     run = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True)
@@ -229,12 +352,20 @@ def merge(a: Result, b: Result) -> Result:
 def cases(args: argparse.Namespace) -> list[Case]:
     pairs = [(s, m) for s in args.sizes for m in args.maps] if args.grid == 'full' else \
         [(s, m) for s, m in DEFAULT_PAIRS if s in args.sizes and m in args.maps]
-    bf16 = (False, True) if args.bf16 else (False,)
-    whole = ('forward', 'train')
-    return [Case(mode, backend, size, fmap, channels, args.device, half)
-            for mode in args.modes for size, fmap in pairs for channels in args.channels
-            for backend in args.backends if backend != 'official' or mode in whole
-            for half in (bf16 if mode in whole else (False,))]
+    precisions = ['fp32'] + ['bf16'] * args.bf16 + ['fp16'] * args.fp16
+    todo = []
+    for mode in args.modes:
+        batch = args.batch if mode in ('throughput', 'downstream') else 1
+        reduced = precisions if mode not in OP_MODES else ['fp32']
+        if mode == 'downstream':
+            todo += [Case(mode, neck, size, size // PATCH, VIT_CHANNELS, args.device, p, batch)
+                     for size in args.sizes for neck in args.necks for p in reduced]
+            continue
+        todo += [Case(mode, backend, size, fmap, channels, args.device, p, batch)
+                 for size, fmap in pairs for channels in args.channels
+                 for backend in args.backends if backend != 'official' or mode in ANYUP_MODES
+                 for p in reduced]
+    return todo
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
@@ -242,33 +373,35 @@ def _fmt(value: float | None, digits: int = 3) -> str:
 
 
 def table(results: list[Result]) -> str:
-    """Markdown table; speedup = the baseline's best time / this backend's best time, the
-    baseline being 'official' where measured, else 'dense'."""
+    """Markdown table; speedup = the baseline's best time / this case's best time, at the same
+    precision, the baseline being 'official' where measured, else 'dense' (AnyUp modes), and
+    'bilinear' (downstream mode: what the AnyUp neck costs over bilinear upsampling)."""
     baseline = {}
-    for name in ('dense', 'official'):  # official last: it wins where both were measured
-        baseline.update({(r.case.mode, r.case.size, r.case.map, r.case.channels): r.best
-                         for r in results if r.case.backend == name and not r.case.bf16
-                         and r.best})
-    rows = ['| mode | output | map | C | backend | best s | median s | peak GB | above inputs GB '
-            '| x output | peak after repeats GB | vs baseline | note |', '|' + '---|' * 13]
+    for name in ('dense', 'official', 'bilinear'):  # official wins where both were measured
+        baseline.update({(r.case.mode, r.case.size, r.case.map, r.case.channels, r.case.batch,
+                          r.case.precision): r.best
+                         for r in results if r.case.backend == name and r.best})
+    rows = ['| mode | output | map | C | batch | backend | best s | median s | images/s '
+            '| peak GB | above inputs GB | x output | peak after repeats GB | vs baseline '
+            '| note |', '|' + '---|' * 15]
     for r in results:
         c = r.case
-        base = baseline.get((c.mode, c.size, c.map, c.channels))
+        base = baseline.get((c.mode, c.size, c.map, c.channels, c.batch, c.precision))
         speedup = f'{base / r.best:.1f}x' if base and r.best else '-'
         ratio = (f'{r.above_inputs_gb / r.output_gb:.2f}' if r.above_inputs_gb is not None
                  and r.output_gb else '-')
-        median = statistics.median(r.times) if r.times else None
-        rows.append(f'| {c.mode} | {c.size} | {c.map} | {c.channels} | {c.label} '
-                    f'| {_fmt(r.best)} | {_fmt(median)} | {_fmt(r.peak_gb, 2)} '
-                    f'| {_fmt(r.above_inputs_gb, 2)} | {ratio} | {_fmt(r.repeats_peak_gb, 2)} '
-                    f'| {speedup} '
+        rows.append(f'| {c.mode} | {c.size} | {c.map} | {c.channels} | {c.batch} | {c.label} '
+                    f'| {_fmt(r.best)} | {_fmt(r.median)} | {_fmt(r.images_per_s, 1)} '
+                    f'| {_fmt(r.peak_gb, 2)} | {_fmt(r.above_inputs_gb, 2)} | {ratio} '
+                    f'| {_fmt(r.repeats_peak_gb, 2)} | {speedup} '
                     f'| {r.status if r.status != "ok" else ""}{": " if r.note else ""}{r.note} |')
     return '\n'.join(rows)
 
 
 def write_files(results: list[Result], args: argparse.Namespace) -> None:
     records = [{**asdict(r.case), 'status': r.status, 'note': r.note, 'times_s': r.times,
-                'best_s': r.best, 'peak_gb': r.peak_gb, 'above_inputs_gb': r.above_inputs_gb,
+                'best_s': r.best, 'median_s': r.median, 'images_per_s': r.images_per_s,
+                'peak_gb': r.peak_gb, 'above_inputs_gb': r.above_inputs_gb,
                 'output_gb': r.output_gb, 'repeats_peak_gb': r.repeats_peak_gb}
                for r in results]
     if args.json:
@@ -283,23 +416,34 @@ def write_files(results: list[Result], args: argparse.Namespace) -> None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--modes', nargs='+', choices=MODES, default=list(MODES))
+    parser.add_argument('--modes', nargs='+', choices=MODES, default=None,
+                        help=f'default: {" ".join(OP_MODES + ANYUP_MODES[:2])} on CPU, '
+                             f'every mode on GPU')
     parser.add_argument('--backends', nargs='+', default=None,
                         help='default: official, dense, cpp (CPU) or cuda (GPU), torch')
+    parser.add_argument('--necks', nargs='+', choices=sorted(NECK_CONFIGS),
+                        default=['anyup', 'bilinear'], help='the downstream mode\'s necks')
     parser.add_argument('--sizes', nargs='+', type=int, default=[224, 448, 896, 2048])
     parser.add_argument('--maps', nargs='+', type=int, default=[16, 32, 64])
     parser.add_argument('--channels', nargs='+', type=int, default=[384, 1024])
     parser.add_argument('--grid', choices=('default', 'full'), default='default',
                         help=f'default: the pairs {DEFAULT_PAIRS}; full: every size x map')
+    parser.add_argument('--batch', type=int, default=8,
+                        help='images per iteration of the throughput and downstream modes')
     parser.add_argument('--device', choices=('cpu', 'cuda'), default='cpu')
     parser.add_argument('--bf16', action='store_true',
                         help='also run the whole-model modes under bfloat16 autocast')
+    parser.add_argument('--fp16', action='store_true',
+                        help='also run the whole-model modes under float16 autocast')
     parser.add_argument('--rounds', type=int, default=1,
                         help='measure every case this many times, interleaved, keeping all '
                              'timings and the lowest peak (steadier on a shared machine)')
     parser.add_argument('--malloc', choices=('tuned', 'default'), default='tuned',
                         help="'default': run the workers with glibc's own allocator settings")
-    parser.add_argument('--repeats', type=int, default=3, help='timed runs after the warm-up')
+    parser.add_argument('--warmup', type=int, default=None,
+                        help='untimed runs first (default: 1 on CPU, 3 on GPU)')
+    parser.add_argument('--repeats', type=int, default=None,
+                        help='timed runs after the warm-up (default: 3 on CPU, 10 on GPU)')
     parser.add_argument('--max-seconds', type=float, default=60.0,
                         help='stop repeating a case after this long (at least one timed run)')
     parser.add_argument('--memory-gb', type=float, default=20.0,
@@ -309,8 +453,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--csv', help='also write the results as CSV')
     parser.add_argument('--worker', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    gpu = args.device == 'cuda'
+    if args.modes is None:
+        args.modes = list(MODES) if gpu else list(OP_MODES + ANYUP_MODES[:2])
     if args.backends is None:
-        args.backends = ['official', 'dense', 'cuda' if args.device == 'cuda' else 'cpp', 'torch']
+        args.backends = ['official', 'dense', 'cuda' if gpu else 'cpp', 'torch']
+    if args.warmup is None:
+        args.warmup = 3 if gpu else 1
+    if args.repeats is None:
+        args.repeats = 10 if gpu else 3
     return args
 
 
@@ -320,20 +471,21 @@ def main(argv: list[str] | None = None) -> None:
         import torch
         if args.threads:
             torch.set_num_threads(args.threads)
-        sys.path.insert(0, str(REPO))
-        result = worker(Case(**json.loads(args.worker)), args.repeats, args.max_seconds)
+        result = worker(Case(**json.loads(args.worker)), args.repeats, args.max_seconds,
+                        args.warmup)
         print(json.dumps(result))
         return
     todo = cases(args)
     results: list[Result | None] = [None] * len(todo)
     for round_ in range(1, args.rounds + 1):
         for n, case in enumerate(todo):
-            print(f'[{round_}:{n + 1}/{len(todo)}] {case.mode} {case.label} {case.size}<-{case.map} '
-                  f'C={case.channels} ...', end=' ', file=sys.stderr, flush=True)
+            print(f'[{round_}:{n + 1}/{len(todo)}] {case.mode} {case.label} '
+                  f'{case.size}<-{case.map} C={case.channels} batch {case.batch} ...', end=' ',
+                  file=sys.stderr, flush=True)
             start = time.perf_counter()
             result = run_case(case, args)
             results[n] = result if results[n] is None else merge(results[n], result)
-            summary = (f'{result.best:.3f} s, peak {result.peak_gb:.2f} GB'
+            summary = (f'median {result.median:.3f} s, peak {result.peak_gb:.2f} GB'
                        if result.status == 'ok' else f'{result.status}: {result.note}')
             print(f'{summary} ({time.perf_counter() - start:.0f} s)', file=sys.stderr, flush=True)
     print(table(results))

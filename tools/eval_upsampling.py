@@ -9,7 +9,7 @@
 
 The data root has the ADE20K layout (``images/{training,validation}/*.jpg`` and
 ``annotations/...png``). Prints a Markdown table; ``--json``/``--markdown`` also save it.
-Measures (see anyup_neck/quality/benchmark.py): cosine/MSE of 2x-upsampled half-resolution
+Measures (see anyup_neck/quality/evaluation.py): cosine/MSE of 2x-upsampled half-resolution
 features against full-resolution features; mIoU/accuracy of a linear probe on each method's
 pixel-resolution features; mIoU of a probe fitted on low-resolution features and applied
 unchanged to the upsampled ones.

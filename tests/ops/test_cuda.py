@@ -1,4 +1,6 @@
-"""CUDA: the sources compile and link here (no GPU needed); the kernels run where a GPU is."""
+"""CUDA: the sources compile and link here (no GPU needed); the kernels run where a GPU is,
+both versions: 'cuda' (per pixel, the default) and 'cuda_tiled' (common/window_tiles.h, whose
+block code tests/ops/test_tiles.py runs on the CPU)."""
 from __future__ import annotations
 
 import os
@@ -11,7 +13,7 @@ import torch
 
 from anyup_neck.ops import BACKENDS, build_config, window_attention
 from tests.ops.helpers import CASE_IDS, CASES, make_inputs
-from tests.reference import dense_attention
+from anyup_neck.upsampler.official import dense_attention
 
 # Runs in a fresh process that never imports anyup_neck (whose extension registers the same
 # ops): build_config is loaded by path, as setup.py does.
@@ -44,12 +46,14 @@ def test_cuda_sources_compile_and_link(tmp_path):
 cuda = pytest.mark.skipif(not torch.cuda.is_available() or 'cuda' not in BACKENDS,
                           reason='needs a GPU and the CUDA kernels')
 TOLERANCE = {torch.float64: 1e-11, torch.float32: 2e-5, torch.float16: 3e-3, torch.bfloat16: 2e-2}
+CUDA_BACKENDS = ['cuda', 'cuda_tiled']
 
 
 @cuda
+@pytest.mark.parametrize('backend', CUDA_BACKENDS)
 @pytest.mark.parametrize('dtype', list(TOLERANCE), ids=str)
 @pytest.mark.parametrize('case', CASES, ids=CASE_IDS)
-def test_cuda_matches_reference(case, dtype):
+def test_cuda_matches_reference(case, dtype, backend):
     B, N, d, C, out_size, in_size, ratio, _ = case
     q, k, v = make_inputs(B, N, d, C, out_size, in_size)
     grad_out = torch.randn(B, C, *out_size, dtype=torch.float64)
@@ -57,7 +61,7 @@ def test_cuda_matches_reference(case, dtype):
     expected = dense_attention(*leaves, N, ratio)
     expected.backward(grad_out)
     on_gpu = [t.to('cuda', dtype).requires_grad_() for t in (q, k, v)]
-    got = window_attention(*on_gpu, num_heads=N, window_ratio=ratio, backend='cuda')
+    got = window_attention(*on_gpu, num_heads=N, window_ratio=ratio, backend=backend)
     got.backward(grad_out.to('cuda', dtype))
     tol = TOLERANCE[dtype] * (1 + C ** 0.5 / 8)
     torch.testing.assert_close(got.double().cpu(), expected.detach(), rtol=tol, atol=tol)
@@ -67,7 +71,8 @@ def test_cuda_matches_reference(case, dtype):
 
 
 @cuda
-def test_cuda_backward_is_deterministic():
+@pytest.mark.parametrize('backend', CUDA_BACKENDS)
+def test_cuda_backward_is_deterministic(backend):
     torch.use_deterministic_algorithms(True)
     try:
         q, k, v = (t.cuda().float().requires_grad_() for t in make_inputs(2, 4, 8, 64, (40, 30), (7, 6)))
@@ -76,7 +81,8 @@ def test_cuda_backward_is_deterministic():
         for _ in range(2):
             for t in (q, k, v):
                 t.grad = None
-            window_attention(q, k, v, num_heads=4, window_ratio=0.1, backend='cuda').backward(grad_out)
+            window_attention(q, k, v, num_heads=4, window_ratio=0.1,
+                             backend=backend).backward(grad_out)
             grads.append([t.grad.clone() for t in (q, k, v)])
         for a, b in zip(*grads):
             assert torch.equal(a, b)

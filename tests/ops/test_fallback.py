@@ -17,7 +17,7 @@ class BlockExtension(importlib.abc.MetaPathFinder):
 sys.meta_path.insert(0, BlockExtension())
 import torch
 from anyup_neck.ops import BACKENDS, window_attention
-from tests.reference import dense_attention
+from anyup_neck.upsampler.official import dense_attention
 
 q, k, v = torch.randn(1, 8, 9, 7), torch.randn(1, 8, 3, 4), torch.randn(1, 5, 3, 4)
 with warnings.catch_warnings(record=True) as caught:

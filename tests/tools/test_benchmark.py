@@ -1,22 +1,31 @@
 """tools/benchmark.py measures every case in its own process and reports it against the
-dense baseline of the same run."""
+baseline of the same run: each mode end to end on a tiny grid (CPU; CUDA where present)."""
 from __future__ import annotations
 
 import json
 import sys
 from pathlib import Path
 
+import pytest
+import torch
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / 'tools'))
 import benchmark  # noqa: E402
 
 
-def test_tiny_grid_end_to_end(tmp_path, capsys):
+def _run(tmp_path, capsys, *argv: str) -> tuple[list[dict], str]:
     out = tmp_path / 'bench.json'
+    benchmark.main([*argv, '--repeats', '1', '--json', str(out)])
+    return json.loads(out.read_text()), capsys.readouterr().out
+
+
+def test_tiny_grid_end_to_end(tmp_path, capsys):
     benchmark.main(['--modes', 'op-train', 'forward', '--sizes', '24', '--maps', '4',
                     '--channels', '8', '--grid', 'full', '--backends', 'official', 'dense', 'cpp',
-                    '--repeats', '1', '--json', str(out), '--csv', str(tmp_path / 'bench.csv')])
+                    '--repeats', '1', '--json', str(tmp_path / 'bench.json'),
+                    '--csv', str(tmp_path / 'bench.csv')])
     table = capsys.readouterr().out
-    records = json.loads(out.read_text())
+    records = json.loads((tmp_path / 'bench.json').read_text())
     # official runs only the whole-model modes; every other case ran and was timed
     assert [(r['mode'], r['backend']) for r in records] == [
         ('op-train', 'dense'), ('op-train', 'cpp'),
@@ -24,8 +33,55 @@ def test_tiny_grid_end_to_end(tmp_path, capsys):
     assert all(r['status'] == 'ok' and r['best_s'] > 0 and r['peak_gb'] > 0 for r in records)
     # the peak after the repeated runs can only be higher than the first run's
     assert all(r['repeats_peak_gb'] >= r['peak_gb'] for r in records)
-    assert '| forward | 24 | 4 | 8 | official |' in table and '1.0x |' in table
-    assert (tmp_path / 'bench.csv').read_text().startswith('mode,backend,size,map,channels')
+    assert '| forward | 24 | 4 | 8 | 1 | official |' in table and '1.0x |' in table
+    assert (tmp_path / 'bench.csv').read_text().startswith(
+        'mode,backend,size,map,channels,device,precision,batch')
+
+
+def test_throughput_under_each_precision(tmp_path, capsys):
+    records, table = _run(tmp_path, capsys, '--modes', 'throughput', '--sizes', '24', '--maps',
+                          '4', '--channels', '8', '--grid', 'full', '--backends', 'cpp',
+                          '--batch', '2', '--bf16', '--fp16')
+    assert [r['precision'] for r in records] == ['fp32', 'bf16', 'fp16']
+    assert all(r['status'] == 'ok' and r['batch'] == 2 for r in records)
+    assert all(r['images_per_s'] == pytest.approx(2 / r['median_s']) for r in records)
+    assert '| throughput | 24 | 4 | 8 | 2 | cpp+fp16 |' in table
+
+
+def test_each_precision_is_compared_with_the_baseline_at_that_precision():
+    def result(backend, precision, seconds):
+        return benchmark.Result(benchmark.Case('forward', backend, 24, 4, 8, precision=precision),
+                                times=[seconds])
+    rows = benchmark.table([result('official', 'fp32', 4.0), result('official', 'bf16', 3.0),
+                            result('cpp', 'fp32', 2.0), result('cpp', 'bf16', 0.5)]).splitlines()
+    assert [row.split('|')[-3].strip() for row in rows[2:]] == ['1.0x', '1.0x', '2.0x', '6.0x']
+
+
+def test_downstream_iteration_anyup_neck_against_bilinear(tmp_path, capsys):
+    """The headline config's train step (ViT-S/14, random weights) at 28x28, batch 2, against
+    the bilinear neck; fp16 training on a CPU is skipped with the reason."""
+    records, table = _run(tmp_path, capsys, '--modes', 'downstream', '--sizes', '28',
+                          '--batch', '2', '--fp16')
+    assert [(r['backend'], r['precision'], r['status']) for r in records] == [
+        ('anyup', 'fp32', 'ok'), ('anyup', 'fp16', 'skipped'),
+        ('bilinear', 'fp32', 'ok'), ('bilinear', 'fp16', 'skipped')]
+    assert all((r['map'], r['channels'], r['batch']) == (2, 384, 2) for r in records)
+    assert all(r['images_per_s'] > 0 for r in records if r['status'] == 'ok')
+    assert 'skipped: fp16 training needs a GPU' in table
+    assert '| downstream | 28 | 2 | 384 | 2 | bilinear |' in table
+
+
+def test_defaults_per_device():
+    cpu, gpu = benchmark.parse_args([]), benchmark.parse_args(['--device', 'cuda'])
+    assert cpu.modes == ['op', 'op-train', 'forward', 'train']
+    assert (cpu.warmup, cpu.repeats, cpu.backends[2]) == (1, 3, 'cpp')
+    assert gpu.modes == list(benchmark.MODES)
+    assert (gpu.warmup, gpu.repeats, gpu.backends[2]) == (3, 10, 'cuda')
+    downstream = [c for c in benchmark.cases(benchmark.parse_args(
+        ['--device', 'cuda', '--sizes', '448', '--fp16'])) if c.mode == 'downstream']
+    assert [(c.backend, c.precision, c.map, c.channels, c.batch) for c in downstream] == [
+        ('anyup', 'fp32', 32, 384, 8), ('anyup', 'fp16', 32, 384, 8),
+        ('bilinear', 'fp32', 32, 384, 8), ('bilinear', 'fp16', 32, 384, 8)]
 
 
 def test_cases_that_cannot_fit_are_skipped_and_said_so():
@@ -45,3 +101,16 @@ def test_rounds_keep_the_lower_first_peak_and_the_higher_repeats_peak():
     merged = benchmark.merge(a, b)
     assert merged.times == [0.2, 0.1] and merged.best == 0.1
     assert (merged.peak_gb, merged.above_inputs_gb, merged.repeats_peak_gb) == (1.0, 0.4, 1.6)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
+def test_every_mode_on_cuda(tmp_path, capsys):
+    """CUDA events, max_memory_allocated, autocast and the downstream step on a GPU."""
+    records, table = _run(tmp_path, capsys, '--device', 'cuda', '--sizes', '28', '--maps', '4',
+                          '--channels', '8', '--grid', 'full', '--batch', '2', '--bf16',
+                          '--fp16', '--warmup', '1')
+    assert {r['mode'] for r in records} == set(benchmark.MODES)
+    assert all(r['status'] == 'ok' and r['best_s'] > 0 and r['peak_gb'] > 0 for r in records), \
+        [(r['mode'], r['backend'], r['precision'], r['note']) for r in records
+         if r['status'] != 'ok']
+    assert '| forward | 28 | 4 | 8 | 1 | official+bf16 |' in table

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
-from ..upsampler.normalization import IMAGENET_MEAN, IMAGENET_STD
+from ..upsampler.normalization import imagenet_normalise
 from .metrics import confusion_matrix, feature_fidelity, segmentation_scores
 from .probe import fit_linear_probe, predict_map
 
@@ -78,13 +78,6 @@ def _square(picture: Image.Image, size: int, resample: int) -> Image.Image:
     picture = picture.resize((w, h), resample)
     left, top = (w - size) // 2, (h - size) // 2
     return picture.crop((left, top, left + size, top + size))
-
-
-def imagenet_normalise(images: torch.Tensor) -> torch.Tensor:
-    """(B, 3, H, W) in [0, 1] -> the normalisation AnyUp's guidance expects."""
-    mean = images.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = images.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    return (images - mean) / std
 
 
 def _batches(count: int, batch_size: int):
