@@ -7,11 +7,9 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-# CPU-side speed/safety knobs measured on the target machines (see README "Environment").
-export MALLOC_MMAP_MAX_ ?= 0
-export MALLOC_TRIM_THRESHOLD_ ?= 100000000000
-export MALLOC_TOP_PAD_ ?= 1000000000
-export ONEDNN_MAX_CPU_ISA ?= AVX512_CORE_BF16
+# The CPU process settings (glibc allocator, oneDNN's ISA cap) are defined once, in
+# anyup_neck/runtime.py, and applied by the processes themselves (tests/conftest.py, the
+# benchmark's workers, the tools the tests start), so `make test` and a plain `pytest` run alike.
 
 .PHONY: venv test demo build clean
 

@@ -4,13 +4,12 @@ Everything is generated (procedural scenes, random weights); nothing is download
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 import torch
 
-from anyup_neck import AnyUp
+from anyup_neck import AnyUp, runtime
 from anyup_neck.mm.datasets import write_demo_datasets
 
 REPO = Path(__file__).resolve().parents[2]
@@ -23,11 +22,8 @@ DEMO_DEPTH = CONFIGS / 'demo' / 'shapes_depth_vit_anyup_dpt.py'
 #: A small AnyUp: random weights need not have the official width.
 TINY_ANYUP = dict(qk_dim=16, num_heads=4, lfu_basis=8)
 
-#: Environment for subprocesses: CPU speed knobs, bf16 autocast support, the repo importable.
-SUBPROCESS_ENV = dict(
-    os.environ, MALLOC_MMAP_MAX_='0', MALLOC_TRIM_THRESHOLD_='100000000000',
-    MALLOC_TOP_PAD_='1000000000', ONEDNN_MAX_CPU_ISA='AVX512_CORE_BF16',
-    PYTHONPATH=str(REPO))
+#: Environment for subprocesses: the CPU process settings, the repo importable.
+SUBPROCESS_ENV = runtime.environment(PYTHONPATH=str(REPO))
 
 
 def write_anyup_checkpoint(path: Path, seed: int = 0) -> Path:
