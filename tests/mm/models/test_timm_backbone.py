@@ -64,3 +64,14 @@ def test_pretrained_from_local_file_and_tag_mean_std(tmp_path):
 def test_bad_arguments_fail_at_build(kwargs, error, message):
     with pytest.raises(error, match=message):
         build(**kwargs)
+
+
+def test_normalise_is_the_preprocessor_normalisation_of_images_in_0_1():
+    backbone = build(model_name='vit_base_patch16_clip_224.openai', model_kwargs=dict(depth=1))
+    assert backbone.mean == pytest.approx((122.77, 116.75, 104.09), abs=0.01)  # CLIP's own
+    images = torch.rand(2, 3, 4, 5, dtype=torch.float64)
+    mean = torch.tensor(backbone.mean, dtype=torch.float64).view(3, 1, 1)
+    std = torch.tensor(backbone.std, dtype=torch.float64).view(3, 1, 1)
+    normalised = backbone.normalise(images)
+    assert normalised.dtype == torch.float64
+    torch.testing.assert_close(normalised, (images * 255 - mean) / std)

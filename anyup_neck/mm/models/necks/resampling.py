@@ -1,8 +1,8 @@
 """Shared interface of the image-guided necks: which backbone levels, resampled to which strides.
 
 A neck of this family takes the backbone's tuple of feature maps *and the input image*
-(``forward(inputs, image)``; the segmentors in :mod:`anyup_neck.mm.segmentors` pass it) and
-returns one feature map per output, each at ``ceil(image size / stride)``:
+(``forward(inputs, image)``; the segmentors in :mod:`anyup_neck.mm.models.segmentors` pass
+it) and returns one feature map per output, each at ``ceil(image size / stride)``:
 
 - ``in_index=(-1,), out_strides=(1,)``: the last level at image resolution (linear probing);
 - ``in_index=(-1,), out_strides=(4, 8, 16, 32)``: a pyramid from a single-scale ViT (DPT);

@@ -3,8 +3,9 @@
 ``AnyUpEncoderDecoder`` / ``AnyUpDepthEstimator`` are mmseg's ``EncoderDecoder`` /
 ``DepthEstimator`` plus:
 
-- the neck (:class:`~anyup_neck.mm.necks.ResamplingNeck`) receives the image the backbone saw
-  (in slide inference: the crop), and learns its normalisation from ``data_preprocessor``;
+- the neck (:class:`~anyup_neck.mm.models.necks.ResamplingNeck`) receives the image the
+  backbone saw (in slide inference: the crop), and learns its normalisation from
+  ``data_preprocessor``;
 - ``freeze_backbone=True``: backbone in eval mode, run without autograd, no ``requires_grad``
   (so :class:`TrainableParamsOptimWrapperConstructor` leaves it out of the optimizer);
 - config mistakes that would otherwise surface as shape errors mid-training (neck levels
