@@ -14,15 +14,16 @@ import benchmark  # noqa: E402
 
 
 def _run(tmp_path, capsys, *argv: str) -> tuple[list[dict], str]:
+    """One timed run per case; one thread (tiny problems: threads only contend)."""
     out = tmp_path / 'bench.json'
-    benchmark.main([*argv, '--repeats', '1', '--json', str(out)])
+    benchmark.main([*argv, '--repeats', '1', '--threads', '1', '--json', str(out)])
     return json.loads(out.read_text()), capsys.readouterr().out
 
 
 def test_tiny_grid_end_to_end(tmp_path, capsys):
     benchmark.main(['--modes', 'op-train', 'forward', '--sizes', '24', '--maps', '4',
                     '--channels', '8', '--grid', 'full', '--backends', 'official', 'dense', 'cpp',
-                    '--repeats', '1', '--json', str(tmp_path / 'bench.json'),
+                    '--repeats', '1', '--threads', '1', '--json', str(tmp_path / 'bench.json'),
                     '--csv', str(tmp_path / 'bench.csv')])
     table = capsys.readouterr().out
     records = json.loads((tmp_path / 'bench.json').read_text())
@@ -38,14 +39,18 @@ def test_tiny_grid_end_to_end(tmp_path, capsys):
         'mode,backend,size,map,channels,device,precision,batch')
 
 
-def test_throughput_under_each_precision(tmp_path, capsys):
-    records, table = _run(tmp_path, capsys, '--modes', 'throughput', '--sizes', '24', '--maps',
-                          '4', '--channels', '8', '--grid', 'full', '--backends', 'cpp',
+def test_train_and_throughput_under_each_precision(tmp_path, capsys):
+    records, table = _run(tmp_path, capsys, '--modes', 'train', 'throughput', '--sizes', '24',
+                          '--maps', '4', '--channels', '8', '--grid', 'full', '--backends', 'cpp',
                           '--batch', '2', '--bf16', '--fp16')
-    assert [r['precision'] for r in records] == ['fp32', 'bf16', 'fp16']
-    assert all(r['status'] == 'ok' and r['batch'] == 2 for r in records)
-    assert all(r['images_per_s'] == pytest.approx(2 / r['median_s']) for r in records)
+    assert [(r['mode'], r['precision'], r['batch']) for r in records] == [
+        (mode, precision, batch) for mode, batch in (('train', 1), ('throughput', 2))
+        for precision in ('fp32', 'bf16', 'fp16')]
+    assert all(r['status'] == 'ok' and r['best_s'] > 0 for r in records)
+    assert all(r['images_per_s'] == pytest.approx(2 / r['median_s'])
+               for r in records if r['mode'] == 'throughput')
     assert '| throughput | 24 | 4 | 8 | 2 | cpp+fp16 |' in table
+    assert '| train | 24 | 4 | 8 | 1 | cpp+bf16 |' in table
 
 
 def test_each_precision_is_compared_with_the_baseline_at_that_precision():
@@ -104,13 +109,16 @@ def test_rounds_keep_the_lower_first_peak_and_the_higher_repeats_peak():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
-def test_every_mode_on_cuda(tmp_path, capsys):
-    """CUDA events, max_memory_allocated, autocast and the downstream step on a GPU."""
-    records, table = _run(tmp_path, capsys, '--device', 'cuda', '--sizes', '28', '--maps', '4',
-                          '--channels', '8', '--grid', 'full', '--batch', '2', '--bf16',
-                          '--fp16', '--warmup', '1')
-    assert {r['mode'] for r in records} == set(benchmark.MODES)
+def test_modes_on_cuda(tmp_path, capsys):
+    """CUDA events, max_memory_allocated, autocast, the official formulation and the downstream
+    step (AmpOptimWrapper) on a GPU. (throughput is forward at a larger batch.)"""
+    records, table = _run(tmp_path, capsys, '--device', 'cuda', '--modes', 'op-train',
+                          'forward', 'train', 'downstream', '--backends', 'official', 'cuda',
+                          '--sizes', '28', '--maps', '4', '--channels', '8', '--grid', 'full',
+                          '--batch', '2', '--bf16', '--fp16', '--warmup', '1')
+    assert len(records) == 1 + 3 * 2 + 3 * 2 + 3 * 2
     assert all(r['status'] == 'ok' and r['best_s'] > 0 and r['peak_gb'] > 0 for r in records), \
         [(r['mode'], r['backend'], r['precision'], r['note']) for r in records
          if r['status'] != 'ok']
     assert '| forward | 28 | 4 | 8 | 1 | official+bf16 |' in table
+    assert '| downstream | 28 | 2 | 384 | 2 | anyup+fp16 |' in table
