@@ -1,54 +1,90 @@
-"""Fused CPU kernels for inference: drop-in replacements for short chains of PyTorch ops.
+"""Fused primitives: short chains of PyTorch ops behind one call that picks how to run them.
 
-Without autograd, AnyUp's run time on CPU is its convolutions plus many full-size passes over
-memory (GroupNorm, then SiLU; RoPE's products; the feature-agnostic layer's M*C responses). The
-compiled extension has one kernel per chain (``anyup_neck/ops/csrc/fused_cpu*.{h,cpp}``):
+Each primitive takes plain tensors (and ``torch.nn`` layers for their parameters) and decides
+by itself, from the tensors' device and dtype and whether autograd records them, between
 
-* :func:`group_norm_silu` -- ``silu(group_norm(x))`` in two passes: :func:`channel_moments`
-  (statistics), then :func:`affine_silu` (apply); the two also work on a map held in pieces;
-* :func:`rms_linear` -- RMSNorm and a linear map per pixel in one pass (AnyUp's query and key
-  projections);
-* :func:`rotary_2d_` -- the 2-D rotary encoding in place, one pass;
-* :func:`basis_softmax_mean` -- per-pixel basis responses, softmax and mean in cache, never
-  writing the M*C responses to memory.
+* **its compiled CPU kernel** (``anyup_neck/ops/csrc/cpu/fused_cpu*``, the Winograd conv),
+  where :func:`cpu_kernels_usable` says so: CPU float32/float64 tensors, the extension loaded,
+  no gradient recorded, not traced by ``torch.compile``. These kernels make one pass where
+  the PyTorch ops make several, and several of them work on a map held in row pieces, so that
+  a full-size temporary is never allocated;
+* **a formulation for the GPU** (any device; used on CUDA, and for float16/bfloat16, e.g. under
+  ``torch.autocast``): whole-map PyTorch ops with few launches and statistics in float32,
+  differentiable by autograd. :func:`group_norm_silu` is the case that matters: PyTorch's CUDA
+  GroupNorm reduces each (sample, group) in one thread block, 8 blocks at batch 1 for 8 groups;
+  here the statistics are PyTorch's own reductions over a (B, G, n) view, which split one long
+  reduction over many blocks;
+* **the plain PyTorch ops**, e.g. autograd's path on the CPU.
 
-:func:`conv3x3_winograd` runs a zero-padded 3x3 convolution as Winograd F(2x2, 3x3): 2.25
-times fewer multiplications, float32 results within a few ulps of the direct convolution.
-:func:`conv1x1_add_` (a residual connection's 1x1 conv and its sum in one pass) comes from
-oneDNN's fused convolution, where PyTorch was built with it.
+The primitives:
 
-They hold no autograd formula: callers use them only where :func:`usable` says so (CPU,
-float32/float64, extension loaded, no gradient needed, not traced by ``torch.compile``), and
-keep the PyTorch ops otherwise, which the tests compare them against.
+* :func:`group_norm_silu` -- ``silu(group_norm(x))``;
+* :func:`preactivation_residual` -- ``conv2(gn_silu(conv1(gn_silu(x)))) + shortcut(x)``,
+  optionally average-pooled, on the CPU in row pieces written over ``x``;
+* :func:`rms_linear` -- RMSNorm over the channels, then a linear map, per pixel;
+* :func:`conv3x3_rms_linear` -- a 3x3 convolution followed by :func:`rms_linear`; on the CPU
+  as Winograd F(2x2, 3x3) (:func:`conv3x3_winograd`) in blocks of rows;
+* :func:`rotary_2d` -- a 2-D rotary encoding (angle = row angle + column angle per channel);
+* :func:`basis_softmax_mean` -- every channel convolved with every kernel of a basis, softmax
+  over groups of the responses, mean over the groups, never holding all responses at once;
+* :func:`conv1x1_add_` -- ``acc += conv1x1(x)`` (oneDNN's convolution with a fused add).
+
+Memory: where a formulation works on a full-size map without autograd, it goes in pieces of
+at most :data:`max_piece_elements` values. Primitives with ``overwrite=True`` may write their
+result over their input (the caller's temporary) when autograd does not record it; always use
+the returned tensor.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from . import extension
 
-_DTYPES = (torch.float32, torch.float64)
+#: Largest piece, in values, of a full-size map that a primitive processes at once without
+#: autograd (16 MB in float32): its temporaries are this large instead of map-sized.
+max_piece_elements: int = 1 << 22
+
+_KERNEL_DTYPES = (torch.float32, torch.float64)
 
 
-def usable(*tensors: torch.Tensor) -> bool:
-    """Whether the fused kernels can stand in for the PyTorch ops on ``tensors``."""
-    if not extension.available() or torch.compiler.is_compiling():
+def records_grad(*tensors: torch.Tensor) -> bool:
+    """Whether autograd records an op applied to ``tensors``."""
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
+def cpu_kernels_usable(*tensors: torch.Tensor) -> bool:
+    """Whether the compiled CPU kernels can stand in for the PyTorch ops on ``tensors``."""
+    if not extension.available() or torch.compiler.is_compiling() or records_grad(*tensors):
         return False
-    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
-        return False
-    return all(t.device.type == 'cpu' and t.dtype in _DTYPES for t in tensors)
+    return all(t.device.type == 'cpu' and t.dtype in _KERNEL_DTYPES for t in tensors)
 
 
+def uses_gpu_formulation(x: torch.Tensor) -> bool:
+    """Whether ``x`` goes through the GPU formulations rather than the plain PyTorch ops."""
+    return x.device.type == 'cuda' or x.dtype not in _KERNEL_DTYPES
+
+
+def _statistics_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float64 stays float64; every other type keeps its statistics in float32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _params(*modules: nn.Module) -> list[torch.Tensor]:
+    return [p for m in modules for p in m.parameters()]
+
+
+# -- GroupNorm + SiLU ---------------------------------------------------------------------
 def channel_moments(x: torch.Tensor) -> torch.Tensor:
-    """Per-channel sum and sum of squares of (B, C, H, W) ``x`` over its pixels: (B, 2, C)
-    float64. Moments of the pieces of a map add up to the map's."""
+    """CPU kernel: per-channel sum and sum of squares of (B, C, H, W) ``x`` over its pixels,
+    (B, 2, C) float64. Moments of the pieces of a map add up to the map's."""
     x = x if x.is_contiguous(memory_format=torch.channels_last) else x.contiguous()
     return torch.ops.anyup_neck.channel_moments(x)
 
 
 def group_norm_affine(moments: torch.Tensor, pixels: int,
-                      norm: torch.nn.GroupNorm) -> tuple[torch.Tensor, torch.Tensor]:
+                      norm: nn.GroupNorm) -> tuple[torch.Tensor, torch.Tensor]:
     """(scale, shift), each (B, C) float64, such that ``norm(x) = x * scale + shift`` for the
     map x of ``pixels`` pixels per channel whose :func:`channel_moments` are ``moments``."""
     B, _, C = moments.shape
@@ -63,63 +99,212 @@ def group_norm_affine(moments: torch.Tensor, pixels: int,
 
 def affine_silu(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor,
                 out: torch.Tensor | None = None) -> torch.Tensor:
-    """``silu(x * scale + shift)`` per (batch, channel) for NCHW or channels-last (B, C, H, W)
-    ``x``, ``scale``/``shift`` (B, C) float64, into ``out`` (default: a new tensor of x's
-    layout; pass ``x`` itself to update it in place)."""
+    """CPU kernel: ``silu(x * scale + shift)`` per (batch, channel) for NCHW or channels-last
+    (B, C, H, W) ``x``, ``scale``/``shift`` (B, C) float64, into ``out`` (default: a new tensor
+    of x's layout; pass ``x`` itself to update it in place)."""
     x = x if x.is_contiguous(memory_format=torch.channels_last) else x.contiguous()
     out = torch.empty_like(x) if out is None else out
     torch.ops.anyup_neck.affine_silu(x, scale, shift, out)
     return out
 
 
-def group_norm_silu(x: torch.Tensor, norm: torch.nn.GroupNorm,
-                    out: torch.Tensor | None = None) -> torch.Tensor:
-    """``silu(norm(x))`` for (B, C, H, W) ``x`` (NCHW or channels-last), into ``out`` as in
-    :func:`affine_silu`. ``norm`` must be affine."""
+def group_norm_silu_by_reductions(x: torch.Tensor, norm: nn.GroupNorm,
+                                  overwrite: bool = False) -> torch.Tensor:
+    """The GPU formulation of :func:`group_norm_silu` (runs on any device; tested on the CPU).
+
+    The statistics come from PyTorch's reductions over the (B, G, C/G, H, W) view of x (any
+    memory layout), which on CUDA split each long reduction over many thread blocks:
+    ``var_mean`` (Welford) for float32/float64; for float16/bfloat16 the sum and the sum of
+    squares accumulated in float32 straight from the reduced-precision values (no float32 copy
+    of x; their 8 or 11 significant bits make the one-pass variance as exact as the data).
+    Then one ``addcmul`` with per-(sample, channel) scale and shift in x's dtype, and SiLU;
+    the result has x's dtype and layout. Differentiable by autograd.
+    """
+    B, C = x.shape[:2]
+    G = norm.num_groups
+    grouped = x.unflatten(1, (G, C // G))
+    dims = tuple(range(2, grouped.dim()))
+    if x.dtype in _KERNEL_DTYPES:
+        var, mean = torch.var_mean(grouped, dim=dims, correction=0)
+    else:
+        count = grouped[0, 0].numel()
+        mean = grouped.sum(dim=dims, dtype=torch.float32) / count
+        mean_square = torch.linalg.vector_norm(grouped, dim=dims, dtype=torch.float32)
+        var = (mean_square.square() / count - mean.square()).clamp_min(0)
+    rstd = (var + norm.eps).rsqrt()                                        # (B, G)
+    scale = norm.weight.view(G, -1) * rstd[:, :, None]                     # (B, G, C/G)
+    shift = norm.bias.view(G, -1) - mean[:, :, None] * scale
+    spatial = (1,) * (x.dim() - 2)
+    scale = scale.reshape(B, C, *spatial).to(x.dtype)
+    shift = shift.reshape(B, C, *spatial).to(x.dtype)
+    if overwrite and not records_grad(x, norm.weight, norm.bias):
+        return F.silu(torch.addcmul(shift, x, scale, out=x), inplace=True)
+    y = torch.addcmul(shift, x, scale)
+    return F.silu(y, inplace=not records_grad(y))
+
+
+def group_norm_silu(x: torch.Tensor, norm: nn.GroupNorm, overwrite: bool = False) -> torch.Tensor:
+    """``silu(norm(x))`` for (B, C, H, W) ``x`` (NCHW or channels-last) and an affine GroupNorm;
+    the result has x's dtype and layout.
+
+    CPU kernel: one statistics pass (:func:`channel_moments`, float64) and one apply pass
+    (:func:`affine_silu`). On CUDA and for reduced precision:
+    :func:`group_norm_silu_by_reductions`. Otherwise ``F.silu(norm(x))``.
+    """
+    if cpu_kernels_usable(x, norm.weight, norm.bias):
+        scale, shift = group_norm_affine(channel_moments(x), x.shape[2] * x.shape[3], norm)
+        return affine_silu(x, scale, shift, out=x if overwrite else None)
+    if uses_gpu_formulation(x):
+        return group_norm_silu_by_reductions(x, norm, overwrite)
+    y = norm(x)
+    return F.silu(y, inplace=not records_grad(y))
+
+
+# -- pre-activation residual block ------------------------------------------------------------
+def adaptive_pool(x: torch.Tensor, size: tuple[int, int] | None) -> torch.Tensor:
+    """Adaptive average pooling to ``size``; a map already of that size (or ``size=None``) is
+    returned as is."""
+    if size is None or tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.adaptive_avg_pool2d(x, size)
+
+
+def conv1x1_add_(acc: torch.Tensor, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``acc += conv2d(x, weight)`` for a bias-free 1x1 ``weight`` (C_out, C_in, 1, 1), x
+    (B, C_in, H, W), acc (B, C_out, H, W); returns ``acc``. Without autograd only.
+
+    For float32 channels-last CPU maps the sum is oneDNN's post-op of the convolution, applied
+    as each output block is produced: one pass over ``acc`` less than a conv and an ``add_``,
+    same values. Otherwise those two ops.
+    """
+    if _onednn_conv_add(acc, x, weight):
+        return torch.ops.mkldnn._convolution_pointwise_.binary(
+            acc, x, weight, None, [0, 0], [1, 1], [1, 1], 1, 'add', 1.0, None, [], None)
+    return acc.add_(F.conv2d(x, weight))
+
+
+def _onednn_conv_add(acc: torch.Tensor, x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether oneDNN's in-place fused convolution + add can compute ``acc += conv(x)``."""
+    return (acc.dtype == x.dtype == weight.dtype == torch.float32
+            and acc.device.type == 'cpu' and torch.backends.mkldnn.is_available()
+            and hasattr(torch.ops.mkldnn, '_convolution_pointwise_')
+            and acc.shape == x.shape[:1] + weight.shape[:1] + x.shape[2:]
+            and acc.is_contiguous(memory_format=torch.channels_last)
+            and x.is_contiguous(memory_format=torch.channels_last))
+
+
+def _pointwise(conv: nn.Conv2d) -> bool:
+    return conv.kernel_size == (1, 1)
+
+
+def preactivation_residual(x: torch.Tensor, norm1: nn.GroupNorm, conv1: nn.Conv2d,
+                           norm2: nn.GroupNorm, conv2: nn.Conv2d, shortcut: nn.Module,
+                           pool_to: tuple[int, int] | None = None,
+                           overwrite: bool = False) -> torch.Tensor:
+    """``pool(conv2(silu(norm2(conv1(silu(norm1(x))))))) + pool(shortcut(x))``, x (B, C, H, W).
+
+    ``pool`` is :func:`adaptive_pool` to ``pool_to`` (None: none). With 1x1 convs the last
+    conv and the shortcut run after the pooling (average pooling commutes with per-pixel linear
+    maps), on the small map's pixels. The convs are the layers themselves (any kernel size and
+    padding mode); ``shortcut`` is ``nn.Identity`` or a conv.
+
+    CPU kernel (1x1 convs, identity shortcut, channels-last x, ``overwrite``): the block runs
+    in pieces of rows of at most :data:`max_piece_elements` values and writes its result (or,
+    when pooling, its hidden map) into x: it holds x and one hidden map in pieces instead of
+    three full maps. Otherwise whole-map ops, each full-size map dropped once used.
+    """
+    pointwise = _pointwise(conv1) and _pointwise(conv2)
+    pool = pool_to is not None and tuple(x.shape[-2:]) != tuple(pool_to)
+    if (overwrite and pointwise and isinstance(shortcut, nn.Identity) and x.dim() == 4
+            and x.is_contiguous(memory_format=torch.channels_last)
+            and cpu_kernels_usable(x, *_params(norm1, conv1, norm2, conv2))):
+        return _residual_in_pieces(x, norm1, conv1, norm2, conv2, pool_to if pool else None)
+    if pool and pointwise:
+        pooled_shortcut = shortcut(adaptive_pool(x, pool_to))
+        hidden = group_norm_silu(conv1(group_norm_silu(x, norm1)), norm2, overwrite=True)
+        return conv2(adaptive_pool(hidden, pool_to)) + pooled_shortcut
+    hidden = group_norm_silu(conv1(group_norm_silu(x, norm1)), norm2, overwrite=True)
+    if records_grad(hidden, x, *_params(conv2, shortcut)):
+        return adaptive_pool(conv2(hidden) + shortcut(x), pool_to)
+    return adaptive_pool(conv2(hidden).add_(shortcut(x)), pool_to)
+
+
+def _row_pieces(x: torch.Tensor) -> list[tuple[int, torch.Tensor]]:
+    """(batch index, view of some rows of that image), covering x; each view is
+    channels-last-contiguous."""
+    B, C, H, W = x.shape
+    rows = max(1, max_piece_elements // (C * W))
+    return [(b, x[b:b + 1, :, r0:r0 + rows]) for b in range(B) for r0 in range(0, H, rows)]
+
+
+def _residual_in_pieces(x: torch.Tensor, norm1: nn.GroupNorm, conv1: nn.Conv2d,
+                        norm2: nn.GroupNorm, conv2: nn.Conv2d,
+                        pool_to: tuple[int, int] | None) -> torch.Tensor:
+    """:func:`preactivation_residual` with the CPU kernels, in pieces, over x."""
+    pieces = _row_pieces(x)
     pixels = x.shape[2] * x.shape[3]
-    return affine_silu(x, *group_norm_affine(channel_moments(x), pixels, norm), out=out)
+    pooled_x = None if pool_to is None else adaptive_pool(x, pool_to)  # before x is overwritten
+    scale, shift = group_norm_affine(channel_moments(x), pixels, norm1)
+    hidden = []
+    moments = x.new_zeros(x.shape[0], 2, conv1.out_channels, dtype=torch.float64)
+    for b, piece in pieces:
+        y = conv1(affine_silu(piece, scale[b:b + 1], shift[b:b + 1]))
+        moments[b] += channel_moments(y)[0]
+        hidden.append(y)
+    scale, shift = group_norm_affine(moments, pixels, norm2)
+    for n, (b, piece) in enumerate(pieces):
+        y, hidden[n] = hidden[n], None   # dropped as soon as it is consumed
+        if pool_to is None:
+            conv1x1_add_(piece, affine_silu(y, scale[b:b + 1], shift[b:b + 1], out=y),
+                         conv2.weight)
+        else:                            # the hidden map goes into x, pooled afterwards
+            affine_silu(y, scale[b:b + 1], shift[b:b + 1], out=piece)
+    if pool_to is None:
+        return x
+    return conv2(adaptive_pool(x, pool_to)).add_(pooled_x)
 
 
+# -- RMSNorm + linear -------------------------------------------------------------------------
 def image_pixels_contiguous(t: torch.Tensor) -> bool:
     """Whether each image of (B, C, H, W) ``t`` is channels-last-contiguous, as a channels-last
     map or a block of its rows is."""
     return t.dim() == 4 and t[:1].is_contiguous(memory_format=torch.channels_last)
 
 
-def rms_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float,
-               out: torch.Tensor | None = None) -> torch.Tensor:
-    """``bias + weight @ x / sqrt(mean(x ** 2) + eps)`` per pixel of (B, C, H, W) ``x``:
-    RMSNorm (its gain folded into ``weight`` (C_out, C)) then a linear map, one pass, into
-    ``out`` (B, C_out, H, W) (default: a new channels-last map). x and out must satisfy
-    :func:`image_pixels_contiguous`; out may be a block of rows of a larger map."""
-    if out is None:
-        out = torch.empty(x.shape[0], weight.shape[0], *x.shape[2:], dtype=x.dtype,
-                          device=x.device, memory_format=torch.channels_last)
-    torch.ops.anyup_neck.rms_linear(x, weight, bias, float(eps), out)
-    return out
+def _rms_eps(eps: float | None, dtype: torch.dtype) -> float:
+    """RMSNorm's epsilon; None = the machine epsilon of the statistics' dtype."""
+    return torch.finfo(_statistics_dtype(dtype)).eps if eps is None else float(eps)
 
 
-def rotary_2d_(x: torch.Tensor, cos_rows: torch.Tensor, sin_rows: torch.Tensor,
-               cos_cols: torch.Tensor, sin_cols: torch.Tensor) -> torch.Tensor:
-    """Rotate channels-last ``x`` (B, D, H, W) in place by the angles row(i) + col(j).
+def rms_linear(x: torch.Tensor, gain: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+               eps: float | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
+    """``bias + weight @ (gain * x / sqrt(mean(x ** 2) + eps))`` per pixel of (B, C, H, W) x:
+    RMSNorm over the channels (gain (C,); ``eps`` None = machine epsilon of the statistics'
+    dtype), then a linear map (weight (C_out, C), bias (C_out,)) -> (B, C_out, H, W).
 
-    Tables (H, D) and (W, D) hold cos/sin of the per-row and per-column angles; channel d and
-    d + D/2 form a pair: x1 <- x1 cos - x2 sin, x2 <- x2 cos + x1 sin. Returns ``x``.
+    The gain folds into the weight and the per-pixel 1/rms scales the product (both are
+    linear per pixel). CPU kernel (x and ``out`` channels-last per image): one pass, into
+    ``out`` if given (e.g. a block of rows of a larger map). Otherwise a 1x1 conv (a GEMM over
+    the pixels; the reduced type under autocast) and one ``addcmul``, the mean square in float32
+    (float64 for float64); the result has the conv's dtype. Differentiable by autograd there.
     """
-    torch.ops.anyup_neck.rotary_2d_(x, cos_rows.contiguous(), sin_rows.contiguous(),
-                                    cos_cols.contiguous(), sin_cols.contiguous())
-    return x
-
-
-def basis_softmax_mean(features: torch.Tensor, basis: torch.Tensor,
-                       per_channel: bool) -> torch.Tensor:
-    """(B, C, h, w) features, (M, 1, k, k) basis -> (B, M, h, w), as LearnedFeatureUnification.
-
-    ``per_channel``: softmax over each channel's M responses ('paper' mode); otherwise the
-    official regrouping of the flat responses into an (M, C) array.
-    """
-    return torch.ops.anyup_neck.basis_softmax_mean(features, basis.to(features.dtype),
-                                                   per_channel)
+    eps = _rms_eps(eps, x.dtype)
+    if (cpu_kernels_usable(x, gain, weight, bias) and image_pixels_contiguous(x)
+            and (out is None or image_pixels_contiguous(out))):
+        if out is None:
+            out = torch.empty(x.shape[0], weight.shape[0], *x.shape[2:], dtype=x.dtype,
+                              device=x.device, memory_format=torch.channels_last)
+        torch.ops.anyup_neck.rms_linear(x, weight * gain, bias, eps, out)
+        return out
+    projected = F.conv2d(x, (weight * gain)[:, :, None, None])
+    mean_square = torch.linalg.vector_norm(x, dim=1, keepdim=True,
+                                           dtype=_statistics_dtype(x.dtype))
+    mean_square = mean_square.square() / x.shape[1]
+    rstd = (mean_square + eps).rsqrt().to(projected.dtype)
+    bias = bias.to(projected.dtype)[:, None, None]
+    if records_grad(projected, rstd, bias):
+        return torch.addcmul(bias, projected, rstd)
+    return torch.addcmul(bias, projected, rstd, out=projected if out is None else out)
 
 
 #: G of the Winograd F(2x2, 3x3) kernel transform U = G g G^T (4 x 3).
@@ -138,32 +323,133 @@ def winograd_weights(weight: torch.Tensor) -> torch.Tensor:
 
 def conv3x3_winograd(x: torch.Tensor, weights: torch.Tensor,
                      rows: tuple[int, int] | None = None) -> torch.Tensor:
-    """Rows ``rows`` = (begin, end) (default all) of ``conv2d(x, g, padding=1)``, channels-last
-    (B, C_out, end - begin, W), for channels-last x (B, C_in, H, W) and ``weights =
-    winograd_weights(g)``; the rows outside the range act as the neighbours they are."""
+    """CPU kernel: rows ``rows`` = (begin, end) (default all) of ``conv2d(x, g, padding=1)``,
+    channels-last (B, C_out, end - begin, W), for channels-last x (B, C_in, H, W) and
+    ``weights = winograd_weights(g)``; the rows outside the range act as the neighbours they
+    are. 2.25 times fewer multiplications than the direct convolution; float32 results within
+    a few ulps of it."""
     begin, end = (0, x.shape[2]) if rows is None else rows
     return torch.ops.anyup_neck.conv3x3_winograd(x, weights, begin, end)
 
 
-def _onednn_conv_add(acc: torch.Tensor, x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Whether oneDNN's in-place fused convolution + add can compute ``acc += conv(x)``."""
-    return (acc.dtype == x.dtype == weight.dtype == torch.float32
-            and torch.backends.mkldnn.is_available()
-            and hasattr(torch.ops.mkldnn, '_convolution_pointwise_')
-            and acc.shape == x.shape[:1] + weight.shape[:1] + x.shape[2:]
-            and acc.is_contiguous(memory_format=torch.channels_last)
-            and x.is_contiguous(memory_format=torch.channels_last))
+def conv3x3_rms_linear(x: torch.Tensor, conv_weight: torch.Tensor, gain: torch.Tensor,
+                       weight: torch.Tensor, bias: torch.Tensor, eps: float | None = None,
+                       overwrite: bool = False) -> torch.Tensor:
+    """``rms_linear(conv2d(x, conv_weight, padding=1), gain, weight, bias, eps)``: a 3x3
+    convolution (zero padding, no bias) then :func:`rms_linear`, x (B, C, H, W) ->
+    (B, C_out, H, W).
 
-
-def conv1x1_add_(acc: torch.Tensor, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """``acc += conv2d(x, weight)`` for a bias-free 1x1 ``weight`` (C_out, C_in, 1, 1), x
-    (B, C_in, H, W), acc (B, C_out, H, W); returns ``acc``.
-
-    For float32 channels-last maps the sum is oneDNN's post-op of the convolution, applied as
-    each output block is produced: one pass over ``acc`` less than a conv and an ``add_``, same
-    values. Otherwise those two ops. Inference only, like the other kernels here.
+    CPU kernels (channels-last x): the conv as Winograd F(2x2, 3x3) in blocks of rows of at most
+    :data:`max_piece_elements` values, each block projected as soon as it is convolved. With
+    ``overwrite`` (and as many output as input channels) the result goes into x itself: a
+    block's result is stored once the next block, whose conv reads the block's last row, has
+    been convolved; so the whole step holds x and two blocks. Otherwise the two primitives on
+    the whole map.
     """
-    if _onednn_conv_add(acc, x, weight):
-        return torch.ops.mkldnn._convolution_pointwise_.binary(
-            acc, x, weight, None, [0, 0], [1, 1], [1, 1], 1, 'add', 1.0, None, [], None)
-    return acc.add_(F.conv2d(x, weight))
+    if not (cpu_kernels_usable(x, conv_weight, gain, weight, bias)
+            and x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)):
+        return rms_linear(F.conv2d(x, conv_weight, padding=1), gain, weight, bias, eps)
+    B, C, H, W = x.shape
+    into_x = overwrite and weight.shape[0] == C
+    out = x if into_x else torch.empty(B, weight.shape[0], H, W, dtype=x.dtype, device=x.device,
+                                       memory_format=torch.channels_last)
+    transformed = winograd_weights(conv_weight)
+    rows = max(1, max_piece_elements // (B * max(C, conv_weight.shape[0]) * W))
+    pending = None                       # (rows r0..r1 of the conv, r0, r1) not yet stored
+    for r0 in range(0, H, rows):
+        r1 = min(H, r0 + rows)
+        convolved = conv3x3_winograd(x, transformed, (r0, r1))
+        if pending is not None:
+            rms_linear(pending[0], gain, weight, bias, eps, out=out[:, :, pending[1]:pending[2]])
+        pending = (convolved, r0, r1)
+    rms_linear(pending[0], gain, weight, bias, eps, out=out[:, :, pending[1]:pending[2]])
+    return out
+
+
+# -- rotary encoding --------------------------------------------------------------------------
+def rotary_2d(x: torch.Tensor, row_angles: torch.Tensor, col_angles: torch.Tensor,
+              overwrite: bool = False) -> torch.Tensor:
+    """Rotate the channel pairs (d, d + D/2) of x (B, D, H, W) by ``row_angles[i, d] +
+    col_angles[j, d]`` at pixel (i, j): x1 <- x1 cos - x2 sin, x2 <- x2 cos + x1 sin.
+
+    ``row_angles`` (H, D), ``col_angles`` (W, D), any float dtype (their cos/sin are taken in
+    float32, float64 for float64 x). cos and sin of the sums come from the per-row and
+    per-column tables by the angle-addition formulas, no transcendental per element.
+    CPU kernel (channels-last x, ``overwrite``): one pass in place. Otherwise blocks of rows of
+    at most :data:`max_piece_elements` values, in place with ``overwrite`` where autograd does
+    not record x; the result has x's dtype.
+    """
+    B, D, H, W = x.shape
+    tables = _statistics_dtype(x.dtype)
+    row, col = row_angles.to(tables), col_angles.to(tables)
+    cos_r, sin_r, cos_c, sin_c = row.cos(), row.sin(), col.cos(), col.sin()
+    if (overwrite and x.is_contiguous(memory_format=torch.channels_last)
+            and cpu_kernels_usable(x, cos_r)):
+        torch.ops.anyup_neck.rotary_2d_(x, cos_r.to(x.dtype).contiguous(),
+                                        sin_r.to(x.dtype).contiguous(),
+                                        cos_c.to(x.dtype).contiguous(),
+                                        sin_c.to(x.dtype).contiguous())
+        return x
+    in_place = overwrite and not records_grad(x, row_angles, col_angles)
+    blocks = []
+    step = max(1, max_piece_elements // (B * D * W))
+    for r0 in range(0, H, step):
+        r = slice(r0, min(H, r0 + step))
+        cos = (cos_r[r, None] * cos_c - sin_r[r, None] * sin_c).permute(2, 0, 1).to(x.dtype)
+        sin = (sin_r[r, None] * cos_c + cos_r[r, None] * sin_c).permute(2, 0, 1).to(x.dtype)
+        xb = x[:, :, r]
+        x1, x2 = xb.chunk(2, dim=1)
+        rotated = torch.cat([-x2, x1], dim=1)
+        if in_place:
+            xb.mul_(cos).addcmul_(rotated, sin)
+        else:
+            blocks.append(xb * cos + rotated * sin)
+    return x if in_place else torch.cat(blocks, dim=2)
+
+
+# -- basis responses, softmax, mean -----------------------------------------------------------
+def basis_softmax_mean(features: torch.Tensor, basis: torch.Tensor,
+                       per_channel: bool) -> torch.Tensor:
+    """(B, C, h, w) features, (M, 1, k, k) basis (odd k) -> (B, M, h, w).
+
+    Each channel is convolved on its own with every basis kernel (zero padding; each response
+    divided by the number of in-image taps), giving M*C responses per pixel with flat index
+    ``channel * M + kernel``. These are arranged in an (M, C) grid, a softmax runs down each
+    column and the C columns are averaged:
+
+    * ``per_channel=True``: column c holds channel c's M responses (the result is invariant to
+      the order of the channels);
+    * ``per_channel=False``: the flat responses read in order as an (M, C) array.
+
+    CPU kernel: per pixel in cache, the M*C responses never written to memory. Otherwise
+    grouped convolutions over chunks of columns of at most :data:`max_piece_elements` responses
+    (softmax in float32, float64 for float64); the result has the features' dtype.
+    """
+    if cpu_kernels_usable(features, basis):
+        return torch.ops.anyup_neck.basis_softmax_mean(features, basis.to(features.dtype),
+                                                       per_channel)
+    B, C, h, w = features.shape
+    M, k = basis.shape[0], basis.shape[-1]
+    pad = k // 2
+    padded = F.pad(features, (pad, pad, pad, pad))
+    taps = F.conv2d(F.pad(features.new_ones(1, 1, h, w), (pad, pad, pad, pad)),
+                    features.new_ones(1, 1, k, k))                       # (1, 1, h, w)
+    grid = torch.arange(M * C, device=features.device)
+    grid = grid.view(C, M).t() if per_channel else grid.view(M, C)       # flat index per cell
+    softmax_dtype = _statistics_dtype(features.dtype)
+    cols_per_chunk = max(1, max_piece_elements // (B * M * h * w))
+    total = features.new_zeros(B, M, h, w, dtype=softmax_dtype)
+    for c0 in range(0, C, cols_per_chunk):
+        flat = grid[:, c0:c0 + cols_per_chunk].reshape(-1)               # m-major
+        responses = F.conv2d(padded[:, flat // M], basis.to(padded.dtype)[flat % M],
+                             groups=flat.numel())
+        responses = (responses / taps).view(B, M, -1, h, w)
+        total = total + responses.softmax(dim=1, dtype=softmax_dtype).sum(dim=2)
+    return (total / C).to(features.dtype)
+
+
+__all__ = ['max_piece_elements', 'records_grad', 'cpu_kernels_usable', 'uses_gpu_formulation',
+           'group_norm_silu', 'group_norm_silu_by_reductions', 'preactivation_residual',
+           'adaptive_pool', 'conv1x1_add_', 'rms_linear', 'conv3x3_rms_linear', 'rotary_2d',
+           'basis_softmax_mean', 'channel_moments', 'group_norm_affine', 'affine_silu',
+           'winograd_weights', 'conv3x3_winograd', 'image_pixels_contiguous']

@@ -11,6 +11,9 @@ unchanged and give the official outputs. Data flow (D = qk_dim):
     k    = aggregation([pool(key_encoder(enc), (h, w)),
                         key_features_encoder(normalize(features))])   (B, D, h, w)
     out  = cross_decode(q, k, features)                             (B, C, H, W)
+
+``forward`` is ``upsample(encode_image(image), ...)``; ``attention_map`` inspects one output
+pixel's row of the same attention.
 """
 from __future__ import annotations
 
@@ -22,8 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checkpoint import architecture_from_state_dict, load_checked, read_state_dict
-from .layers import (CrossAttentionBlock, Encoder, LearnedFeatureUnification, ResBlock, RoPE,
-                     adaptive_pool)
+from .layers import CrossAttentionBlock, Encoder, LearnedFeatureUnification, ResBlock, RoPE
 
 
 def _encoder(first: nn.Module, first_channels: int, dim: int, num_blocks: int = 2) -> Encoder:
@@ -36,6 +38,9 @@ def _conv(in_channels: int, out_channels: int, kernel_size: int) -> nn.Conv2d:
     # Reflect padding; a 1x1 conv pads nothing, and zero mode skips F.pad's copy.
     return nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2,
                      padding_mode='reflect' if kernel_size > 1 else 'zeros', bias=False)
+
+
+_AUTOCAST_CASTS = (torch.float32, torch.float16, torch.bfloat16)
 
 
 def _check_size(size: object) -> tuple[int, int]:
@@ -63,7 +68,11 @@ class AnyUp(nn.Module):
             (channel-order invariant); see :class:`LearnedFeatureUnification`.
         in_channels: guidance image channels (3).
         image_kernel_size: kernel of the image encoder's first conv (1).
-        backend: window-attention backend, see :func:`anyup_neck.ops.window_attention`.
+        backend: window-attention backend, see :func:`anyup_neck.ops.window_attention`;
+            also the attribute :attr:`backend`.
+
+    Under ``torch.autocast`` (bfloat16, float16) the convolutions run in the reduced type, the
+    norms' and softmaxes' statistics in float32; the output has the features' dtype.
     """
 
     def __init__(self, qk_dim: int = 128, num_heads: int = 4, window_ratio: float = 0.1,
@@ -88,18 +97,51 @@ class AnyUp(nn.Module):
         self.aggregation = _encoder(_conv(2 * qk_dim, qk_dim, 3), qk_dim, qk_dim)
         self.rope = RoPE(qk_dim)
 
+    # -- settings -------------------------------------------------------------------------
+    @property
+    def backend(self) -> str:
+        """Window-attention backend (see :func:`anyup_neck.ops.window_attention`); settable."""
+        return self.cross_decode.cross_attn.backend
+
+    @backend.setter
+    def backend(self, name: str) -> None:
+        self.cross_decode.cross_attn.backend = name
+
     # -- inputs ---------------------------------------------------------------------------
-    def _check_image(self, image: object) -> torch.Tensor:
-        if not isinstance(image, torch.Tensor):
-            raise TypeError(f'image: expected a torch.Tensor, got {type(image).__name__}')
-        if image.dim() != 4 or image.shape[1] != self.in_channels:
-            raise ValueError(f'image: expected shape (B, {self.in_channels}, H, W), '
-                             f'got {tuple(image.shape)}')
-        if not image.is_floating_point():
-            raise TypeError(f'image: expected a floating-point dtype, got {image.dtype}')
-        if image.numel() == 0:
-            raise ValueError(f'image: expected non-empty dimensions, got {tuple(image.shape)}')
-        return image
+    def _parameter(self) -> torch.Tensor:
+        return self.image_encoder[0].weight
+
+    def _check_map(self, name: str, t: object, shape: str, channels: int | None) -> torch.Tensor:
+        """A (B, channels, H, W) float map on the model's device, in the model's dtype (or a
+        type that ``torch.autocast`` casts, under autocast)."""
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f'{name}: expected a torch.Tensor, got {type(t).__name__}')
+        if t.dim() != 4 or (channels is not None and t.shape[1] != channels):
+            raise ValueError(f'{name}: expected shape {shape}, got {tuple(t.shape)}')
+        if not t.is_floating_point():
+            raise TypeError(f'{name}: expected a floating-point dtype, got {t.dtype}')
+        if t.numel() == 0:
+            raise ValueError(f'{name}: expected non-empty dimensions, got {tuple(t.shape)}')
+        param = self._parameter()
+        if t.device != param.device:
+            raise ValueError(f"{name}: expected device {param.device} (the model's), "
+                             f'got {t.device}')
+        # Autocast casts float32/float16/bfloat16 inputs of the convolutions, never float64.
+        autocast = torch.is_autocast_enabled(t.device.type) and t.dtype in _AUTOCAST_CASTS
+        if t.dtype != param.dtype and not autocast:
+            raise TypeError(f"{name}: expected dtype {param.dtype} (the model's; under "
+                            f'torch.autocast also float16 or bfloat16), got {t.dtype}')
+        return t
+
+    def check_image(self, image: object) -> torch.Tensor:
+        """``image`` if it is a (B, in_channels, H, W) float tensor on the model's device and in
+        its dtype (under autocast also float16/bfloat16), else a ValueError/TypeError naming
+        the argument, the expected and the actual value."""
+        return self._check_map('image', image, f'(B, {self.in_channels}, H, W)', self.in_channels)
+
+    def _check_encoding(self, encoding: object) -> torch.Tensor:
+        D = self.rope.freqs.shape[1]
+        return self._check_map('encoding', encoding, f'(B, {D}, H, W) (from encode_image)', D)
 
     @staticmethod
     def _check_features(features: object, batch: int, device: torch.device) -> torch.Tensor:
@@ -128,61 +170,56 @@ class AnyUp(nn.Module):
         run channels-last (NHWC memory): their 1x1 convs are GEMMs over pixels that way, about
         twice as fast on CPU; values and shapes are unaffected.
         """
-        image = self._check_image(image).contiguous(memory_format=torch.channels_last)
-        return self.rope(self.image_encoder(image))
+        image = self.check_image(image).contiguous(memory_format=torch.channels_last)
+        return self.rope(self.image_encoder(image), overwrite=True)
 
-    def _keys(self, encoding: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
-        """Aggregated keys (B, D, h, w) from the encoding and the features (B, C, h, w)."""
+    def _queries_and_keys(self, encoding: torch.Tensor, features: torch.Tensor,
+                          output_size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pooled queries (B, D, H, W) and aggregated keys (B, D, h, w), the inputs of
+        ``cross_decode`` besides the features (B, C, h, w).
+
+        Keys first: pooled to the small feature grid at once, they take no memory while the
+        full-size queries are built.
+        """
         features = self._check_features(features, encoding.shape[0], encoding.device)
-        size = tuple(features.shape[-2:])
-        k = self.key_encoder.pooled(encoding, size)
-        unified = self.key_features_encoder(F.normalize(features.to(k.dtype), dim=1))
-        return self.aggregation(torch.cat([k, unified], dim=1))
-
-    def _pooled_queries(self, encoding: torch.Tensor, output_size: tuple[int, int]) -> torch.Tensor:
-        """Queries (B, D, H, W) before their decoding: the query encoder pooled to the output."""
-        return adaptive_pool(self.query_encoder(encoding), output_size)
+        k = self.key_encoder(encoding, pool_to=tuple(features.shape[-2:]))
+        normalised = F.normalize(features.to(self._parameter().dtype), dim=1)
+        k = self.aggregation(torch.cat([k, self.key_features_encoder(normalised)], dim=1))
+        return self.query_encoder(encoding, pool_to=output_size), k
 
     def upsample(self, encoding: torch.Tensor, features: torch.Tensor,
-                 output_size: int | Sequence[int], backend: str | None = None) -> torch.Tensor:
+                 output_size: int | Sequence[int]) -> torch.Tensor:
         """Upsample ``features`` (B, C, h, w) to ``output_size`` guided by ``encoding``.
 
         ``encoding`` comes from :meth:`encode_image`. Returns (B, C, H, W) in the features'
         dtype.
         """
         size = _check_size(output_size)
-        k = self._keys(encoding, features)
-        q = self.cross_decode.decode_queries(self._pooled_queries(encoding, size))
-        return self.cross_decode.cross_attn.attend(q, k, features, backend=backend)
+        q, k = self._queries_and_keys(self._check_encoding(encoding), features, size)
+        return self.cross_decode(q, k, features, overwrite=True)
 
     def attention_map(self, image: torch.Tensor, features: torch.Tensor,
                       output_size: int | Sequence[int], pixel: tuple[int, int]) -> torch.Tensor:
         """Weights (B, h, w) with which output ``pixel`` (row, col) averages the features."""
         size = _check_size(output_size)
-        encoding = self.encode_image(image)
-        k = self._keys(encoding, features)
-        q = self.cross_decode.decode_queries(self._pooled_queries(encoding, size))
-        return self.cross_decode.cross_attn.pixel_weights(q, k, pixel)
+        q, k = self._queries_and_keys(self.encode_image(image), features, size)
+        return self.cross_decode.pixel_weights(q, k, pixel)
 
     def forward(self, image: torch.Tensor, features: torch.Tensor,
-                output_size: int | Sequence[int] | None = None,
-                backend: str | None = None) -> torch.Tensor:
+                output_size: int | Sequence[int] | None = None) -> torch.Tensor:
         """image (B, 3, H_img, W_img), features (B, C, h, w) -> (B, C, *output_size).
 
         ``output_size`` defaults to the image size; any size works (larger or smaller than the
-        features, non-square, non-integer ratios).
+        features, non-square, non-integer ratios). Returns the features' dtype.
         """
-        image = self._check_image(image)
+        image = self.check_image(image)
         size = _check_size(tuple(image.shape[-2:]) if output_size is None else output_size)
-        # Keys first: pooled to the small feature grid at once, they take no memory while the
-        # full-size queries are built. Each full-size map is dropped as soon as it is used, so
+        # :meth:`upsample` without holding the encoding: dropped once the queries are built, so
         # that the decoding and the attention reuse its memory.
         encoding = self.encode_image(image)
-        k = self._keys(encoding, features)
-        q = self._pooled_queries(encoding, size)
+        q, k = self._queries_and_keys(encoding, features, size)
         del encoding
-        q = self.cross_decode.decode_queries(q)
-        return self.cross_decode.cross_attn.attend(q, k, features, backend=backend)
+        return self.cross_decode(q, k, features, overwrite=True)
 
     # -- checkpoints ----------------------------------------------------------------------
     @classmethod

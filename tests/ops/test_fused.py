@@ -1,4 +1,6 @@
-"""The fused inference kernels against the PyTorch ops they replace, on every instruction set."""
+"""The fused primitives against the PyTorch ops they replace: the compiled CPU kernels on every
+instruction set, and the GPU formulations (run here on the CPU) in every dtype, with gradcheck
+where autograd differentiates them."""
 from __future__ import annotations
 
 import pytest
@@ -42,7 +44,7 @@ def test_group_norm_silu_matches_torch(isa, dtype, shape, groups, channels_last,
         torch.testing.assert_close(got, expected, **TOLERANCE[dtype])
         assert got.stride() == x.stride()  # the layout of x
         same = x.clone(memory_format=torch.preserve_format)
-        assert fused.group_norm_silu(same, norm, out=same) is same
+        assert fused.group_norm_silu(same, norm, overwrite=True) is same
         torch.testing.assert_close(same, expected, **TOLERANCE[dtype])
 
 
@@ -58,7 +60,7 @@ def test_rotary_2d_matches_the_rope_layer(isa, dtype, shape, monkeypatch):
     x = torch.randn(shape, dtype=dtype).contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
         expected = rope(x.contiguous())  # NCHW: the PyTorch path
-        got = rope(x)                    # channels-last: the fused kernel, in place
+        got = rope(x, overwrite=True)    # channels-last: the fused kernel, in place
     assert got.data_ptr() == x.data_ptr()
     torch.testing.assert_close(got, expected, **TOLERANCE[dtype])
 
@@ -147,28 +149,29 @@ def test_rms_linear_matches_rmsnorm_then_linear(isa, dtype, shape, out_channels,
     with torch.no_grad():
         norm.weight.normal_()
         expected = linear(norm(x.permute(0, 2, 3, 1))).permute(0, 3, 1, 2)
-        folded = linear.weight * norm.weight
+        params = (norm.weight, linear.weight, linear.bias, norm.eps)
         if into_rows is None:
-            got = fused.rms_linear(x, folded, linear.bias, norm.eps)
+            got = fused.rms_linear(x, *params)
         else:
             r0, r1 = into_rows
             whole = torch.full((shape[0], out_channels, r1 + 1, shape[3]), 7.0, dtype=dtype)
             whole = whole.contiguous(memory_format=torch.channels_last)
-            fused.rms_linear(x, folded, linear.bias, norm.eps, out=whole[:, :, r0:r1])
+            fused.rms_linear(x, *params, out=whole[:, :, r0:r1])
             assert (whole[:, :, :r0] == 7).all() and (whole[:, :, r1:] == 7).all()
             got = whole[:, :, r0:r1]
     torch.testing.assert_close(got, expected, **TOLERANCE[dtype])
 
 
-def test_usable_only_without_gradients_on_cpu_floats():
+def test_cpu_kernels_usable_only_without_gradients_on_cpu_floats():
     x = torch.randn(1, 2, 3, 3)
-    assert fused.usable(x)
-    assert not fused.usable(x.half())
-    assert not fused.usable(x.to(torch.int32))
+    assert fused.cpu_kernels_usable(x)
+    assert not fused.cpu_kernels_usable(x.half())
+    assert not fused.cpu_kernels_usable(x.to(torch.int32))
+    assert not fused.cpu_kernels_usable(x.to('meta'))
     w = torch.randn(2, requires_grad=True)
-    assert not fused.usable(x, w)
+    assert not fused.cpu_kernels_usable(x, w)
     with torch.no_grad():
-        assert fused.usable(x, w)
+        assert fused.cpu_kernels_usable(x, w)
 
 
 def test_layers_fall_back_to_torch_under_autograd():
@@ -177,6 +180,160 @@ def test_layers_fall_back_to_torch_under_autograd():
     out = lfu(torch.randn(1, 3, 4, 4))
     out.sum().backward()
     assert lfu.basis.grad is not None and lfu.basis.grad.abs().sum() > 0
+
+
+# -- the GPU formulations, run on the CPU ---------------------------------------------------
+#: tolerance of reduced-precision results against float64, relative to the outputs' scale
+REDUCED = {torch.bfloat16: 2e-2, torch.float16: 4e-3}
+
+
+def _relative_error(got: torch.Tensor, expected: torch.Tensor) -> float:
+    return float((got.double() - expected).abs().max() / expected.abs().max())
+
+
+@pytest.mark.parametrize('shape, groups, channels_last', [
+    ((2, 16, 7, 9), 4, True),
+    ((1, 24, 1, 13), 8, False),
+    ((3, 8, 45, 50), 8, True),
+    ((1, 1, 3, 4), 1, False),
+])
+@pytest.mark.parametrize('dtype', [torch.float64, torch.float32, torch.bfloat16, torch.float16])
+def test_group_norm_silu_by_reductions_matches_torch(shape, groups, channels_last, dtype):
+    torch.manual_seed(6)
+    x64 = 3 * torch.randn(shape, dtype=torch.float64) + 2   # mean far from 0
+    norm64 = _group_norm(shape[1], groups, torch.float64)
+    expected = F.silu(norm64(x64)).detach()
+    x = x64.to(dtype)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    norm = _group_norm(shape[1], groups, dtype if dtype in TOLERANCE else torch.float32)
+    norm.load_state_dict(norm64.state_dict())
+    with torch.no_grad():
+        got = fused.group_norm_silu_by_reductions(x, norm)
+        assert got.dtype == dtype and got.stride() == x.stride()
+        same = x.clone(memory_format=torch.preserve_format)
+        assert fused.group_norm_silu_by_reductions(same, norm, overwrite=True) is same
+    for result in (got, same):
+        if dtype in TOLERANCE:
+            torch.testing.assert_close(result, expected.to(dtype), **TOLERANCE[dtype])
+        else:  # rounding of x to the reduced type and of the output; statistics in float32
+            assert _relative_error(result, F.silu(norm64(x.double())).detach()) < REDUCED[dtype]
+
+
+def test_group_norm_silu_by_reductions_gradcheck():
+    torch.manual_seed(7)
+    norm = _group_norm(6, 3, torch.float64)
+    x = torch.randn(2, 6, 3, 4, dtype=torch.float64, requires_grad=True)
+    x_last = x.detach().contiguous(memory_format=torch.channels_last).requires_grad_()
+    for inputs in (x, x_last):
+        assert torch.autograd.gradcheck(
+            lambda t, w, b: fused.group_norm_silu_by_reductions(
+                t, _with_affine(norm, w, b), overwrite=True),   # ignored under autograd
+            (inputs, norm.weight, norm.bias))
+
+
+def _with_affine(norm: torch.nn.GroupNorm, weight: torch.Tensor,
+                 bias: torch.Tensor) -> torch.nn.GroupNorm:
+    """A functional view of ``norm`` with the given affine parameters (for gradcheck)."""
+    view = torch.nn.GroupNorm(norm.num_groups, norm.num_channels, eps=norm.eps)
+    del view.weight, view.bias
+    view.weight, view.bias = weight, bias
+    return view
+
+
+@pytest.mark.parametrize('paths', ['kernel', 'formulation'])
+@pytest.mark.parametrize('dtype', [torch.float64, torch.float32, torch.bfloat16])
+def test_rms_linear_paths_match_rmsnorm_then_linear(paths, dtype, monkeypatch):
+    if paths == 'formulation':
+        monkeypatch.setattr(fused, 'cpu_kernels_usable', lambda *t: False)
+    torch.manual_seed(8)
+    shape, out_channels = (2, 24, 5, 7), 16
+    x64 = torch.randn(shape, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    norm = torch.nn.RMSNorm(shape[1]).double()
+    linear = torch.nn.Linear(shape[1], out_channels).double()
+    with torch.no_grad():
+        norm.weight.normal_()
+        eps = torch.finfo(torch.float64 if dtype == torch.float64 else torch.float32).eps
+        expected = linear(F.rms_norm(x64.to(dtype).double().permute(0, 2, 3, 1), (shape[1],),
+                                     norm.weight, eps)).permute(0, 3, 1, 2)
+        params = [t.to(dtype) for t in (norm.weight, linear.weight, linear.bias)]
+        got = fused.rms_linear(x64.to(dtype), *params)
+    assert got.dtype == dtype
+    if dtype in TOLERANCE:
+        torch.testing.assert_close(got, expected.to(dtype), **TOLERANCE[dtype])
+    else:
+        assert _relative_error(got, expected) < REDUCED[dtype]
+
+
+def test_rms_linear_formulation_gradcheck():
+    """Under autograd (any device) rms_linear is the conv formulation, differentiated."""
+    torch.manual_seed(9)
+    args = [torch.randn(2, 5, 3, 2, dtype=torch.float64), torch.randn(5, dtype=torch.float64),
+            torch.randn(4, 5, dtype=torch.float64), torch.randn(4, dtype=torch.float64)]
+    args = [a.requires_grad_() for a in args]
+    assert torch.autograd.gradcheck(lambda *t: fused.rms_linear(*t, 1e-6), args)
+
+
+@pytest.mark.parametrize('overwrite', [False, True])
+@pytest.mark.parametrize('dtype', [torch.float64, torch.float32])
+@pytest.mark.parametrize('shape, out_channels', [
+    ((2, 16, 9, 7), 16),    # batch 2, odd rows: several blocks, the last one short
+    ((1, 8, 1, 13), 8),     # one row
+    ((1, 8, 6, 5), 12),     # more output channels than input: never written over x
+])
+def test_conv3x3_rms_linear_matches_conv_then_projection(overwrite, dtype, shape, out_channels,
+                                                         monkeypatch):
+    monkeypatch.setattr(fused, 'max_piece_elements', shape[1] * shape[3] * 2)  # 2-row blocks
+    torch.manual_seed(10)
+    x = torch.randn(shape, dtype=dtype).contiguous(memory_format=torch.channels_last)
+    conv = torch.randn(shape[1], shape[1], 3, 3, dtype=dtype)
+    gain, weight = torch.randn(shape[1], dtype=dtype), torch.randn(out_channels, shape[1], dtype=dtype)
+    bias = torch.randn(out_channels, dtype=dtype)
+    convolved = F.conv2d(x.double(), conv.double(), padding=1).permute(0, 2, 3, 1)
+    expected = F.linear(F.rms_norm(convolved, (shape[1],), gain.double(),
+                                   torch.finfo(dtype).eps), weight.double(), bias.double())
+    expected = expected.permute(0, 3, 1, 2)
+    scratch = x.clone()
+    with torch.no_grad():
+        got = fused.conv3x3_rms_linear(scratch, conv, gain, weight, bias, overwrite=overwrite)
+    assert (got.data_ptr() == scratch.data_ptr()) == (overwrite and out_channels == shape[1])
+    tolerance = 1e-12 if dtype == torch.float64 else 2e-5
+    assert _relative_error(got, expected) < tolerance
+
+
+@pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
+def test_rotary_2d_in_reduced_precision(dtype):
+    """The angles' cos/sin are taken in float32: only the data are rounded."""
+    torch.manual_seed(11)
+    rope = RoPE(16)
+    x64 = torch.randn(2, 16, 9, 11, dtype=torch.float64)
+    with torch.no_grad():
+        expected = rope.double()(x64.clone())
+        got = rope.float()(x64.to(dtype), overwrite=True)
+    assert got.dtype == dtype
+    assert _relative_error(got, expected) < REDUCED[dtype]
+
+
+@pytest.mark.parametrize('mode', ['official', 'paper'])
+@pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
+def test_basis_softmax_mean_in_reduced_precision(mode, dtype):
+    torch.manual_seed(12)
+    lfu = LearnedFeatureUnification(8, 3, mode=mode)
+    features = F.normalize(torch.randn(2, 5, 6, 7, dtype=torch.float64), dim=1)
+    with torch.no_grad():
+        expected = lfu.double()(features)
+        got = lfu.to(dtype)(features.to(dtype))
+    assert got.dtype == dtype
+    assert _relative_error(got, expected) < REDUCED[dtype]
+
+
+def test_basis_softmax_mean_formulation_gradcheck():
+    torch.manual_seed(13)
+    features = torch.randn(1, 3, 4, 5, dtype=torch.float64, requires_grad=True)
+    basis = torch.randn(4, 1, 3, 3, dtype=torch.float64, requires_grad=True)
+    for per_channel in (False, True):
+        assert torch.autograd.gradcheck(
+            lambda f, b: fused.basis_softmax_mean(f, b, per_channel), (features, basis))
 
 
 def _doubles(*shape: int) -> torch.Tensor:

@@ -1,4 +1,12 @@
-"""AnyUp equals the independent dense float64 reference written from DESIGN.md."""
+"""AnyUp equals the official model's formulation, in float64.
+
+The reference (:mod:`anyup_neck.upsampler.official`) is written independently of the package's
+layers: functional on the raw state_dict, every intermediate kept, the LFU's whole response
+stack built at once and a dense masked (H*W) x (h*w) attention. It fixes the numerics the
+package must reproduce: the float32 window rule, the LFU's grouping of the responses, RoPE's
+angles and RMSNorm's epsilon. Each path of the package (the compiled CPU kernels, the GPU
+formulations run here on the CPU, the plain PyTorch ops) must match it to round-off.
+"""
 from __future__ import annotations
 
 import pytest
@@ -6,7 +14,8 @@ import torch
 
 from anyup_neck.ops import fused
 from tests.conftest import randomized_anyup
-from tests.reference import reference_anyup
+from tests.upsampler.paths import use_paths
+from anyup_neck.upsampler.official import official_anyup as reference_anyup
 
 # (C, image HxW, feature hxw, output HxW or None, batch, window ratio, what it covers)
 CASES = [
@@ -23,11 +32,11 @@ CASES = [
 
 @pytest.mark.parametrize('C,img,feat,out,batch,ratio,_', CASES, ids=[c[-1] for c in CASES])
 @pytest.mark.parametrize('mode', ['official', 'paper'])
-@pytest.mark.parametrize('kernels', ['fused', 'pytorch'])
+@pytest.mark.parametrize('kernels', ['cpu', 'pytorch', 'gpu'])
 def test_matches_reference_float64(C, img, feat, out, batch, ratio, _, mode, kernels, monkeypatch):
-    """Inference runs the fused CPU kernels where it can; 'pytorch' turns them off."""
-    if kernels == 'pytorch':
-        monkeypatch.setattr(fused, 'usable', lambda *tensors: False)
+    """Inference runs the compiled CPU kernels where it can; 'pytorch' turns them off, 'gpu'
+    also sends every primitive through its GPU formulation."""
+    use_paths(monkeypatch, kernels)
     model = randomized_anyup(window_ratio=ratio, lfu_mode=mode, backend='torch')
     image = torch.randn(batch, 3, *img, dtype=torch.float64)
     feats = torch.randn(batch, C, *feat, dtype=torch.float64)
@@ -38,7 +47,9 @@ def test_matches_reference_float64(C, img, feat, out, batch, ratio, _, mode, ker
     torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-10)
 
 
-def test_float32_matches_reference_to_round_off():
+@pytest.mark.parametrize('kernels', ['cpu', 'gpu'])
+def test_float32_matches_reference_to_round_off(kernels, monkeypatch):
+    use_paths(monkeypatch, kernels)
     model = randomized_anyup(dtype=torch.float32, backend='torch')
     image = torch.randn(2, 3, 56, 42)
     feats = torch.randn(2, 384, 4, 3)
@@ -87,13 +98,16 @@ def test_attention_map_is_the_row_that_produces_the_pixel():
 
 @pytest.mark.parametrize('dtype, tolerance', [(torch.float64, 1e-12), (torch.float32, 1e-5)])
 @pytest.mark.parametrize('memory_format', [torch.contiguous_format, torch.channels_last])
-def test_row_blocked_query_path_equals_the_direct_one(dtype, tolerance, memory_format):
-    """Inference decodes queries in row blocks (channels-last ones with the Winograd conv); it
-    must equal the autograd path."""
+@pytest.mark.parametrize('overwrite', [False, True])
+def test_row_blocked_query_path_equals_the_direct_one(dtype, tolerance, memory_format, overwrite,
+                                                      monkeypatch):
+    """Inference decodes queries in row blocks (channels-last ones with the Winograd conv, into
+    the queries' own memory with ``overwrite``); it must equal the autograd path."""
     model = randomized_anyup(qk_dim=16, lfu_basis=8, num_heads=2).to(dtype)
-    model.cross_decode.max_block_elements = 16 * 31 * 3           # 3 rows per block
+    monkeypatch.setattr(fused, 'max_piece_elements', 16 * 31 * 3)   # 3 rows per block
     q = torch.randn(2, 16, 20, 31, dtype=dtype).contiguous(memory_format=memory_format)
+    attention, conv = model.cross_decode.cross_attn, model.cross_decode.conv2d
+    direct = attention.project_queries(q, query_conv=conv)
     with torch.no_grad():
-        blocked = model.cross_decode.decode_queries(q)
-    direct = model.cross_decode.decode_queries(q)
+        blocked = attention.project_queries(q.clone(), query_conv=conv, overwrite=overwrite)
     torch.testing.assert_close(blocked, direct.detach(), rtol=tolerance, atol=tolerance)

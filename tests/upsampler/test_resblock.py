@@ -1,11 +1,19 @@
-"""ResBlock's inference paths (in place, in pieces, pooled) equal the plain module."""
+"""ResBlock's inference paths (in place, in pieces, pooled; CPU kernels, GPU formulation,
+plain ops) equal the plain module."""
 from __future__ import annotations
 
 import pytest
 import torch
 
+from anyup_neck.ops import fused
 from anyup_neck.upsampler import ResBlock
 from anyup_neck.upsampler.layers import Encoder, adaptive_pool
+from tests.upsampler.paths import PATHS, use_paths
+
+
+@pytest.fixture(autouse=True)
+def _small_pieces(monkeypatch):
+    monkeypatch.setattr(fused, 'max_piece_elements', 16 * 10 * 3)  # pieces of 3 rows per image
 
 
 def _block(in_channels: int, out_channels: int, kernel_size: int = 1) -> ResBlock:
@@ -14,7 +22,6 @@ def _block(in_channels: int, out_channels: int, kernel_size: int = 1) -> ResBloc
     with torch.no_grad():
         for p in block.parameters():
             p.add_(0.3 * torch.randn_like(p))
-    block.max_piece_elements = 16 * 10 * 3  # several pieces of 3 rows per image
     return block
 
 
@@ -34,29 +41,37 @@ def _expected(block: ResBlock, x: torch.Tensor) -> torch.Tensor:
     (16, 16, 3, True),
 ])
 @pytest.mark.parametrize('batch', [1, 2])
+@pytest.mark.parametrize('paths', PATHS)
 def test_forward_in_place_equals_the_module(in_channels, out_channels, kernel_size,
-                                            channels_last, batch):
+                                            channels_last, batch, paths, monkeypatch):
+    use_paths(monkeypatch, paths)
     block = _block(in_channels, out_channels, kernel_size)
     x = _map(batch, in_channels, channels_last)
     expected = _expected(block, x)
     with torch.no_grad():
-        assert block._runs_in_pieces(x) == (channels_last and in_channels == out_channels
-                                            and kernel_size == 1)
         torch.testing.assert_close(block(x), expected)
-        torch.testing.assert_close(block.forward_(x.clone()), expected)
+        scratch = x.clone()
+        got = block(scratch, overwrite=True)
+        in_pieces = got.data_ptr() == scratch.data_ptr()   # the pieces are written over x
+        assert in_pieces == (paths == 'cpu' and channels_last and in_channels == out_channels
+                             and kernel_size == 1)
+        torch.testing.assert_close(got, expected)
 
 
 @pytest.mark.parametrize('in_channels, out_channels, kernel_size', [(16, 16, 1), (8, 16, 1),
                                                                      (16, 16, 3)])
 @pytest.mark.parametrize('size', [(4, 5), (7, 3), (13, 10)])   # divides, does not, identity
 @pytest.mark.parametrize('batch', [1, 2])
-def test_pooled_equals_pooling_the_output(in_channels, out_channels, kernel_size, size, batch):
+@pytest.mark.parametrize('paths', PATHS)
+def test_pooled_equals_pooling_the_output(in_channels, out_channels, kernel_size, size, batch,
+                                          paths, monkeypatch):
+    use_paths(monkeypatch, paths)
     block = _block(in_channels, out_channels, kernel_size)
     x = _map(batch, in_channels)
     expected = adaptive_pool(_expected(block, x), size)
     with torch.no_grad():
-        torch.testing.assert_close(block.pooled_(x.clone(), size), expected)
-    got = block.pooled_(x.requires_grad_(), size)                 # the autograd path
+        torch.testing.assert_close(block(x.clone(), pool_to=size, overwrite=True), expected)
+    got = block(x.requires_grad_(), pool_to=size)                 # the autograd path
     torch.testing.assert_close(got, expected)
     got.sum().backward()
     assert x.grad is not None
@@ -82,5 +97,6 @@ def test_encoder_inference_equals_the_sequential_modules():
         expected = _expected(module, expected) if isinstance(module, ResBlock) else module(expected)
     with torch.no_grad():
         torch.testing.assert_close(encoder(image), expected)
-        torch.testing.assert_close(encoder.pooled(image, (5, 4)), adaptive_pool(expected, (5, 4)))
+        torch.testing.assert_close(encoder(image, pool_to=(5, 4)),
+                                   adaptive_pool(expected, (5, 4)))
     assert list(encoder.state_dict()) == list(torch.nn.Sequential(*encoder).state_dict())
