@@ -390,3 +390,59 @@ def _channels_last(*shape: int) -> torch.Tensor:
 def test_kernels_reject_bad_arguments(call, message):
     with pytest.raises((RuntimeError, ValueError), match=message):
         call()
+
+
+# -- on CUDA: each primitive against its CPU float64 result ----------------------------------
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
+
+
+@requires_cuda
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize('channels_last', [False, True])
+def test_group_norm_silu_on_cuda(dtype, channels_last):
+    """The GPU formulation runs on CUDA (no CPU kernel, no piece loop), in x's dtype/layout."""
+    torch.manual_seed(14)
+    x64 = 3 * torch.randn(2, 32, 45, 50, dtype=torch.float64) + 2
+    norm64 = _group_norm(32, 8, torch.float64)
+    expected = F.silu(norm64(x64)).detach()
+    x = x64.to(dtype).cuda()
+    x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+    norm = _group_norm(32, 8, torch.float32).cuda()
+    norm.load_state_dict(norm64.state_dict())
+    with torch.no_grad():
+        got = fused.group_norm_silu(x, norm)
+    assert got.dtype == dtype and got.stride() == x.stride()
+    tolerance = 1e-5 if dtype == torch.float32 else REDUCED[dtype]
+    assert _relative_error(got.cpu(), expected) < tolerance
+
+
+@requires_cuda
+def test_primitives_on_cuda_match_the_cpu_with_gradients():
+    """Forward and autograd of the residual block, projections, rotation and basis softmax on
+    CUDA (float32, TF32 off) against float64 on the CPU."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        torch.manual_seed(15)
+        from anyup_neck.upsampler import ResBlock
+        block64 = ResBlock(16, 16).double()
+        x64 = torch.randn(2, 16, 13, 11, dtype=torch.float64, requires_grad=True)
+        features64 = F.normalize(torch.randn(2, 6, 5, 7, dtype=torch.float64), dim=1)
+        lfu64 = LearnedFeatureUnification(8, 5).double()
+        results = {}
+        for device, dtype in (('cpu', torch.float64), ('cuda', torch.float32)):
+            block = ResBlock(16, 16).to(device, dtype)
+            block.load_state_dict(block64.state_dict())
+            lfu = LearnedFeatureUnification(8, 5).to(device, dtype)
+            lfu.load_state_dict(lfu64.state_dict())
+            x = x64.detach().to(device, dtype).contiguous(
+                memory_format=torch.channels_last).requires_grad_()
+            y = block(x, pool_to=(5, 4)).sum() + block(x).square().mean()
+            y = y + lfu(features64.to(device, dtype)).square().sum()
+            y.backward()
+            results[device] = [y.detach(), x.grad, lfu.basis.grad,
+                               *[p.grad for p in block.parameters()]]
+        for got, expected in zip(results['cuda'], results['cpu']):
+            assert _relative_error(got.cpu(), expected) < 1e-4
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
