@@ -45,8 +45,10 @@ CUDA_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 #: Values of the ops' private ``kernels`` argument: 'auto' (the device's default); 'fast'
 #: (CPU only, its default: 16 pixels per SIMD register); 'per_pixel' (the per-pixel math shared
-#: with CUDA, CUDA's default; on the CPU run pixel by pixel so that tests exercise it).
-KERNELS = ('auto', 'fast', 'per_pixel')
+#: with CUDA, CUDA's default; on the CPU run pixel by pixel so that tests exercise it); 'tiled'
+#: (the tiled CUDA kernels of csrc/common/window_tiles.h, backend 'cuda_tiled'; on the CPU
+#: their block code emulated thread by thread between the barriers, for the tests).
+KERNELS = ('auto', 'fast', 'per_pixel', 'tiled')
 
 _FORWARD = 'anyup_neck::window_attention_forward'
 _BACKWARD = 'anyup_neck::window_attention_backward'
@@ -128,19 +130,21 @@ def _check_backend(backend: str, q: torch.Tensor, device_type: str, dtypes: tupl
                          f'got {num_heads}')
 
 
-def _compiled_backend(backend: str, device_type: str, dtypes: tuple):
-    """The backend function ``backend`` ('cpp' or 'cuda') of :data:`BACKENDS`."""
+def _compiled_backend(backend: str, device_type: str, dtypes: tuple, kernels: str = 'auto'):
+    """The backend function ``backend`` ('cpp', 'cuda', 'cuda_tiled') of :data:`BACKENDS`."""
 
     def run(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_heads: int,
             window_ratio: float, scale: float) -> torch.Tensor:
         _check_backend(backend, q, device_type, dtypes, num_heads)
         return torch.ops.anyup_neck.window_attention_forward(q, k, v, num_heads, window_ratio,
-                                                             scale)[0]
+                                                             scale, kernels)[0]
 
     run.__name__ = run.__qualname__ = f'window_attention_{backend}'
-    run.__doc__ = f'The compiled op on {device_type} tensors; returns (B, C, H, W) contiguous.'
+    run.__doc__ = (f'The compiled op on {device_type} tensors (kernels={kernels!r}); returns '
+                   f'(B, C, H, W) contiguous.')
     return run
 
 
 window_attention_cpp = _compiled_backend('cpp', 'cpu', CPU_DTYPES)
 window_attention_cuda = _compiled_backend('cuda', 'cuda', CUDA_DTYPES)
+window_attention_cuda_tiled = _compiled_backend('cuda_tiled', 'cuda', CUDA_DTYPES, 'tiled')

@@ -10,7 +10,11 @@ softmax, the weights averaged over heads, applied to v.
 Backends are looked up by name in :data:`BACKENDS`; ``'auto'`` is resolved by
 :func:`resolve_backend`, the single place that decides which implementation runs:
 
-* ``'cuda'``: the compiled CUDA kernels (CUDA tensors; float32/16, bfloat16, float64);
+* ``'cuda'``: the compiled CUDA kernels, one thread per output pixel or key (CUDA tensors;
+  float32/16, bfloat16, float64);
+* ``'cuda_tiled'``: the compiled tiled CUDA kernels (tiles of pixels and keys through shared
+  memory; same dtypes). Their tile logic is tested on the CPU, but they have not run on a GPU
+  yet, so nothing picks them automatically;
 * ``'cpp'``: the compiled C++ kernels (CPU tensors; float32, float64);
 * ``'torch'``: tiled pure PyTorch, any device and dtype, autograd by PyTorch;
 * ``'dense'``: the dense masked formulation (reference and baseline);
@@ -48,6 +52,7 @@ if extension.available():
     BACKENDS['cpp'] = extension.window_attention_cpp
 if extension.has_cuda_kernels():
     BACKENDS['cuda'] = extension.window_attention_cuda
+    BACKENDS['cuda_tiled'] = extension.window_attention_cuda_tiled
 if natten_backend.available():
     BACKENDS['natten'] = natten_backend.window_attention_natten
 
@@ -80,7 +85,8 @@ def resolve_backend(backend: str, device: torch.device, dtype: torch.dtype | Non
     * CUDA: ``'torch'``. Measured on an H200 at 448x448 from 32x32, C = 384, 4 heads, window
       ratio 0.1, the compiled per-pixel CUDA kernels (``'cuda'``) are slower than the tiled
       PyTorch backend: forward 9.2 ms against 5.0 ms, forward + backward 284 ms against
-      13.5 ms, batch 4 29 / 460 ms against 14 / 69 ms. ``'cuda'`` stays selectable by name.
+      13.5 ms, batch 4 29 / 460 ms against 14 / 69 ms. ``'cuda'`` stays selectable by name,
+      and so does ``'cuda_tiled'``, which has not been measured (never run on a GPU yet).
     * any other device: ``'torch'``.
     """
     if backend == 'auto':
@@ -97,7 +103,7 @@ def resolve_backend(backend: str, device: torch.device, dtype: torch.dtype | Non
             return 'torch'
         return 'cpp'
     if backend not in BACKENDS:
-        if backend in ('cpp', 'cuda', 'natten'):
+        if backend in ('cpp', 'cuda', 'cuda_tiled', 'natten'):
             raise ValueError(f'backend: {backend!r} is not available: '
                              f'{_unavailable_reason(backend)}')
         raise ValueError(f"backend: expected one of {['auto', *sorted(BACKENDS)]}, got {backend!r}")

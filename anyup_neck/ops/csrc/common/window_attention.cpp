@@ -53,10 +53,11 @@ void check_backward_args(const Tensor& grad_out, const Tensor& q, const Tensor& 
 Kernels parse_kernels(c10::string_view name, Kernels device_default, const char* device) {
   if (name == "auto") return device_default;
   if (name == "per_pixel") return Kernels::per_pixel;
+  if (name == "tiled") return Kernels::tiled;
   const bool cpu = std::string(device) == "CPU";
   TORCH_CHECK(name == "fast" && cpu, "window_attention (", device, "): kernels: expected ",
-              cpu ? "auto, fast or per_pixel" : "auto or per_pixel", ", got '", std::string(name),
-              "'");
+              cpu ? "auto, fast, per_pixel or tiled" : "auto, per_pixel or tiled", ", got '",
+              std::string(name), "'");
   return Kernels::fast;
 }
 

@@ -26,7 +26,10 @@ using at::Tensor;
 //   "per_pixel"  one output pixel (forward, backward pixel pass) or one key (key pass) at a time
 //                through the per-query math of common/window_attention_math.h: the CUDA
 //                default; on the CPU the same functions run pixel by pixel (tests).
-enum class Kernels { fast, per_pixel };
+//   "tiled"      the tiled kernels of common/window_tiles.h: on CUDA selectable (not yet run
+//                on a GPU); on the CPU their block code runs thread by thread between the
+//                barriers, with the same shared-memory indexing (tests).
+enum class Kernels { fast, per_pixel, tiled };
 
 // `name` as Kernels; "auto" gives `device_default`. `device` names the caller in the error for
 // a name that device has no kernels for.

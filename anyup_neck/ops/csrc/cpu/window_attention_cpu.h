@@ -15,7 +15,7 @@ namespace cpu {
 struct Problem {
   int64_t B, D, C, H, W, h, w, heads, dim;  // D = q/k channels = heads * dim, C = v channels
   float ratio;
-  Kernels kernels = Kernels::fast;  // per_pixel: the CUDA per-pixel kernels' math (tests)
+  Kernels kernels = Kernels::fast;  // per_pixel, tiled: the CUDA kernels' code (tests)
   double scale;
   at::Tensor q;         // (B, D, H, W), NCHW- or channels-last-contiguous
   at::Tensor k_cl;      // (B, h, w, D) contiguous
@@ -27,6 +27,12 @@ struct Problem {
   at::Tensor delta;     // backward scratch, like lse
   at::Tensor dq, dk, dv;
 };
+
+// The tiled CUDA kernels' block code (common/window_tiles.h) run thread by thread
+// (cpu/window_attention_tiles_cpu.cpp): forward fills out and lse; backward fills delta and adds
+// to dq, dk, dv, which must be zero and contiguous on entry.
+void tiled_forward(Problem& p);
+void tiled_backward(Problem& p);
 
 #define ANYUP_NECK_DECLARE_CPU_ISA(isa) \
   namespace isa {                       \

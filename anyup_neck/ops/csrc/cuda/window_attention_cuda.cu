@@ -1,9 +1,14 @@
 // CUDA kernels of the window-attention op: float32, float16 and bfloat16 (float32 accumulation),
-// and float64. One thread per output pixel runs the shared per-query math
-// (window_attention_math.h) for the forward and the backward pixel pass; one thread per
-// (key, slice of kSlice value channels) runs the shared key pass. Every output element is
-// written by exactly one thread with a fixed summation order, so forward and backward are
-// deterministic (no atomics), whatever torch.use_deterministic_algorithms says.
+// and float64, in two versions chosen by the op's `kernels` argument:
+//   per_pixel (the default): one thread per output pixel runs the shared per-query math
+//     (common/window_attention_math.h) for the forward and the backward pixel pass; one thread
+//     per (key, slice of kSlice value channels) runs the shared key pass.
+//   tiled: the blocks of common/window_tiles.h (tiles of 8 x 8 pixels or keys, keys, values, g
+//     and q through shared memory), whose phases run here between __syncthreads() and on the
+//     CPU thread by thread in the tests. Compiled and tested on the CPU, not yet run on a GPU.
+// Every output element is written by exactly one thread with a fixed summation order, so
+// forward and backward are deterministic (no atomics), whatever
+// torch.use_deterministic_algorithms says.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -14,6 +19,7 @@
 
 #include "../common/window_attention.h"
 #include "../common/window_attention_math.h"
+#include "../common/window_tiles.h"
 
 namespace anyup_neck {
 namespace {
@@ -147,6 +153,71 @@ __global__ void backward_key_kernel(Sizes s, acc_t scale, const scalar_t* g, con
   for (int64_t i = i0; i < i1; ++i) wa::key_backward_row<kScratch>(maps, row, col, i, j0, j1, grads);
 }
 
+// ---------------------------------------------------------------------------------------------
+// Tiled kernels: the phases of common/window_tiles.h, each followed by a barrier.
+
+namespace tiles = wa::tiles;
+
+struct BlockRun {
+  template <typename Phase>
+  __host__ __device__ void operator()(const Phase& phase) const {
+#ifdef __CUDA_ARCH__
+    phase(static_cast<int>(threadIdx.x));
+    __syncthreads();
+#endif
+  }
+};
+
+tiles::Sizes tile_sizes(const Sizes& s) {
+  return {s.B, s.D, s.C, s.H, s.W, s.h, s.w, s.dim, s.heads, s.ratio};
+}
+
+template <typename acc_t>
+__device__ acc_t* shared_memory() {
+  extern __shared__ __align__(16) unsigned char shared_bytes[];
+  return reinterpret_cast<acc_t*>(shared_bytes);
+}
+
+template <typename scalar_t, typename acc_t>
+__global__ void __launch_bounds__(tiles::kThreads)
+    tiled_forward_kernel(tiles::Sizes s, tiles::Tensors<scalar_t, acc_t> x, acc_t scale) {
+  tiles::forward_block(BlockRun{}, s, x, scale, blockIdx.x, shared_memory<acc_t>());
+}
+
+template <typename scalar_t, typename acc_t>
+__global__ void __launch_bounds__(tiles::kThreads)
+    tiled_pixel_kernel(tiles::Sizes s, tiles::Tensors<scalar_t, acc_t> x, acc_t scale) {
+  tiles::pixel_block(BlockRun{}, s, x, scale, blockIdx.x, shared_memory<acc_t>());
+}
+
+template <typename scalar_t, typename acc_t>
+__global__ void __launch_bounds__(tiles::kThreads)
+    tiled_key_kernel(tiles::Sizes s, tiles::Tensors<scalar_t, acc_t> x, acc_t scale) {
+  tiles::key_block(BlockRun{}, s, x, scale, blockIdx.x, shared_memory<acc_t>());
+}
+
+// Launches `kernel` on `blocks` blocks of kThreads threads with `elements` acc_t of dynamic
+// shared memory, opting in above the default 48 KB; the device's limit is checked.
+template <typename acc_t, typename Kernel, typename... Args>
+void launch_tiled(Kernel kernel, int64_t blocks, int64_t elements, const char* name,
+                  Args... args) {
+  if (blocks == 0) return;
+  TORCH_CHECK(blocks <= INT32_MAX, "window_attention (CUDA, tiled): problem too large");
+  const int64_t bytes = elements * static_cast<int64_t>(sizeof(acc_t));
+  int limit = 0;
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin,
+                                        c10::cuda::current_device()));
+  TORCH_CHECK(bytes <= static_cast<int64_t>(limit), "window_attention (CUDA, tiled): ", name, " needs ", bytes,
+              " bytes of shared memory per block, the device allows ", limit,
+              " (fewer heads, or kernels='per_pixel')");
+  if (bytes > 48 * 1024)
+    C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        static_cast<int>(bytes)));
+  kernel<<<static_cast<int>(blocks), tiles::kThreads, bytes,
+           c10::cuda::getCurrentCUDAStream()>>>(args...);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
 void check_cuda(const Tensor& q) {
   TORCH_CHECK(q.is_cuda(), "window_attention (CUDA kernel): expected CUDA tensors, got ",
               q.device());
@@ -166,7 +237,7 @@ std::tuple<Tensor, Tensor> forward_cuda(const Tensor& q_in, const Tensor& k, con
                                         c10::string_view kernels) {
   check_forward_args(q_in, k, v_in, num_heads, window_ratio);
   check_cuda(q_in);
-  parse_kernels(kernels, Kernels::per_pixel, "CUDA");  // per_pixel is the only choice
+  const Kernels choice = parse_kernels(kernels, Kernels::per_pixel, "CUDA");
   const c10::cuda::CUDAGuard guard(q_in.device());
   const Sizes s(q_in, v_in, num_heads, window_ratio);
   const Tensor q = with_flat_pixels(q_in);
@@ -179,6 +250,18 @@ std::tuple<Tensor, Tensor> forward_cuda(const Tensor& q_in, const Tensor& k, con
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(),
                                   "window_attention_forward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
+    if (choice == Kernels::tiled) {
+      const Layout ql = layout_of(q);
+      const tiles::Tensors<scalar_t, acc_t> x{
+          q.data_ptr<scalar_t>(), ql.batch, ql.channel, ql.pixel, k_cl.data_ptr<scalar_t>(),
+          v.data_ptr<scalar_t>(), nullptr, out.data_ptr<acc_t>(), lse.data_ptr<acc_t>(),
+          nullptr, nullptr, nullptr, nullptr};
+      const tiles::Sizes ts = tile_sizes(s);
+      launch_tiled<acc_t>(tiled_forward_kernel<scalar_t, acc_t>, tiles::pixel_blocks(ts),
+                          tiles::forward_shared_size(ts), "the forward", ts, x,
+                          static_cast<acc_t>(scale));
+      return;
+    }
     forward_kernel<scalar_t, acc_t><<<blocks_for(s.B * s.H * s.W), kThreads, 0, stream>>>(
         s, static_cast<acc_t>(scale), q.data_ptr<scalar_t>(), layout_of(q),
         k_cl.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(), out.data_ptr<acc_t>(),
@@ -195,7 +278,7 @@ std::tuple<Tensor, Tensor, Tensor> backward_cuda(const Tensor& grad_out, const T
                                                  c10::string_view kernels) {
   check_backward_args(grad_out, q_in, k, v_in, lse_in, num_heads, window_ratio);
   check_cuda(q_in);
-  parse_kernels(kernels, Kernels::per_pixel, "CUDA");
+  const Kernels choice = parse_kernels(kernels, Kernels::per_pixel, "CUDA");
   const c10::cuda::CUDAGuard guard(q_in.device());
   const Sizes s(q_in, v_in, num_heads, window_ratio);
   const Tensor g = grad_out.contiguous();
@@ -214,6 +297,20 @@ std::tuple<Tensor, Tensor, Tensor> backward_cuda(const Tensor& grad_out, const T
                                   "window_attention_backward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const auto sc = static_cast<acc_t>(scale);
+    if (choice == Kernels::tiled) {
+      const Layout ql = layout_of(q);
+      const tiles::Tensors<scalar_t, acc_t> x{
+          q.data_ptr<scalar_t>(), ql.batch, ql.channel, ql.pixel, k_cl.data_ptr<scalar_t>(),
+          v.data_ptr<scalar_t>(), g.data_ptr<scalar_t>(), nullptr, lse.data_ptr<acc_t>(),
+          delta.data_ptr<acc_t>(), dq.data_ptr<acc_t>(), dk.data_ptr<acc_t>(),
+          dv.data_ptr<acc_t>()};
+      const tiles::Sizes ts = tile_sizes(s);
+      launch_tiled<acc_t>(tiled_pixel_kernel<scalar_t, acc_t>, tiles::pixel_blocks(ts),
+                          tiles::pixel_shared_size(ts), "the backward pixel pass", ts, x, sc);
+      launch_tiled<acc_t>(tiled_key_kernel<scalar_t, acc_t>, tiles::key_blocks(ts),
+                          tiles::key_shared_size(ts), "the backward key pass", ts, x, sc);
+      return;
+    }
     backward_pixel_kernel<scalar_t, acc_t><<<blocks_for(s.B * s.H * s.W), kThreads, 0, stream>>>(
         s, sc, g.data_ptr<scalar_t>(), q.data_ptr<scalar_t>(), layout_of(q),
         k_cl.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(), lse.data_ptr<acc_t>(),

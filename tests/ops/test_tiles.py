@@ -1,0 +1,97 @@
+"""The tiled CUDA kernels' block code (csrc/common/window_tiles.h) emulated on the CPU: the op's
+private kernels='tiled' runs each block's phases thread by thread between the barriers, with
+the GPU's shared-memory indexing, against the independent dense float64 reference."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from anyup_neck.ops import extension
+from anyup_neck.upsampler.official import dense_attention
+from tests.ops.helpers import CASE_IDS, CASES, compiled_op, make_inputs
+
+pytestmark = pytest.mark.skipif(not extension.available(), reason='needs the compiled extension')
+
+#: Beyond CASES: q/k wider than one key chunk holds in full (4096 elements: 3 keys per chunk
+#: at D = 1100), and windows spanning many tiles of pixels and of keys.
+EXTRA = [
+    (1, 4, 275, 2, (3, 10), (5, 4), 0.2, 'D=1100: a few keys per chunk'),
+    (2, 2, 4, 3, (19, 21), (17, 18), 0.3, 'many tiles of pixels and of keys'),
+]
+ALL = CASES + EXTRA
+ALL_IDS = CASE_IDS + [c[-1] for c in EXTRA]
+
+
+def _forward_and_grads(case, dtype: torch.dtype, kernels: str):
+    B, N, d, C, out_size, in_size, ratio, _ = case
+    q, k, v = make_inputs(B, N, d, C, out_size, in_size)
+    grad_out = torch.randn(B, C, *out_size, dtype=torch.float64,
+                           generator=torch.Generator().manual_seed(1))
+    leaves = [t.to(dtype).requires_grad_() for t in (q, k, v)]
+    if kernels == 'reference':
+        out = dense_attention(*leaves, N, ratio)
+    else:
+        out = compiled_op(*leaves, N, ratio, kernels)
+    out.backward(grad_out.to(dtype))
+    return out.detach(), [t.grad for t in leaves]
+
+
+@pytest.mark.parametrize('case', ALL, ids=ALL_IDS)
+def test_tiled_matches_reference(case):
+    expected, expected_grads = _forward_and_grads(case, torch.float64, 'reference')
+    for dtype, tol in ((torch.float64, 1e-11), (torch.float32, 2e-4)):
+        got, grads = _forward_and_grads(case, dtype, 'tiled')
+        assert got.dtype == dtype and got.is_contiguous()
+        torch.testing.assert_close(got.double(), expected, rtol=tol, atol=tol)
+        for name, g, e in zip('qkv', grads, expected_grads):
+            assert g.dtype == dtype and g.shape == e.shape
+            torch.testing.assert_close(g.double(), e, rtol=tol, atol=tol,
+                                       msg=lambda m: f'{dtype} d{name}: {m}')
+
+
+def test_tiled_lse_is_the_per_pixel_kernels():
+    """The forward's saved statistics are the same as the other kernels' (any backward works
+    with any forward)."""
+    q, k, v = make_inputs(2, 4, 8, 5, (13, 17), (4, 5))
+    args = (4, 0.1, 8 ** -0.5)
+    out_t, lse_t = torch.ops.anyup_neck.window_attention_forward(q, k, v, *args, 'tiled')
+    out_f, lse_f = torch.ops.anyup_neck.window_attention_forward(q, k, v, *args, 'fast')
+    torch.testing.assert_close(lse_t, lse_f, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(out_t, out_f, rtol=1e-12, atol=1e-12)
+    grad = torch.randn_like(out_t)
+    mixed = torch.ops.anyup_neck.window_attention_backward(grad, q, k, v, lse_f, *args, 'tiled')
+    fast = torch.ops.anyup_neck.window_attention_backward(grad, q, k, v, lse_f, *args, 'fast')
+    for a, b in zip(mixed, fast):
+        torch.testing.assert_close(a, b, rtol=1e-11, atol=1e-11)
+
+
+def test_tiled_channels_last_queries():
+    q, k, v = make_inputs(1, 2, 8, 6, (10, 9), (5, 6))
+    expected = dense_attention(q, k, v, 2, 0.1)
+    got = compiled_op(q.contiguous(memory_format=torch.channels_last), k, v, 2, 0.1, 'tiled')
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize('ratio,out_size,in_size,heads', [
+    (0.1, (5, 7), (3, 4), 2),
+    (0.0, (3, 2), (4, 5), 4),
+    (0.3, (9, 10), (6, 2), 1),
+    (0.0, (2, 1), (12, 11), 3),   # 132 keys: spans of several key chunks
+], ids=['r=0.1', 'global', 'r=0.3 two pixel tiles', 'several key chunks'])
+def test_tiled_gradcheck(ratio, out_size, in_size, heads):
+    q, k, v = (t.requires_grad_() for t in make_inputs(1, heads, 2, 3, out_size, in_size))
+    assert torch.autograd.gradcheck(lambda *t: compiled_op(*t, heads, ratio, 'tiled'), (q, k, v),
+                                    eps=1e-6, atol=1e-7, rtol=1e-5)
+
+
+def test_tiled_backward_is_deterministic():
+    q, k, v = (t.float().requires_grad_() for t in make_inputs(2, 4, 8, 16, (31, 29), (6, 5)))
+    grad_out = torch.randn(2, 16, 31, 29)
+    runs = []
+    for _ in range(2):
+        for t in (q, k, v):
+            t.grad = None
+        compiled_op(q, k, v, 4, 0.1, 'tiled').backward(grad_out)
+        runs.append([t.grad.clone() for t in (q, k, v)])
+    for a, b in zip(*runs):
+        assert torch.equal(a, b)
