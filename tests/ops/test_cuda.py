@@ -88,3 +88,16 @@ def test_cuda_backward_is_deterministic(backend):
             assert torch.equal(a, b)
     finally:
         torch.use_deterministic_algorithms(False)
+
+
+@cuda
+@pytest.mark.parametrize('backend', ['auto', *CUDA_BACKENDS])
+def test_cuda_autocast_runs_in_the_autocast_dtype(backend):
+    """Under CUDA autocast the op runs in bfloat16 (float32 accumulation) and returns v's dtype."""
+    q, k, v = (t.cuda().float() for t in make_inputs(2, 4, 8, 6, (9, 11), (4, 5)))
+    expected = window_attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), num_heads=4,
+                                window_ratio=0.1, backend=backend)
+    with torch.autocast('cuda', dtype=torch.bfloat16):
+        got = window_attention(q, k, v, num_heads=4, window_ratio=0.1, backend=backend)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, expected.float(), rtol=0, atol=0)

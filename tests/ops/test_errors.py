@@ -54,9 +54,10 @@ def test_compiled_backend_limits(q, k, v, num_heads, error, pattern):
 
 
 @pytest.mark.skipif('cuda' in BACKENDS, reason='CUDA kernels are built here')
-def test_missing_cuda_backend_says_how_to_build_it():
-    with pytest.raises(ValueError, match="backend: 'cuda' is not available: .*CUDA_HOME"):
-        window_attention(Q, K, V, num_heads=2, window_ratio=0.1, backend='cuda')
+@pytest.mark.parametrize('backend', ['cuda', 'cuda_tiled'])
+def test_missing_cuda_backend_says_how_to_build_it(backend):
+    with pytest.raises(ValueError, match=f"backend: '{backend}' is not available: .*CUDA_HOME"):
+        window_attention(Q, K, V, num_heads=2, window_ratio=0.1, backend=backend)
 
 
 @pytest.mark.skipif('natten' in BACKENDS, reason='natten is installed here')
