@@ -1,4 +1,4 @@
-"""The upsampling quality benchmark: one run compares several upsamplers on three measures.
+"""Upsampling quality evaluation: one run compares several upsamplers on three measures.
 
 For a frozen backbone and a segmentation dataset in the ADE20K on-disk layout:
 

@@ -20,11 +20,11 @@ Numerics that must match the official model exactly:
   in this order: ``centre = (i + 0.5) / n_out``, keys from ``floor(clamp(centre - r, 0, 1) *
   n_in)`` (inclusive) to ``ceil(clamp(centre + r, 0, 1) * n_in)`` (exclusive). Float64 can land
   on the other side of an integer and change a window. ``r == 0`` is a global window.
-* **LFU**: each channel is convolved with every basis kernel (zero padding), divided by the
-  number of in-image taps, softmaxed over the basis. ``'official'`` mode views the stack
-  channel-major as (B, M, C, h, w) (the official code's grouping: softmax over the first axis
-  of that view, mean over the second); ``'paper'`` mode softmaxes each channel's M responses
-  and averages over channels.
+* **LFU**: each channel is convolved with every basis kernel (zero padding) and divided by the
+  number of in-image taps; the (B, C*M, h, w) stack is channel-major (index c*M + m).
+  ``'official'`` mode views it as (B, M, C, h, w), as the official code does, softmaxes over
+  that view's first axis and averages over its second; ``'paper'`` mode views it as
+  (B, C, M, h, w): a softmax over each channel's M responses, averaged over the channels.
 * **RoPE**: pixel coordinates ``linspace(0, 1)`` per axis, angles ``coords @ freqs``; the
   channel halves rotate as ``x * cos + cat(-x2, x1) * sin``.
 * **RMSNorm** with eps = the dtype's machine epsilon, then the attention's in-projection.
