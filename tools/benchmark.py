@@ -237,11 +237,11 @@ def _downstream_workload(case: Case, device, gen):
     model = revert_sync_batchnorm(MODELS.build(cfg.model))  # as the Runner does undistributed
     model.init_weights()
     model = model.to(device).train()
-    if case.precision != 'fp32':
-        cfg.optim_wrapper.type = 'AmpOptimWrapper' if device.type == 'cuda' \
-            else 'CPUAmpOptimWrapper'
-        if device.type == 'cuda':
-            cfg.optim_wrapper.dtype = AUTOCAST[case.precision]
+    # Mixed precision as tools/train.py --amp sets it up, at the case's precision.
+    if case.precision != 'fp32' and device.type == 'cuda':
+        cfg.optim_wrapper.update(type='AmpOptimWrapper', dtype=AUTOCAST[case.precision])
+    elif case.precision != 'fp32':  # bf16 (run_case skips fp16 training on a CPU)
+        cfg.optim_wrapper.type = 'CPUAmpOptimWrapper'
     optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
     num_classes = cfg.model.decode_head.num_classes
     samples = []
@@ -263,13 +263,10 @@ def _workload(case: Case):
     import torch
     device = torch.device(case.device)
     out_bytes = case.batch * case.channels * case.size ** 2 * 4
-    if case.mode in OP_MODES:
-        gen = torch.Generator(device=device).manual_seed(0)
-        return _op_workload(case, device, gen), out_bytes
-    if case.mode in ANYUP_MODES:
-        gen = torch.Generator(device=device).manual_seed(0)
-        return _anyup_workload(case, device, gen), out_bytes
-    return _downstream_workload(case, device, torch.Generator().manual_seed(0)), out_bytes
+    if case.mode == 'downstream':  # data made on the CPU, as a data loader does
+        return _downstream_workload(case, device, torch.Generator().manual_seed(0)), out_bytes
+    workload = _op_workload if case.mode in OP_MODES else _anyup_workload
+    return workload(case, device, torch.Generator(device=device).manual_seed(0)), out_bytes
 
 
 def _timed(run, device) -> float:
