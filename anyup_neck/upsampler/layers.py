@@ -189,11 +189,14 @@ class WindowCrossAttention(nn.Module):
         """q (B, D, H, W), k (B, D, h, w) raw queries and keys, v (B, C, h, w) -> (B, C, H, W)
         in v's dtype. ``query_conv``, ``overwrite``: see :meth:`project_queries`.
 
-        The projections are cast to v's dtype (features may come in another float type than
-        the model's, or under autocast).
+        Outside ``torch.autocast`` the projections are cast to v's dtype (the features may
+        come in another float type than the model's). Under autocast they go to the op as they
+        are, and the op picks the precision it runs in (the autocast dtype on CUDA).
         """
-        q = self.project_queries(q, query_conv, overwrite).to(v.dtype)
-        k = self.project_keys(k).to(v.dtype)
+        q = self.project_queries(q, query_conv, overwrite)
+        k = self.project_keys(k)
+        if not torch.is_autocast_enabled(v.device.type):
+            q, k = q.to(v.dtype), k.to(v.dtype)
         return window_attention(q, k, v, num_heads=self.num_heads,
                                 window_ratio=self.window_ratio, backend=self.backend)
 
