@@ -119,58 +119,65 @@ WA_FN int64_t key_blocks(const Sizes& s) {
   return s.B * tiles_along(s.h, kTileRows) * tiles_along(s.w, kTileCols);
 }
 
-// Output pixels rows [i0, i0 + kTileRows) x columns [j0, j0 + kTileCols) of batch element b
-// (cut at the map's edge), and their key span.
-struct PixelTile {
-  int64_t b, i0, j0;
-  Window span;
+// Cell number u of a rectangle, in row-major order, as (row, col).
+WA_FN void rect_cell(const Window& rect, int64_t u, int64_t& row, int64_t& col) {
+  row = rect.row0 + u / rect.cols();
+  col = rect.col0 + u % rect.cols();
+}
 
-  WA_FN PixelTile(const Sizes& s, int64_t block) {
-    const int64_t across = tiles_along(s.W, kTileCols), per_batch = tiles_along(s.H, kTileRows) * across;
+// Tile number `block` of kTileRows x kTileCols cells of a rows x cols map, counted over the
+// batch: batch element b, first cell (row0, col0), last cell (row_last, col_last), cut at the
+// map's edge. Thread t owns cell (row0 + t / kTileCols, col0 + t % kTileCols).
+struct Tile {
+  int64_t b, row0, col0, row_last, col_last;
+
+  WA_FN Tile(int64_t rows, int64_t cols, int64_t block) {
+    const int64_t across = tiles_along(cols, kTileCols);
+    const int64_t per_batch = tiles_along(rows, kTileRows) * across;
     b = block / per_batch;
-    i0 = (block % per_batch) / across * kTileRows;
-    j0 = (block % per_batch) % across * kTileCols;
-    const int64_t i_last = min_<int64_t>(i0 + kTileRows, s.H) - 1;
-    const int64_t j_last = min_<int64_t>(j0 + kTileCols, s.W) - 1;
-    int64_t unused;
-    window_bounds(i0, s.H, s.h, s.ratio, span.row0, unused);
-    window_bounds(i_last, s.H, s.h, s.ratio, unused, span.row1);
-    window_bounds(j0, s.W, s.w, s.ratio, span.col0, unused);
-    window_bounds(j_last, s.W, s.w, s.ratio, unused, span.col1);
+    row0 = (block % per_batch) / across * kTileRows;
+    col0 = (block % per_batch) % across * kTileCols;
+    row_last = min_<int64_t>(row0 + kTileRows, rows) - 1;
+    col_last = min_<int64_t>(col0 + kTileCols, cols) - 1;
   }
 
-  // Thread t's pixel (i, j); false for threads past the map's edge.
-  WA_FN bool pixel(const Sizes& s, int t, int64_t& i, int64_t& j) const {
-    i = i0 + t / kTileCols;
-    j = j0 + t % kTileCols;
-    return i < s.H && j < s.W;
-  }
-
-  // Key number u of the span in row-major order, as (row, col).
-  WA_FN void key(int64_t u, int64_t& row, int64_t& col) const {
-    row = span.row0 + u / span.cols();
-    col = span.col0 + u % span.cols();
+  // Thread t's cell (row, col); false for threads past the map's edge.
+  WA_FN bool cell(int t, int64_t& row, int64_t& col) const {
+    row = row0 + t / kTileCols;
+    col = col0 + t % kTileCols;
+    return row <= row_last && col <= col_last;
   }
 };
 
-// Keys rows [y0, y0 + kTileRows) x columns [x0, x0 + kTileCols) of batch element b (cut at
-// the map's edge), and their covering pixels (empty when no window holds these keys).
-struct KeyTile {
-  int64_t b, y0, x0;
+// A tile of output pixels and its key span.
+struct PixelTile : Tile {
+  Window span;
+
+  WA_FN PixelTile(const Sizes& s, int64_t block) : Tile(s.H, s.W, block) {
+    int64_t unused;
+    window_bounds(row0, s.H, s.h, s.ratio, span.row0, unused);
+    window_bounds(row_last, s.H, s.h, s.ratio, unused, span.row1);
+    window_bounds(col0, s.W, s.w, s.ratio, span.col0, unused);
+    window_bounds(col_last, s.W, s.w, s.ratio, unused, span.col1);
+  }
+
+  // Thread t's pixel (i, j); false for threads past the map's edge.
+  WA_FN bool pixel(int t, int64_t& i, int64_t& j) const { return cell(t, i, j); }
+
+  // Key number u of the span, as (row, col).
+  WA_FN void key(int64_t u, int64_t& row, int64_t& col) const { rect_cell(span, u, row, col); }
+};
+
+// A tile of keys and its covering pixels (empty when no window holds these keys).
+struct KeyTile : Tile {
   Window pixels;  // rows and columns of output pixels
 
-  WA_FN KeyTile(const Sizes& s, int64_t block) {
-    const int64_t across = tiles_along(s.w, kTileCols), per_batch = tiles_along(s.h, kTileRows) * across;
-    b = block / per_batch;
-    y0 = (block % per_batch) / across * kTileRows;
-    x0 = (block % per_batch) % across * kTileCols;
-    const int64_t y_last = min_<int64_t>(y0 + kTileRows, s.h) - 1;
-    const int64_t x_last = min_<int64_t>(x0 + kTileCols, s.w) - 1;
+  WA_FN KeyTile(const Sizes& s, int64_t block) : Tile(s.h, s.w, block) {
     int64_t unused;
-    covering_range(y0, s.H, s.h, s.ratio, pixels.row0, unused);
-    covering_range(y_last, s.H, s.h, s.ratio, unused, pixels.row1);
-    covering_range(x0, s.W, s.w, s.ratio, pixels.col0, unused);
-    covering_range(x_last, s.W, s.w, s.ratio, unused, pixels.col1);
+    covering_range(row0, s.H, s.h, s.ratio, pixels.row0, unused);
+    covering_range(row_last, s.H, s.h, s.ratio, unused, pixels.row1);
+    covering_range(col0, s.W, s.w, s.ratio, pixels.col0, unused);
+    covering_range(col_last, s.W, s.w, s.ratio, unused, pixels.col1);
   }
 
   WA_FN int64_t pixel_count() const {
@@ -178,17 +185,10 @@ struct KeyTile {
   }
 
   // Thread t's key (y, x); false for threads past the map's edge.
-  WA_FN bool key(const Sizes& s, int t, int64_t& y, int64_t& x) const {
-    y = y0 + t / kTileCols;
-    x = x0 + t % kTileCols;
-    return y < s.h && x < s.w;
-  }
+  WA_FN bool key(int t, int64_t& y, int64_t& x) const { return cell(t, y, x); }
 
-  // Covering pixel number u in row-major order: (i, j).
-  WA_FN void pixel(int64_t u, int64_t& i, int64_t& j) const {
-    i = pixels.row0 + u / pixels.cols();
-    j = pixels.col0 + u % pixels.cols();
-  }
+  // Covering pixel number u, as (i, j).
+  WA_FN void pixel(int64_t u, int64_t& i, int64_t& j) const { rect_cell(pixels, u, i, j); }
 };
 
 // scale * <q_n(p), key_n> over head n's channels in channel order (as KeyMap::logits), with
@@ -260,7 +260,7 @@ WA_FN void forward_block(const Run& run, const Sizes& s, const Tensors<scalar_t,
     run([&](int t) { load_keys(s, x, tile, u0, count, keys, t); });
     run([&](int t) {
       int64_t i, j;
-      if (!tile.pixel(s, t, i, j)) return;
+      if (!tile.pixel(t, i, j)) return;
       const Window win = query_window(i, j, s.H, s.W, s.h, s.w, s.ratio);
       for (int64_t u = 0; u < count; ++u) {
         int64_t row, col;
@@ -278,7 +278,7 @@ WA_FN void forward_block(const Run& run, const Sizes& s, const Tensors<scalar_t,
   }
   run([&](int t) {
     int64_t i, j;
-    if (!tile.pixel(s, t, i, j)) return;
+    if (!tile.pixel(t, i, j)) return;
     for (int n = 0; n < N; ++n) {
       const acc_t lse = top[n * kThreads + t] + log_(sum[n * kThreads + t]);
       top[n * kThreads + t] = lse;
@@ -291,7 +291,7 @@ WA_FN void forward_block(const Run& run, const Sizes& s, const Tensors<scalar_t,
     run([&](int t) { load_keys(s, x, tile, u0, count, keys, t); });
     run([&](int t) {
       int64_t i, j;
-      const bool valid = tile.pixel(s, t, i, j);
+      const bool valid = tile.pixel(t, i, j);
       const Window win = query_window(valid ? i : 0, valid ? j : 0, s.H, s.W, s.h, s.w, s.ratio);
       for (int64_t u = 0; u < count; ++u) {
         int64_t row, col;
@@ -309,7 +309,7 @@ WA_FN void forward_block(const Run& run, const Sizes& s, const Tensors<scalar_t,
       run([&](int t) { load_values(s, x, tile, u0, count, c0, cc, values, t); });
       run([&](int t) {
         int64_t i, j;
-        if (!tile.pixel(s, t, i, j)) return;
+        if (!tile.pixel(t, i, j)) return;
         acc_t* out = x.out + (tile.b * s.C + c0) * HW + i * s.W + j;
         for (int64_t c = 0; c < cc; ++c) {
           acc_t acc = u0 == 0 ? acc_t(0) : out[c * HW];
@@ -345,7 +345,7 @@ WA_FN void pixel_block(const Run& run, const Sizes& s, const Tensors<scalar_t, a
   acc_t* values = ds + kt * kThreads;    // [kt][kChannelChunk]
   run([&](int t) {
     int64_t i, j;
-    const bool valid = tile.pixel(s, t, i, j);
+    const bool valid = tile.pixel(t, i, j);
     for (int n = 0; n < N; ++n) {
       lse[n * kThreads + t] = valid ? x.lse[(tile.b * N + n) * HW + i * s.W + j] : acc_t(0);
       delta[n * kThreads + t] = acc_t(0);
@@ -364,7 +364,7 @@ WA_FN void pixel_block(const Run& run, const Sizes& s, const Tensors<scalar_t, a
         run([&](int t) { load_values(s, x, tile, u0, count, c0, cc, values, t); });
         run([&](int t) {  // dw = <g(p), v(key)>, channel by channel
           int64_t i, j;
-          if (!tile.pixel(s, t, i, j)) return;
+          if (!tile.pixel(t, i, j)) return;
           const scalar_t* g = x.g + (tile.b * s.C + c0) * HW + i * s.W + j;
           for (int64_t c = 0; c < cc; ++c) {
             const acc_t gc = static_cast<acc_t>(g[c * HW]);
@@ -375,7 +375,7 @@ WA_FN void pixel_block(const Run& run, const Sizes& s, const Tensors<scalar_t, a
       }
       run([&](int t) {
         int64_t i, j;
-        if (!tile.pixel(s, t, i, j)) return;
+        if (!tile.pixel(t, i, j)) return;
         const int64_t p = i * s.W + j;
         const Window win = query_window(i, j, s.H, s.W, s.h, s.w, s.ratio);
         if (walk == 0) {
@@ -413,7 +413,7 @@ WA_FN void pixel_block(const Run& run, const Sizes& s, const Tensors<scalar_t, a
   }
   run([&](int t) {
     int64_t i, j;
-    if (!tile.pixel(s, t, i, j)) return;
+    if (!tile.pixel(t, i, j)) return;
     for (int n = 0; n < N; ++n)
       x.delta[(tile.b * N + n) * HW + i * s.W + j] = delta[n * kThreads + t];
   });
@@ -470,7 +470,7 @@ WA_FN void key_block(const Run& run, const Sizes& s, const Tensors<scalar_t, acc
         delta[n * kPixelChunk + u] = x.delta[(tile.b * N + n) * HW + i * s.W + j];
       }
       int64_t y, xk;
-      const bool valid = tile.key(s, t, y, xk);
+      const bool valid = tile.key(t, y, xk);
       for (int64_t u = 0; u < count; ++u) {
         int64_t i, j;
         tile.pixel(u0 + u, i, j);
@@ -485,7 +485,7 @@ WA_FN void key_block(const Run& run, const Sizes& s, const Tensors<scalar_t, acc
       run([&](int t) { load_pixels(tile, s.W, g_b, HW, 1, u0, count, c0, cc, rows, t); });
       run([&](int t) {
         int64_t y, xk;
-        if (!tile.key(s, t, y, xk)) return;
+        if (!tile.key(t, y, xk)) return;
         for (int64_t c = 0; c < cc; ++c) {
           const acc_t vc = static_cast<acc_t>(x.v[(tile.b * s.C + c0 + c) * hw + y * s.w + xk]);
           for (int64_t u = 0; u < count; ++u) dws[u * kThreads + t] += vc * rows[c * kPixelChunk + u];
@@ -503,7 +503,7 @@ WA_FN void key_block(const Run& run, const Sizes& s, const Tensors<scalar_t, acc
         });
         run([&](int t) {  // logits in channel order, as logit()
           int64_t y, xk;
-          if (!tile.key(s, t, y, xk)) return;
+          if (!tile.key(t, y, xk)) return;
           const scalar_t* key = x.k_cl + ((tile.b * s.h + y) * s.w + xk) * s.D;
           for (int64_t u = 0; u < count; ++u) {
             acc_t acc = logits[u * kThreads + t];
@@ -529,7 +529,7 @@ WA_FN void key_block(const Run& run, const Sizes& s, const Tensors<scalar_t, acc
         });
         run([&](int t) {  // dk_n(key) += sum_p ds_n q_n(p)
           int64_t y, xk;
-          if (!tile.key(s, t, y, xk)) return;
+          if (!tile.key(t, y, xk)) return;
           acc_t* dk = x.dk + (tile.b * s.D + e0) * hw + y * s.w + xk;
           for (int64_t e = 0; e < ee; ++e) {
             acc_t acc = dk[e * hw];
@@ -544,7 +544,7 @@ WA_FN void key_block(const Run& run, const Sizes& s, const Tensors<scalar_t, acc
       run([&](int t) { load_pixels(tile, s.W, g_b, HW, 1, u0, count, c0, cc, rows, t); });
       run([&](int t) {
         int64_t y, xk;
-        if (!tile.key(s, t, y, xk)) return;
+        if (!tile.key(t, y, xk)) return;
         acc_t* dv = x.dv + (tile.b * s.C + c0) * hw + y * s.w + xk;
         for (int64_t c = 0; c < cc; ++c) {
           acc_t acc = dv[c * hw];
