@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from anyup_neck.ops import fused
+from anyup_neck.upsampler.official import official_anyup as reference_anyup
 from tests.conftest import randomized_anyup
 from tests.upsampler.paths import use_paths
-from anyup_neck.upsampler.official import official_anyup as reference_anyup
 
 # (C, image HxW, feature hxw, output HxW or None, batch, window ratio, what it covers)
 CASES = [
