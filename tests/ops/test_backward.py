@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from anyup_neck.ops import window_attention
-from tests.ops.helpers import CASE_IDS, CASES, compiled_op, cpu_isas, make_inputs, use_isa
 from anyup_neck.upsampler.official import dense_attention
+from tests.ops.helpers import CASE_IDS, CASES, compiled_op, cpu_isas, make_inputs, use_isa
 
 
 def _grads(fn, q, k, v, grad_out):

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from anyup_neck.ops import BACKENDS, build_config, window_attention
-from tests.ops.helpers import CASE_IDS, CASES, make_inputs
 from anyup_neck.upsampler.official import dense_attention
+from tests.ops.helpers import CASE_IDS, CASES, make_inputs
 
 # Runs in a fresh process that never imports anyup_neck (whose extension registers the same
 # ops): build_config is loaded by path, as setup.py does.

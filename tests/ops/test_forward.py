@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from anyup_neck.ops import window_attention
+from anyup_neck.upsampler.official import dense_attention
 from tests.ops.helpers import (CASE_IDS, CASES, compiled_op, cpu_isas, make_inputs, requires,
                                use_isa)
-from anyup_neck.upsampler.official import dense_attention
 
 
 def _check(backend: str, case, dtype: torch.dtype, tol: float, kernels: str | None = None) -> None:
