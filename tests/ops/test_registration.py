@@ -114,3 +114,14 @@ def test_cpu_isa_environment_variable_is_read_once(setting, expected):
 
 def test_head_limit_comes_from_the_kernels():
     assert extension.MAX_HEADS == torch.ops.anyup_neck._max_heads() == 64
+
+
+@pytest.mark.parametrize('kernels', extension.KERNELS)
+def test_every_kernels_choice_runs_on_cpu_with_the_same_results(kernels):
+    q, k, v = make_inputs(2, 2, 4, 3, (9, 10), (4, 5))
+    out, lse = FORWARD(q, k, v, 2, 0.2, 0.5, kernels)
+    grads = BACKWARD(torch.ones_like(out), q, k, v, lse, 2, 0.2, 0.5, kernels)
+    ref_out, ref_lse = FORWARD(q, k, v, 2, 0.2, 0.5)
+    ref_grads = BACKWARD(torch.ones_like(out), q, k, v, ref_lse, 2, 0.2, 0.5)
+    for got, expected in zip((out, lse, *grads), (ref_out, ref_lse, *ref_grads)):
+        torch.testing.assert_close(got, expected, rtol=1e-11, atol=1e-11)

@@ -2,7 +2,7 @@
 //
 // A kernel's block is a sequence of phases separated by barriers. Each phase is a function of
 // the thread index, run by every thread of the block through a `run` object:
-//   CUDA (cuda/window_attention_tiles_cuda.cu): run(phase) = phase(threadIdx.x); __syncthreads()
+//   CUDA (cuda/window_attention_cuda.cu):      run(phase) = phase(threadIdx.x); __syncthreads()
 //   CPU  (cpu/window_attention_tiles_cpu.cpp):  run(phase) = for t < kThreads: phase(t)
 // over the same shared memory (dynamic shared memory on the GPU, a std::vector on the CPU),
 // with the same indexing and the same arithmetic, so the CPU tests (the op's private
