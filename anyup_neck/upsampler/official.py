@@ -34,6 +34,7 @@ CPU, and under ``torch.autocast`` as the official model would.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -54,9 +55,14 @@ def _axis_allowed(n_out: int, n_in: int, ratio: float, device: torch.device) -> 
     return (key >= first[:, None]) & (key < end[:, None])
 
 
+@functools.lru_cache(maxsize=8)
 def window_allowed(out_size: tuple[int, int], in_size: tuple[int, int], ratio: float,
                    device: torch.device | str = 'cpu') -> torch.Tensor:
-    """(H*W, h*w) bool mask, True where output pixel (i, j) may attend to key (y, x)."""
+    """(H*W, h*w) bool mask, True where output pixel (i, j) may attend to key (y, x).
+
+    Cached per sizes, ratio and device, as the official model caches its mask (a repeated
+    call costs nothing; the mask stays allocated). Read-only: the cache hands out one tensor.
+    """
     (H, W), (h, w) = out_size, in_size
     if ratio == 0:
         return torch.ones(H * W, h * w, dtype=torch.bool, device=device)
