@@ -61,6 +61,12 @@ def cpu_kernels_usable(*tensors: torch.Tensor) -> bool:
     return all(t.device.type == 'cpu' and t.dtype in _KERNEL_DTYPES for t in tensors)
 
 
+def _may_write_out(*tensors: torch.Tensor) -> bool:
+    """Whether an op on ``tensors`` may write into a given ``out=`` tensor: not when autograd
+    records it, nor under ``torch.compile`` (which traces no ``out=`` of another layout)."""
+    return not (records_grad(*tensors) or torch.compiler.is_compiling())
+
+
 def uses_gpu_formulation(x: torch.Tensor) -> bool:
     """Whether ``x`` goes through the GPU formulations rather than the plain PyTorch ops."""
     return x.device.type == 'cuda' or x.dtype not in _KERNEL_DTYPES
@@ -137,7 +143,7 @@ def group_norm_silu_by_reductions(x: torch.Tensor, norm: nn.GroupNorm,
     spatial = (1,) * (x.dim() - 2)
     scale = scale.reshape(B, C, *spatial).to(x.dtype)
     shift = shift.reshape(B, C, *spatial).to(x.dtype)
-    if overwrite and not records_grad(x, norm.weight, norm.bias):
+    if overwrite and _may_write_out(x, norm.weight, norm.bias):
         return F.silu(torch.addcmul(shift, x, scale, out=x), inplace=True)
     y = torch.addcmul(shift, x, scale)
     return F.silu(y, inplace=not records_grad(y))
@@ -302,7 +308,7 @@ def rms_linear(x: torch.Tensor, gain: torch.Tensor, weight: torch.Tensor, bias: 
     mean_square = mean_square.square() / x.shape[1]
     rstd = (mean_square + eps).rsqrt().to(projected.dtype)
     bias = bias.to(projected.dtype)[:, None, None]
-    if records_grad(projected, rstd, bias):
+    if not _may_write_out(projected, rstd, bias):
         return torch.addcmul(bias, projected, rstd)
     return torch.addcmul(bias, projected, rstd, out=projected if out is None else out)
 
@@ -375,9 +381,9 @@ def rotary_2d(x: torch.Tensor, row_angles: torch.Tensor, col_angles: torch.Tenso
     ``row_angles`` (H, D), ``col_angles`` (W, D), any float dtype (their cos/sin are taken in
     float32, float64 for float64 x). cos and sin of the sums come from the per-row and
     per-column tables by the angle-addition formulas, no transcendental per element.
-    CPU kernel (channels-last x, ``overwrite``): one pass in place. Otherwise blocks of rows of
-    at most :data:`max_piece_elements` values, in place with ``overwrite`` where autograd does
-    not record x; the result has x's dtype.
+    CPU kernel (channels-last x, ``overwrite``): one pass in place. Otherwise, without autograd,
+    blocks of rows of at most :data:`max_piece_elements` values, in place with ``overwrite``;
+    under autograd the whole map at once. The result has x's dtype.
     """
     B, D, H, W = x.shape
     tables = _statistics_dtype(x.dtype)
@@ -390,9 +396,11 @@ def rotary_2d(x: torch.Tensor, row_angles: torch.Tensor, col_angles: torch.Tenso
                                         cos_c.to(x.dtype).contiguous(),
                                         sin_c.to(x.dtype).contiguous())
         return x
-    in_place = overwrite and not records_grad(x, row_angles, col_angles)
+    records = records_grad(x, row_angles, col_angles)
+    in_place = overwrite and not records
     blocks = []
-    step = max(1, max_piece_elements // (B * D * W))
+    # Under autograd every block's tables are saved anyway: one block, fewer launches.
+    step = H if records else max(1, max_piece_elements // (B * D * W))
     for r0 in range(0, H, step):
         r = slice(r0, min(H, r0 + step))
         cos = (cos_r[r, None] * cos_c - sin_r[r, None] * sin_c).permute(2, 0, 1).to(x.dtype)
@@ -422,8 +430,9 @@ def basis_softmax_mean(features: torch.Tensor, basis: torch.Tensor,
     * ``per_channel=False``: the flat responses read in order as an (M, C) array.
 
     CPU kernel: per pixel in cache, the M*C responses never written to memory. Otherwise
-    grouped convolutions over chunks of columns of at most :data:`max_piece_elements` responses
-    (softmax in float32, float64 for float64); the result has the features' dtype.
+    grouped convolutions (softmax in float32, float64 for float64), without autograd over
+    chunks of columns of at most :data:`max_piece_elements` responses; the result has the
+    features' dtype.
     """
     if cpu_kernels_usable(features, basis):
         return torch.ops.anyup_neck.basis_softmax_mean(features, basis.to(features.dtype),
@@ -437,7 +446,9 @@ def basis_softmax_mean(features: torch.Tensor, basis: torch.Tensor,
     grid = torch.arange(M * C, device=features.device)
     grid = grid.view(C, M).t() if per_channel else grid.view(M, C)       # flat index per cell
     softmax_dtype = _statistics_dtype(features.dtype)
-    cols_per_chunk = max(1, max_piece_elements // (B * M * h * w))
+    # Under autograd every chunk's responses are saved anyway: one chunk, fewer launches.
+    cols_per_chunk = (C if records_grad(features, basis)
+                      else max(1, max_piece_elements // (B * M * h * w)))
     total = features.new_zeros(B, M, h, w, dtype=softmax_dtype)
     for c0 in range(0, C, cols_per_chunk):
         flat = grid[:, c0:c0 + cols_per_chunk].reshape(-1)               # m-major

@@ -301,6 +301,22 @@ def test_conv3x3_rms_linear_matches_conv_then_projection(overwrite, dtype, shape
     assert _relative_error(got, expected) < tolerance
 
 
+@pytest.mark.parametrize('overwrite', [False, True])
+def test_rotary_2d_in_row_blocks_equals_the_whole_map(overwrite, monkeypatch):
+    """Without the kernel and autograd the rotation goes in blocks of rows (here 2 of 9 rows,
+    the last one short); under autograd the whole map at once."""
+    torch.manual_seed(16)
+    rope = RoPE(8).double()
+    x = torch.randn(2, 8, 9, 5, dtype=torch.float64)
+    whole = rope(x)                                          # autograd (freqs): one block
+    monkeypatch.setattr(fused, 'max_piece_elements', 2 * 8 * 5 * 2)
+    scratch = x.clone()
+    with torch.no_grad():
+        blocked = rope(scratch, overwrite=overwrite)
+    assert (blocked.data_ptr() == scratch.data_ptr()) == overwrite
+    torch.testing.assert_close(blocked, whole.detach(), rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
 def test_rotary_2d_in_reduced_precision(dtype):
     """The angles' cos/sin are taken in float32: only the data are rounded."""

@@ -111,3 +111,15 @@ def test_row_blocked_query_path_equals_the_direct_one(dtype, tolerance, memory_f
     with torch.no_grad():
         blocked = attention.project_queries(q.clone(), query_conv=conv, overwrite=overwrite)
     torch.testing.assert_close(blocked, direct.detach(), rtol=tolerance, atol=tolerance)
+
+
+def test_torch_compile_traces_the_whole_model():
+    """Under torch.compile (one graph, no break) the primitives take their PyTorch formulations;
+    the result equals eager mode's (which uses the CPU kernels) to round-off."""
+    model = randomized_anyup(dtype=torch.float32, qk_dim=16, lfu_basis=8, num_heads=2)
+    image, feats = torch.randn(2, 3, 24, 20), torch.randn(2, 5, 3, 4)
+    with torch.no_grad():
+        expected = model(image, feats, output_size=(13, 17))
+        compiled = torch.compile(model, backend='aot_eager', fullgraph=True)
+        got = compiled(image, feats, output_size=(13, 17))
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
