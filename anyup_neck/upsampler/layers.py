@@ -63,6 +63,8 @@ class Encoder(nn.Sequential):
         pools before its last conv where it can). The blocks work over the first layer's
         output, which is this encoder's own temporary."""
         x = self[0](x)
+        if len(self) == 1:
+            return adaptive_pool(x, pool_to)
         for n, block in enumerate(self[1:], start=2):
             x = block(x, pool_to=pool_to if n == len(self) else None, overwrite=True)
         return x

@@ -100,3 +100,11 @@ def test_encoder_inference_equals_the_sequential_modules():
         torch.testing.assert_close(encoder(image, pool_to=(5, 4)),
                                    adaptive_pool(expected, (5, 4)))
     assert list(encoder.state_dict()) == list(torch.nn.Sequential(*encoder).state_dict())
+
+
+def test_encoder_without_blocks_pools_its_first_layer():
+    first = torch.nn.Conv2d(3, 16, 1, bias=False).double()
+    image = torch.randn(1, 3, 13, 10, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(Encoder(first)(image, pool_to=(5, 4)),
+                                   adaptive_pool(first(image), (5, 4)))
