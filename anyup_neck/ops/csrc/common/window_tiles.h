@@ -32,10 +32,12 @@
 // Backward pixel pass (pixel_block): tiled like the forward; per chunk dw = <g(p), v(key)>
 // (values through shared memory in channel chunks), then delta_n = sum a_n dw in a first walk
 // and dq_n += scale/N sum a_n (dw - delta_n) k_n in a second.
-// Backward key pass (key_block): a block owns a tile of keys, one thread per key, and walks its
-// covering pixels kPixelChunk at a time: their lse, delta, g and q pass through shared memory;
-// each (pixel, key) pair's logits, weight and ds are computed once per pixel chunk (not once per
-// value slice) and added to the key's dk and dv.
+// Backward key pass (key_block): a block owns a tile of keys, one thread per key, and a share of
+// its covering pixels (key_splits shares, so that small key maps still give the GPU enough
+// blocks), which it walks kPixelChunk at a time: their lse, delta, g and q pass through shared
+// memory; each (pixel, key) pair's logits, weight and ds are computed once per pixel chunk (not
+// once per value slice) and added to the share's partial dk and dv; the caller adds the
+// key_splits partial sums up (torch's sum over the first dimension, a fixed-order reduction).
 // Every output element is written by one thread only, every sum runs in a fixed order, and no
 // atomics are used: results are deterministic. Accumulation is in acc_t (float32 for float16,
 // bfloat16 and float32; float64 for float64). Nothing of size H*W x h*w is formed.
@@ -72,6 +74,8 @@ constexpr int64_t kKeyChunk = 64;                  // keys of a span per chunk, 
 constexpr int64_t kKeyElements = 4096;             // key elements (keys x D) per chunk, at most
 constexpr int64_t kChannelChunk = 32;              // value (and q) channels per pass
 constexpr int64_t kPixelChunk = 32;                // covering pixels per chunk of the key pass
+constexpr int64_t kKeyPassBlocks = 512;            // blocks the key pass aims at, at least
+constexpr int64_t kMaxKeySplits = 8;               // shares of a key tile's covering pixels, at most
 
 // Problem sizes, passed to the kernels by value.
 struct Sizes {
@@ -83,7 +87,8 @@ struct Sizes {
 // The tensors of one call. q (B, D, H, W) with element (b, e, p) at
 // q[b * q_batch + e * q_channel + p * q_pixel]; k_cl (B, h, w, D); v and g contiguous
 // (B, C, h, w) and (B, C, H, W); the acc_t outputs contiguous: out (B, C, H, W), lse and delta
-// (B, N, H, W), dq (B, D, H, W), dk (B, D, h, w), dv (B, C, h, w); dq, dk, dv zero on entry.
+// (B, N, H, W), dq (B, D, H, W), and the key pass's partial sums dk (key_splits, B, D, h, w), dv
+// (key_splits, B, C, h, w); dq, dk, dv zero on entry.
 template <typename scalar_t, typename acc_t>
 struct Tensors {
   const scalar_t* q;
@@ -115,9 +120,15 @@ WA_FN bool contains(const Window& win, int64_t row, int64_t col) {
 WA_FN int64_t pixel_blocks(const Sizes& s) {
   return s.B * tiles_along(s.H, kTileRows) * tiles_along(s.W, kTileCols);
 }
-WA_FN int64_t key_blocks(const Sizes& s) {
+WA_FN int64_t key_tiles(const Sizes& s) {
   return s.B * tiles_along(s.h, kTileRows) * tiles_along(s.w, kTileCols);
 }
+// Shares of each key tile's covering pixels: enough for about kKeyPassBlocks blocks, at most
+// kMaxKeySplits (each share has its own partial dk and dv).
+WA_FN int64_t key_splits(const Sizes& s) {
+  return max_<int64_t>(1, min_<int64_t>(kMaxKeySplits, tiles_along(kKeyPassBlocks, key_tiles(s))));
+}
+WA_FN int64_t key_blocks(const Sizes& s) { return key_tiles(s) * key_splits(s); }
 
 // Cell number u of a rectangle, in row-major order, as (row, col).
 WA_FN void rect_cell(const Window& rect, int64_t u, int64_t& row, int64_t& col) {
@@ -442,13 +453,20 @@ WA_FN void load_pixels(const KeyTile& tile, int64_t W, const scalar_t* map, int6
   }
 }
 
-// One tile of keys: dk and dv (added to).
+// One share of one tile of keys: its partial dk and dv (added to). Block number
+// tile * key_splits + split.
 template <typename Run, typename scalar_t, typename acc_t>
 WA_FN void key_block(const Run& run, const Sizes& s, const Tensors<scalar_t, acc_t>& x,
                      acc_t scale, int64_t block, acc_t* shared) {
-  const KeyTile tile(s, block);
+  const int64_t splits = key_splits(s), split = block % splits;
+  const KeyTile tile(s, block / splits);
   const int N = s.heads;
-  const int64_t HW = s.H * s.W, hw = s.h * s.w, total = tile.pixel_count();
+  const int64_t HW = s.H * s.W, hw = s.h * s.w;
+  const int64_t chunks = tiles_along(tile.pixel_count(), kPixelChunk);
+  const int64_t first = split * chunks / splits * kPixelChunk;
+  const int64_t total = min_(tile.pixel_count(), (split + 1) * chunks / splits * kPixelChunk);
+  acc_t* const dk_share = x.dk + split * s.B * s.D * hw;
+  acc_t* const dv_share = x.dv + split * s.B * s.C * hw;
   acc_t* lse = shared;                          // [N][kPixelChunk]
   acc_t* delta = lse + N * kPixelChunk;         // [N][kPixelChunk]
   acc_t* weights = delta + N * kPixelChunk;     // [kPixelChunk][kThreads], sum over heads of a_n
@@ -459,7 +477,7 @@ WA_FN void key_block(const Run& run, const Sizes& s, const Tensors<scalar_t, acc
   const scalar_t* q_b = x.q + tile.b * x.q_batch;
   const scalar_t* g_b = x.g + tile.b * s.C * HW;
   const acc_t coef = scale / static_cast<acc_t>(N), inv_heads = acc_t(1) / static_cast<acc_t>(N);
-  for (int64_t u0 = 0; u0 < total; u0 += kPixelChunk) {
+  for (int64_t u0 = first; u0 < total; u0 += kPixelChunk) {
     const int64_t count = min_(kPixelChunk, total - u0);
     run([&](int t) {
       for (int64_t index = t; index < N * count; index += kThreads) {
@@ -530,7 +548,7 @@ WA_FN void key_block(const Run& run, const Sizes& s, const Tensors<scalar_t, acc
         run([&](int t) {  // dk_n(key) += sum_p ds_n q_n(p)
           int64_t y, xk;
           if (!tile.key(t, y, xk)) return;
-          acc_t* dk = x.dk + (tile.b * s.D + e0) * hw + y * s.w + xk;
+          acc_t* dk = dk_share + (tile.b * s.D + e0) * hw + y * s.w + xk;
           for (int64_t e = 0; e < ee; ++e) {
             acc_t acc = dk[e * hw];
             for (int64_t u = 0; u < count; ++u) acc += logits[u * kThreads + t] * rows[e * kPixelChunk + u];
@@ -545,7 +563,7 @@ WA_FN void key_block(const Run& run, const Sizes& s, const Tensors<scalar_t, acc
       run([&](int t) {
         int64_t y, xk;
         if (!tile.key(t, y, xk)) return;
-        acc_t* dv = x.dv + (tile.b * s.C + c0) * hw + y * s.w + xk;
+        acc_t* dv = dv_share + (tile.b * s.C + c0) * hw + y * s.w + xk;
         for (int64_t c = 0; c < cc; ++c) {
           acc_t acc = dv[c * hw];
           for (int64_t u = 0; u < count; ++u)

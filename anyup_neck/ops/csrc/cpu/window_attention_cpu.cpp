@@ -69,8 +69,8 @@ std::tuple<Tensor, Tensor, Tensor> backward_cpu(const Tensor& grad_out, const Te
   p.delta = at::empty_like(p.lse);
   if (p.kernels == Kernels::tiled) {
     p.dq = at::zeros(q.sizes(), q.options());
-    p.dk = at::zeros(k.sizes(), k.options());
-    p.dv = at::zeros(v.sizes(), v.options());
+    p.dk = at::empty(k.sizes(), k.options());
+    p.dv = at::empty(v.sizes(), v.options());
     cpu::tiled_backward(p);
     return {p.dq, p.dk, p.dv};
   }

@@ -29,8 +29,8 @@ struct Problem {
 };
 
 // The tiled CUDA kernels' block code (common/window_tiles.h) run thread by thread
-// (cpu/window_attention_tiles_cpu.cpp): forward fills out and lse; backward fills delta and adds
-// to dq, dk, dv, which must be zero and contiguous on entry.
+// (cpu/window_attention_tiles_cpu.cpp): forward fills out and lse; backward fills delta, dk and
+// dv and adds to dq, which must be zero on entry (all contiguous).
 void tiled_forward(Problem& p);
 void tiled_backward(Problem& p);
 

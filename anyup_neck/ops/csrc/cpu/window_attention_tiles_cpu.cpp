@@ -41,11 +41,11 @@ tiles::Tensors<scalar_t, scalar_t> tensors_of(const Problem& p) {
           data(p.out), data(p.lse), data(p.delta), data(p.dq), data(p.dk), data(p.dv)};
 }
 
-// Runs block(run, sizes, tensors, scale, index, shared) for every block index below `blocks`.
+// Runs block(run, sizes, x, scale, index, shared) for every block index below `blocks`.
 template <typename scalar_t, typename Block>
-void run_blocks(const Problem& p, int64_t blocks, int64_t shared_size, const Block& block) {
+void run_blocks(const Problem& p, const tiles::Tensors<scalar_t, scalar_t>& x, int64_t blocks,
+                int64_t shared_size, const Block& block) {
   const tiles::Sizes s = sizes_of(p);
-  const auto x = tensors_of<scalar_t>(p);
   const auto scale = static_cast<scalar_t>(p.scale);
   at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
     std::vector<scalar_t> shared(shared_size);
@@ -61,7 +61,8 @@ void run_blocks(const Problem& p, int64_t blocks, int64_t shared_size, const Blo
 void tiled_forward(Problem& p) {
   const tiles::Sizes s = sizes_of(p);
   AT_DISPATCH_FLOATING_TYPES(p.q.scalar_type(), "window_attention_tiled_forward", [&] {
-    run_blocks<scalar_t>(p, tiles::pixel_blocks(s), tiles::forward_shared_size(s),
+    run_blocks<scalar_t>(p, tensors_of<scalar_t>(p), tiles::pixel_blocks(s),
+                         tiles::forward_shared_size(s),
                          [](auto&&... args) { tiles::forward_block(args...); });
   });
 }
@@ -69,10 +70,18 @@ void tiled_forward(Problem& p) {
 void tiled_backward(Problem& p) {
   const tiles::Sizes s = sizes_of(p);
   AT_DISPATCH_FLOATING_TYPES(p.q.scalar_type(), "window_attention_tiled_backward", [&] {
-    run_blocks<scalar_t>(p, tiles::pixel_blocks(s), tiles::pixel_shared_size(s),
+    auto x = tensors_of<scalar_t>(p);
+    run_blocks<scalar_t>(p, x, tiles::pixel_blocks(s), tiles::pixel_shared_size(s),
                          [](auto&&... args) { tiles::pixel_block(args...); });
-    run_blocks<scalar_t>(p, tiles::key_blocks(s), tiles::key_shared_size(s),
+    const int64_t splits = tiles::key_splits(s);
+    const at::Tensor dk_shares = at::zeros({splits, p.B, p.D, p.h, p.w}, p.q.options());
+    const at::Tensor dv_shares = at::zeros({splits, p.B, p.C, p.h, p.w}, p.q.options());
+    x.dk = dk_shares.data_ptr<scalar_t>();
+    x.dv = dv_shares.data_ptr<scalar_t>();
+    run_blocks<scalar_t>(p, x, tiles::key_blocks(s), tiles::key_shared_size(s),
                          [](auto&&... args) { tiles::key_block(args...); });
+    at::sum_out(p.dk, dk_shares, 0);
+    at::sum_out(p.dv, dv_shares, 0);
   });
 }
 

@@ -302,13 +302,21 @@ std::tuple<Tensor, Tensor, Tensor> backward_cuda(const Tensor& grad_out, const T
       const tiles::Tensors<scalar_t, acc_t> x{
           q.data_ptr<scalar_t>(), ql.batch, ql.channel, ql.pixel, k_cl.data_ptr<scalar_t>(),
           v.data_ptr<scalar_t>(), g.data_ptr<scalar_t>(), nullptr, lse.data_ptr<acc_t>(),
-          delta.data_ptr<acc_t>(), dq.data_ptr<acc_t>(), dk.data_ptr<acc_t>(),
-          dv.data_ptr<acc_t>()};
+          delta.data_ptr<acc_t>(), dq.data_ptr<acc_t>(), nullptr, nullptr};
       const tiles::Sizes ts = tile_sizes(s);
       launch_tiled<acc_t>(tiled_pixel_kernel<scalar_t, acc_t>, tiles::pixel_blocks(ts),
                           tiles::pixel_shared_size(ts), "the backward pixel pass", ts, x, sc);
+      // The key pass's partial sums, one per share of the covering pixels, added up after.
+      const int64_t splits = tiles::key_splits(ts);
+      const Tensor dk_shares = at::zeros({splits, s.B, s.D, s.h, s.w}, acc_options);
+      const Tensor dv_shares = at::zeros({splits, s.B, s.C, s.h, s.w}, acc_options);
+      auto shares = x;
+      shares.dk = dk_shares.data_ptr<acc_t>();
+      shares.dv = dv_shares.data_ptr<acc_t>();
       launch_tiled<acc_t>(tiled_key_kernel<scalar_t, acc_t>, tiles::key_blocks(ts),
-                          tiles::key_shared_size(ts), "the backward key pass", ts, x, sc);
+                          tiles::key_shared_size(ts), "the backward key pass", ts, shares, sc);
+      dk = dk_shares.sum(0);
+      dv = dv_shares.sum(0);
       return;
     }
     backward_pixel_kernel<scalar_t, acc_t><<<blocks_for(s.B * s.H * s.W), kThreads, 0, stream>>>(
