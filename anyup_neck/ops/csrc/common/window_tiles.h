@@ -53,6 +53,8 @@
 //     read and written once per chunk of kPixelChunk covering pixels (a tile of 8 x 8 keys has
 //     about 130 x 130 covering pixels: about 530 chunks x 64 keys x 512 channels x 8 B = 140 MB
 //     per key tile, 2.2 GB in all, from L2). About 4x the forward's FLOPs.
+//   Extra memory: the key pass's partial sums, key_splits x (D + C) x h x w (at most 8 times dk
+//     and dv, key-sized); nothing of output size beyond the op's own outputs.
 //   None of it is measured on a GPU yet.
 //
 // Shared memory per block in acc_t elements (*_shared_size) for N = 4, D = 128: forward 7.7 k
