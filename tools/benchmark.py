@@ -417,7 +417,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help=f'default: {" ".join(OP_MODES + ANYUP_MODES[:2])} on CPU, '
                              f'every mode on GPU')
     parser.add_argument('--backends', nargs='+', default=None,
-                        help='default: official, dense, cpp (CPU) or cuda (GPU), torch')
+                        help="default: official, dense, cpp (CPU) or cuda and cuda_tiled (GPU), torch")
     parser.add_argument('--necks', nargs='+', choices=sorted(NECK_CONFIGS),
                         default=['anyup', 'bilinear'], help='the downstream mode\'s necks')
     parser.add_argument('--sizes', nargs='+', type=int, default=[224, 448, 896, 2048])
@@ -454,7 +454,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.modes is None:
         args.modes = list(MODES) if gpu else list(OP_MODES + ANYUP_MODES[:2])
     if args.backends is None:
-        args.backends = ['official', 'dense', 'cuda' if gpu else 'cpp', 'torch']
+        compiled = ['cuda', 'cuda_tiled'] if gpu else ['cpp']
+        args.backends = ['official', 'dense', *compiled, 'torch']
     if args.warmup is None:
         args.warmup = 3 if gpu else 1
     if args.repeats is None:

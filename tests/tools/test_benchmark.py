@@ -81,7 +81,7 @@ def test_defaults_per_device():
     assert cpu.modes == ['op', 'op-train', 'forward', 'train']
     assert (cpu.warmup, cpu.repeats, cpu.backends[2]) == (1, 3, 'cpp')
     assert gpu.modes == list(benchmark.MODES)
-    assert (gpu.warmup, gpu.repeats, gpu.backends[2]) == (3, 10, 'cuda')
+    assert (gpu.warmup, gpu.repeats, gpu.backends[2:4]) == (3, 10, ['cuda', 'cuda_tiled'])
     downstream = [c for c in benchmark.cases(benchmark.parse_args(
         ['--device', 'cuda', '--sizes', '448', '--fp16'])) if c.mode == 'downstream']
     assert [(c.backend, c.precision, c.map, c.channels, c.batch) for c in downstream] == [
