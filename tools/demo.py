@@ -30,6 +30,7 @@ import torch  # noqa: E402
 from mmengine.config import Config, DictAction  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from anyup_neck import runtime  # noqa: E402
 from anyup_neck.mm.datasets import write_demo_datasets  # noqa: E402
 from anyup_neck.mm.models import TimmBackbone  # noqa: E402
 
@@ -115,6 +116,7 @@ def segment(args: argparse.Namespace, upsampler_file: str, upsampler_cfg: dict) 
 
 
 def main(argv: list[str] | None = None) -> None:
+    runtime.apply()  # the fast-CPU process settings, inherited by the steps it starts
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--data-root', default='data/demo')
     parser.add_argument('--work-dir', default='work_dirs/demo')
