@@ -139,7 +139,7 @@ def group_norm_silu_by_reductions(x: torch.Tensor, norm: nn.GroupNorm,
         var = (mean_square.square() / count - mean.square()).clamp_min(0)
     rstd = (var + norm.eps).rsqrt()                                        # (B, G)
     scale = norm.weight.view(G, -1) * rstd[:, :, None]                     # (B, G, C/G)
-    shift = norm.bias.view(G, -1) - mean[:, :, None] * scale
+    shift = torch.addcmul(norm.bias.view(G, -1), mean[:, :, None], scale, value=-1)
     spatial = (1,) * (x.dim() - 2)
     scale = scale.reshape(B, C, *spatial).to(x.dtype)
     shift = shift.reshape(B, C, *spatial).to(x.dtype)
