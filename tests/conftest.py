@@ -4,7 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from anyup_neck import AnyUp
+from anyup_neck import AnyUp, runtime
+
+runtime.apply()  # the fast-CPU process settings, before any test runs (make test = pytest)
 
 
 def randomized_anyup(seed: int = 0, dtype: torch.dtype = torch.float64, **kwargs) -> AnyUp:

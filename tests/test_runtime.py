@@ -3,6 +3,7 @@ process (glibc's allocator through mallopt, observed with mallinfo2)."""
 from __future__ import annotations
 
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -77,3 +78,8 @@ def test_apply_keeps_what_the_caller_set():
                     'ONEDNN_MAX_CPU_ISA': 'AVX2'})
     assert probe['before'] and probe['after']      # glibc's mmap limit left as the caller set it
     assert probe['env'] == {**SETTINGS, 'MALLOC_MMAP_MAX_': '65536', 'ONEDNN_MAX_CPU_ISA': 'AVX2'}
+
+
+def test_the_suite_runs_with_the_settings():
+    """tests/conftest.py applies them, so `make test` and a plain `pytest` run alike."""
+    assert all(k in os.environ for k in SETTINGS)

@@ -114,7 +114,7 @@ class AnyUpNeck(ResamplingNeck):
             raise RuntimeError('AnyUpNeck: the input image normalisation is unknown; give '
                                'image_mean/image_std or build it inside AnyUpEncoderDecoder / '
                                'AnyUpDepthEstimator, which set it from data_preprocessor')
-        return image * self._guidance_scale + self._guidance_shift
+        return self.upsampler.check_image(image) * self._guidance_scale + self._guidance_shift
 
     def resample(self, features: list[torch.Tensor], image: torch.Tensor,
                  sizes: list[tuple[int, int]]) -> list[torch.Tensor]:
