@@ -38,10 +38,9 @@ def cpu_isas() -> list:
     return [pytest.param(isa, id=f'cpp-{isa}') for isa in ('base', 'avx2', 'avx512')]
 
 
-def use_isa(monkeypatch: pytest.MonkeyPatch, isa: str) -> None:
+def use_isa(isa: str) -> None:
     """Run the CPU kernels built for ``isa`` for the rest of the test, or skip if this processor
-    lacks it; tests/ops/conftest.py restores the selection after every test. (``monkeypatch``
-    is no longer used: the callers in test_fused.py still pass it.)"""
+    lacks it; tests/ops/conftest.py restores the selection after every test."""
     if not extension.available():
         pytest.fail(f'the compiled extension is not built: {extension.LOAD_ERROR}')
     try:

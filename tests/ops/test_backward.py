@@ -31,8 +31,8 @@ def _compare_with_reference(case, dtype: torch.dtype, tol: float, seed: int = 0,
 
 @pytest.mark.parametrize('case', CASES, ids=CASE_IDS)
 @pytest.mark.parametrize('isa', cpu_isas())
-def test_gradients_match_reference(case, isa, monkeypatch):
-    use_isa(monkeypatch, isa)
+def test_gradients_match_reference(case, isa):
+    use_isa(isa)
     _compare_with_reference(case, torch.float64, 1e-11)
     _compare_with_reference(case, torch.float32, 2e-4)
 

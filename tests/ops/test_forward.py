@@ -27,8 +27,8 @@ def _check(backend: str, case, dtype: torch.dtype, tol: float, kernels: str | No
 
 @pytest.mark.parametrize('case', CASES, ids=CASE_IDS)
 @pytest.mark.parametrize('isa', cpu_isas())
-def test_cpp(case, isa, monkeypatch):
-    use_isa(monkeypatch, isa)
+def test_cpp(case, isa):
+    use_isa(isa)
     _check('cpp', case, torch.float64, 1e-12)
     _check('cpp', case, torch.float32, 1e-5)
 

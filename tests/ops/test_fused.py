@@ -31,8 +31,8 @@ def _group_norm(C: int, groups: int, dtype: torch.dtype) -> torch.nn.GroupNorm:
     ((1, 8, 50, 45), 2, False),
     ((1, 1, 3, 4), 1, False),        # one channel
 ])
-def test_group_norm_silu_matches_torch(isa, dtype, shape, groups, channels_last, monkeypatch):
-    use_isa(monkeypatch, isa)
+def test_group_norm_silu_matches_torch(isa, dtype, shape, groups, channels_last):
+    use_isa(isa)
     torch.manual_seed(0)
     x = 3 * torch.randn(shape, dtype=dtype) + 2  # a mean far from 0 tests the variance formula
     if channels_last:
@@ -51,8 +51,8 @@ def test_group_norm_silu_matches_torch(isa, dtype, shape, groups, channels_last,
 @pytest.mark.parametrize('isa', cpu_isas())
 @pytest.mark.parametrize('dtype', [torch.float64, torch.float32])
 @pytest.mark.parametrize('shape', [(2, 16, 5, 7), (1, 8, 1, 11), (1, 128, 9, 3)])
-def test_rotary_2d_matches_the_rope_layer(isa, dtype, shape, monkeypatch):
-    use_isa(monkeypatch, isa)
+def test_rotary_2d_matches_the_rope_layer(isa, dtype, shape):
+    use_isa(isa)
     torch.manual_seed(1)
     rope = RoPE(shape[1]).to(dtype)
     with torch.no_grad():
@@ -75,8 +75,8 @@ def test_rotary_2d_matches_the_rope_layer(isa, dtype, shape, monkeypatch):
     (4, 7, (1, 3, 2, 2)),     # kernel larger than the map
     (103, 3, (1, 7, 4, 5)),   # register blocks of every size: 7 Lanes of M, 7 channels, 103 rows
 ])
-def test_basis_softmax_mean_matches_the_lfu_layer(isa, dtype, mode, M, k, shape, monkeypatch):
-    use_isa(monkeypatch, isa)
+def test_basis_softmax_mean_matches_the_lfu_layer(isa, dtype, mode, M, k, shape):
+    use_isa(isa)
     torch.manual_seed(2)
     lfu = LearnedFeatureUnification(M, k, mode=mode).to(dtype)
     features = F.normalize(torch.randn(shape, dtype=dtype), dim=1)
@@ -116,8 +116,8 @@ def test_conv1x1_add_matches_conv_then_add(dtype, channels_last, onednn, shape, 
     ((2, 40, 9, 200), 48, (3, 8)),    # several runs of tiles per row; a range of rows
     ((1, 24, 6, 5), 7, (5, 6)),       # the last row alone
 ])
-def test_conv3x3_winograd_matches_conv2d(isa, dtype, shape, out_channels, rows, monkeypatch):
-    use_isa(monkeypatch, isa)
+def test_conv3x3_winograd_matches_conv2d(isa, dtype, shape, out_channels, rows):
+    use_isa(isa)
     torch.manual_seed(4)
     x = torch.randn(shape, dtype=dtype).contiguous(memory_format=torch.channels_last)
     weight = torch.randn(out_channels, shape[1], 3, 3, dtype=dtype)
@@ -139,9 +139,8 @@ def test_conv3x3_winograd_matches_conv2d(isa, dtype, shape, out_channels, rows, 
     ((1, 1, 3, 2), 3, None),         # one input channel
     ((2, 32, 6, 9), 32, (2, 8)),     # into rows 2..7 of a larger channels-last map
 ])
-def test_rms_linear_matches_rmsnorm_then_linear(isa, dtype, shape, out_channels, into_rows,
-                                                monkeypatch):
-    use_isa(monkeypatch, isa)
+def test_rms_linear_matches_rmsnorm_then_linear(isa, dtype, shape, out_channels, into_rows):
+    use_isa(isa)
     torch.manual_seed(5)
     x = torch.randn(shape, dtype=dtype).contiguous(memory_format=torch.channels_last)
     norm = torch.nn.RMSNorm(shape[1], eps=1e-6).to(dtype)
