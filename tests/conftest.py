@@ -30,3 +30,12 @@ def randomized_anyup(seed: int = 0, dtype: torch.dtype = torch.float64, **kwargs
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture
+def no_tf32():
+    """Full float32 matmuls and convolutions on CUDA (PyTorch's default allows TF32 in cuDNN)."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved

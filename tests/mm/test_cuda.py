@@ -21,9 +21,12 @@ from mmengine.structures import PixelData
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 
+from tests.numerics import relative_error
+
 from .helpers import DEMO_SEG, REPO, SUBPROCESS_ENV, TINY_ANYUP, as_cli, tiny_run_options
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
+pytestmark = [pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device'),
+              pytest.mark.usefixtures('no_tf32')]
 
 IMAGE = (32, 40)
 BACKBONE = dict(type='TimmBackbone', model_name='vit_tiny_patch16_224',
@@ -43,21 +46,6 @@ DEPTH = dict(type='AnyUpDepthEstimator', data_preprocessor=PREPROCESSOR,
                               reassemble_channels=(8, 16), channels=8, norm_cfg=None,
                               dropout_ratio=0.0),
              test_cfg=dict(mode='whole'))
-
-
-@pytest.fixture(autouse=True)
-def no_tf32():
-    """Full float32 matmuls and convolutions (PyTorch's default allows TF32 in cuDNN)."""
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    yield
-    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
-
-
-def relative_error(got: torch.Tensor, expected: torch.Tensor) -> float:
-    got, expected = got.detach().cpu().double(), expected.detach().cpu().double()
-    assert got.shape == expected.shape
-    return float((got - expected).abs().max() / expected.abs().max().clamp_min(1e-8))
 
 
 def test_anyup_neck_forward_and_backward_match_the_cpu():

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from anyup_neck.ops import fused
 from anyup_neck.upsampler import LearnedFeatureUnification, RoPE
+from tests.numerics import relative_error
 from tests.ops.helpers import cpu_isas, use_isa
 
 TOLERANCE = {torch.float64: dict(rtol=1e-12, atol=1e-12), torch.float32: dict(rtol=1e-5, atol=1e-6)}
@@ -186,10 +187,6 @@ def test_layers_fall_back_to_torch_under_autograd():
 REDUCED = {torch.bfloat16: 2e-2, torch.float16: 4e-3}
 
 
-def _relative_error(got: torch.Tensor, expected: torch.Tensor) -> float:
-    return float((got.double() - expected).abs().max() / expected.abs().max())
-
-
 @pytest.mark.parametrize('shape, groups, channels_last', [
     ((2, 16, 7, 9), 4, True),
     ((1, 24, 1, 13), 8, False),
@@ -216,7 +213,7 @@ def test_group_norm_silu_by_reductions_matches_torch(shape, groups, channels_las
         if dtype in TOLERANCE:
             torch.testing.assert_close(result, expected.to(dtype), **TOLERANCE[dtype])
         else:  # rounding of x to the reduced type and of the output; statistics in float32
-            assert _relative_error(result, F.silu(norm64(x.double())).detach()) < REDUCED[dtype]
+            assert relative_error(result, F.silu(norm64(x.double())).detach()) < REDUCED[dtype]
 
 
 def test_group_norm_silu_by_reductions_gradcheck():
@@ -261,7 +258,7 @@ def test_rms_linear_paths_match_rmsnorm_then_linear(paths, dtype, monkeypatch):
     if dtype in TOLERANCE:
         torch.testing.assert_close(got, expected.to(dtype), **TOLERANCE[dtype])
     else:
-        assert _relative_error(got, expected) < REDUCED[dtype]
+        assert relative_error(got, expected) < REDUCED[dtype]
 
 
 def test_rms_linear_formulation_gradcheck():
@@ -297,7 +294,7 @@ def test_conv3x3_rms_linear_matches_conv_then_projection(overwrite, dtype, shape
         got = fused.conv3x3_rms_linear(scratch, conv, gain, weight, bias, overwrite=overwrite)
     assert (got.data_ptr() == scratch.data_ptr()) == (overwrite and out_channels == shape[1])
     tolerance = 1e-12 if dtype == torch.float64 else 2e-5
-    assert _relative_error(got, expected) < tolerance
+    assert relative_error(got, expected) < tolerance
 
 
 @pytest.mark.parametrize('overwrite', [False, True])
@@ -326,7 +323,7 @@ def test_rotary_2d_in_reduced_precision(dtype):
         expected = rope.double()(x64.clone())
         got = rope.float()(x64.to(dtype), overwrite=True)
     assert got.dtype == dtype
-    assert _relative_error(got, expected) < REDUCED[dtype]
+    assert relative_error(got, expected) < REDUCED[dtype]
 
 
 @pytest.mark.parametrize('mode', ['official', 'paper'])
@@ -339,7 +336,7 @@ def test_basis_softmax_mean_in_reduced_precision(mode, dtype):
         expected = lfu.double()(features)
         got = lfu.to(dtype)(features.to(dtype))
     assert got.dtype == dtype
-    assert _relative_error(got, expected) < REDUCED[dtype]
+    assert relative_error(got, expected) < REDUCED[dtype]
 
 
 def test_basis_softmax_mean_formulation_gradcheck():
@@ -428,7 +425,7 @@ def test_group_norm_silu_on_cuda(dtype, channels_last):
         got = fused.group_norm_silu(x, norm)
     assert got.dtype == dtype and got.stride() == x.stride()
     tolerance = 1e-5 if dtype == torch.float32 else REDUCED[dtype]
-    assert _relative_error(got.cpu(), expected) < tolerance
+    assert relative_error(got.cpu(), expected) < tolerance
 
 
 @requires_cuda
@@ -458,6 +455,6 @@ def test_primitives_on_cuda_match_the_cpu_with_gradients():
             results[device] = [y.detach(), x.grad, lfu.basis.grad,
                                *[p.grad for p in block.parameters()]]
         for got, expected in zip(results['cuda'], results['cpu']):
-            assert _relative_error(got.cpu(), expected) < 1e-4
+            assert relative_error(got.cpu(), expected) < 1e-4
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from tests.conftest import randomized_anyup
+from tests.numerics import relative_error
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
 
@@ -27,21 +28,6 @@ CASE_IDS = ['b2-c384-64x48', 'c1-smaller-output', 'c1536']
 #: Scale-relative tolerance of the autocast forward: bfloat16 keeps 8 mantissa bits (unit
 #: roundoff 3.9e-3), float16 11 bits (4.9e-4); statistics and softmax stay in float32.
 AUTOCAST_TOLERANCE = {torch.bfloat16: 2e-2, torch.float16: 1e-2}
-
-
-@pytest.fixture
-def no_tf32():
-    """Full float32 matmuls and convolutions (PyTorch's default allows TF32 in cuDNN)."""
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    yield
-    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
-
-
-def relative_error(got: torch.Tensor, expected: torch.Tensor) -> float:
-    got, expected = got.detach().cpu().double(), expected.detach().cpu().double()
-    assert got.shape == expected.shape
-    return float((got - expected).abs().max() / expected.abs().max())
 
 
 def case_inputs(batch, channels, image_size, feature_size, seed=0):

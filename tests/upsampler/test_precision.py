@@ -12,16 +12,13 @@ import torch
 
 from anyup_neck.upsampler.official import official_anyup
 from tests.conftest import randomized_anyup
+from tests.numerics import relative_error
 from tests.upsampler.paths import use_paths
 
 #: bfloat16 keeps 8 significant bits (unit roundoff 3.9e-3), float16 11 (4.9e-4); a few
 #: layers of rounding on top
 TOLERANCE = {torch.bfloat16: 3e-2, torch.float16: 1e-2}
 ARCH = dict(qk_dim=32, lfu_basis=16, num_heads=2)
-
-
-def _relative_error(got: torch.Tensor, expected: torch.Tensor) -> float:
-    return float((got.detach().double() - expected).abs().max() / expected.abs().max())
 
 
 def _case(batch: int, channels: int, image: tuple, feats: tuple, seed: int = 0):
@@ -46,7 +43,7 @@ def test_autocast_forward_matches_float64(dtype, batch, channels, image_size, fe
     assert got.dtype == features.dtype and got.shape == (batch, channels, *size)
     sd64 = {k: v.double() for k, v in model.state_dict().items()}
     expected = official_anyup(sd64, image.double(), features.double(), size, num_heads=2)
-    assert _relative_error(got, expected) < TOLERANCE[dtype]
+    assert relative_error(got, expected) < TOLERANCE[dtype]
 
 
 def test_autocast_keeps_float64_features_float64():
