@@ -289,8 +289,7 @@ std::tuple<Tensor, Tensor, Tensor> backward_cuda(const Tensor& grad_out, const T
   const Tensor lse = lse_in.to(acc_dtype(q)).contiguous();
   Tensor delta = at::empty_like(lse);
   Tensor dq = at::zeros(q.sizes(), acc_options);
-  Tensor dk = at::zeros(k.sizes(), acc_options);
-  Tensor dv = at::zeros(v.sizes(), acc_options);
+  Tensor dk, dv;  // the per-pixel key pass accumulates into zeros, the tiled one sums shares
   const int64_t slices = (s.C + kSlice - 1) / kSlice;
   const auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(),
@@ -319,6 +318,8 @@ std::tuple<Tensor, Tensor, Tensor> backward_cuda(const Tensor& grad_out, const T
       dv = dv_shares.sum(0);
       return;
     }
+    dk = at::zeros(k.sizes(), acc_options);
+    dv = at::zeros(v.sizes(), acc_options);
     backward_pixel_kernel<scalar_t, acc_t><<<blocks_for(s.B * s.H * s.W), kThreads, 0, stream>>>(
         s, sc, g.data_ptr<scalar_t>(), q.data_ptr<scalar_t>(), layout_of(q),
         k_cl.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(), lse.data_ptr<acc_t>(),
