@@ -225,11 +225,9 @@ def preactivation_residual(x: torch.Tensor, norm1: nn.GroupNorm, conv1: nn.Conv2
             and x.is_contiguous(memory_format=torch.channels_last)
             and cpu_kernels_usable(x, *_params(norm1, conv1, norm2, conv2))):
         return _residual_in_pieces(x, norm1, conv1, norm2, conv2, pool_to if pool else None)
-    if pool and pointwise:
-        pooled_shortcut = shortcut(adaptive_pool(x, pool_to))
-        hidden = group_norm_silu(conv1(group_norm_silu(x, norm1)), norm2, overwrite=True)
-        return conv2(adaptive_pool(hidden, pool_to)) + pooled_shortcut
     hidden = group_norm_silu(conv1(group_norm_silu(x, norm1)), norm2, overwrite=True)
+    if pool and pointwise:
+        return conv2(adaptive_pool(hidden, pool_to)) + shortcut(adaptive_pool(x, pool_to))
     if records_grad(hidden, x, *_params(conv2, shortcut)):
         return adaptive_pool(conv2(hidden) + shortcut(x), pool_to)
     return adaptive_pool(conv2(hidden).add_(shortcut(x)), pool_to)
