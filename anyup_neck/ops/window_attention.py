@@ -12,9 +12,9 @@ Backends are looked up by name in :data:`BACKENDS`; ``'auto'`` is resolved by
 
 * ``'cuda'``: the compiled CUDA kernels, one thread per output pixel or key (CUDA tensors;
   float32/16, bfloat16, float64);
-* ``'cuda_tiled'``: the compiled tiled CUDA kernels (tiles of pixels and keys through shared
-  memory; same dtypes). Their tile logic is tested on the CPU, but they have not run on a GPU
-  yet, so nothing picks them automatically;
+* ``'cuda_tiled'``: the compiled tiled CUDA kernels (8x8 tiles of output pixels, the work as
+  register-tiled matrix products through shared memory; same dtypes). Their tile logic is
+  tested on the CPU, but they have not run on a GPU yet, so nothing picks them automatically;
 * ``'cpp'``: the compiled C++ kernels (CPU tensors; float32, float64);
 * ``'torch'``: tiled pure PyTorch, any device and dtype, autograd by PyTorch;
 * ``'dense'``: the dense masked formulation (reference and baseline);

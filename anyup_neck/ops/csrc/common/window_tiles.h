@@ -4,64 +4,66 @@
 // the thread index, run by every thread of the block through a `run` object:
 //   CUDA (cuda/window_attention_cuda.cu):      run(phase) = phase(threadIdx.x); __syncthreads()
 //   CPU  (cpu/window_attention_tiles_cpu.cpp):  run(phase) = for t < kThreads: phase(t)
-// over the same shared memory (dynamic shared memory on the GPU, a std::vector on the CPU),
-// with the same indexing and the same arithmetic, so the CPU tests (the op's private
-// kernels="tiled") check the GPU's tile logic. What a thread keeps from one phase to the next
-// lives in shared memory, indexed by the thread; loop bounds between phases are the same for
-// every thread of a block.
+// over the same shared memory (dynamic shared memory on the GPU, an array on the CPU), with the
+// same indexing and the same arithmetic, so the CPU tests (the op's private kernels="tiled")
+// check the GPU's tile logic. What a thread keeps from one phase to the next lives in shared or
+// global memory; loop bounds between phases are the same for every thread of a block.
 //
 // Notation as in window_attention_math.h: output pixels p of an H x W map, keys on h x w, N
 // heads of d channels (D = N d for q and k), C value channels. Windows are monotone per axis
-// (both ends never decrease with the output index), so
-//   - a tile of output pixels, rows [i0, i1) x columns [j0, j1), reads only the keys of the
-//     rectangle rows [start(i0), stop(i1 - 1)) x columns [start(j0), stop(j1 - 1)) (its "key
-//     span"), and
-//   - a tile of keys, rows [y0, y1) x columns [x0, x1), is seen only by the output pixels of
-//     the rectangle rows [lo(y0), hi(y1 - 1)) x columns [lo(x0), hi(x1 - 1)) (its "covering
-//     pixels", lo/hi from covering_range).
+// (both ends never decrease with the output index), so a tile of output pixels, rows [i0, i1)
+// x columns [j0, j1), reads only the keys of the rectangle rows [start(i0), stop(i1 - 1)) x
+// columns [start(j0), stop(j1 - 1)), its "span", walked in chunks of at most kKeyChunk keys.
 //
-// Forward (forward_block): a block owns a tile of kTileRows x kTileCols output pixels, one
-// thread per pixel. Pass 1 walks its key span in chunks of key_chunk(D) keys: the chunk's keys
-// (all D channels) are loaded into shared memory once, each thread updates its per-head running
-// maximum and sum of exp over the keys of its window (online softmax), and the per-head lse is
-// stored. Pass 2 walks the chunks again: the head-averaged weights w = (1/N) sum_n
-// exp(s_n - lse_n) of every (pixel, key) pair of the chunk go to shared memory, then the values
-// pass through shared memory kChannelChunk channels at a time, each thread adding its weighted
-// sums to its output pixel (written along rows of pixels; read back only when the span has more
-// than one chunk).
-// Backward pixel pass (pixel_block): tiled like the forward; per chunk dw = <g(p), v(key)>
-// (values through shared memory in channel chunks), then delta_n = sum a_n dw in a first walk
-// and dq_n += scale/N sum a_n (dw - delta_n) k_n in a second.
-// Backward key pass (key_block): a block owns a tile of keys, one thread per key, and a share of
-// its covering pixels (key_splits shares, so that small key maps still give the GPU enough
-// blocks), which it walks kPixelChunk at a time: their lse, delta, g and q pass through shared
-// memory; each (pixel, key) pair's logits, weight and ds are computed once per pixel chunk (not
-// once per value slice) and added to the share's partial dk and dv; the caller adds the
-// key_splits partial sums up (torch's sum over the first dimension, a fixed-order reduction).
-// Every output element is written by one thread only, every sum runs in a fixed order, and no
+// Every block owns a tile of kTileRows x kTileCols = 64 output pixels and has 256 threads. The
+// work is small matrix products through shared memory, each thread computing a 4 x 4 tile of
+// the result in registers (gemm_nn, gemm_tn): per 4 x 4 tile and step along the reduced
+// dimension, 8 values read from shared memory for 16 multiply-adds.
+//
+// Forward (forward_block). Per head n and chunk of span keys: the logits S[key][pixel] =
+// <q_n(p), k_n(key)> (q and k through shared memory kQKChunk channels at a time), then the
+// per-head softmax statistics of every pixel over the keys of its window (four threads per
+// pixel, then their four partial maxima and sums merged in order), and the head-averaged
+// weights W[key][pixel] = (1/N) sum_n exp(scale S_n - lse_n) (zero outside the window). Then
+// out[c][p] = sum_key W[key][p] v(key)[c], kValueChunk channels at a time, written once. A span
+// of more than one chunk takes two walks (statistics first, then weights); one chunk (the usual
+// case: 81 keys at 448 from 32, ratio 0.1) takes one.
+//
+// Backward (pixel_block, then reduce_block). Per tile and chunk: dW[key][p] = <g(p), v(key)>,
+// then per head the weights a_n, delta_n(p) = sum_key a_n dW, ds_n = scale/N a_n (dW - delta_n),
+// dq_n(p) += sum_key ds_n k_n(key) (added to the tile's own dq), and the tile's shares of the
+// key gradients, dk_n(key) = sum_{p in tile} ds_n q_n(p) and dv(key) = sum_{p in tile} W g(p),
+// written to a partial-sum buffer: one row of D + C values per (tile, span key) ("slot"). A
+// span of more than one chunk walks twice (delta first). reduce_block then adds, per key, the
+// partial rows of the tiles whose pixels see it, in tile order, into dk | dv (channels last).
+// So every pair (pixel, key) costs its logits, dW, dq, dk and dv once, each as part of a
+// matrix product; nothing is recomputed per value channel. The buffer is bounded by bands of
+// tile rows (band_rows: at most half the output's size, or one tile row), each band's tiles
+// reduced before the next band runs.
+//
+// Every output element is written by one thread, every sum runs in a fixed order, and no
 // atomics are used: results are deterministic. Accumulation is in acc_t (float32 for float16,
 // bfloat16 and float32; float64 for float64). Nothing of size H*W x h*w is formed.
 //
-// Work and traffic at 448x448 from 32x32, C = 384, D = 128, N = 4, ratio 0.1 (windows of about
-// 7 x 7 = 49 keys, a tile's key span about 9 x 9), batch 1; a FLOP is a multiply or an add:
-//   forward: logits 2 x 200k pixels x 49 keys x 128 = 2.5 GFLOP per walk, two walks (the floor
-//     has one), weighted values 2 x 200k x 49 x 384 = 7.5 GFLOP: 12.5 GFLOP. Traffic: the
-//     output written once (308 MB), q read per logit from the L1/L2 caches, k and v of each span
-//     read once per tile (3136 tiles x 81 keys x 512 channels x 4 B = 0.5 GB, mostly from L2).
-//   backward: pixel pass 4 logit walks (10 GFLOP), dw twice (15 GFLOP), dq 2.5 GFLOP; key pass
-//     logits, dw, dk, dv once per (pixel, key) pair (2.5 + 7.5 + 2.5 + 7.5 GFLOP), its dk and dv
-//     read and written once per chunk of kPixelChunk covering pixels (a tile of 8 x 8 keys has
-//     about 130 x 130 covering pixels: about 530 chunks x 64 keys x 512 channels x 8 B = 140 MB
-//     per key tile, 2.2 GB in all, from L2). About 4x the forward's FLOPs.
-//   Extra memory: the key pass's partial sums, key_splits x (D + C) x h x w (at most 8 times dk
-//     and dv, key-sized); nothing of output size beyond the op's own outputs.
-//   None of it is measured on a GPU yet.
+// Work at 448x448 from 32x32, C = 384, D = 128, N = 4, ratio 0.1 (windows of 7 x 7 or 8 x 8
+// keys, spans of 8 x 8 to 9 x 9 = 64 to 81 keys), batch 1; a FLOP is a multiply or an add;
+// 3136 tiles:
+//   forward: logits 2 x 64 x 81 x 128 (1.3 MFLOP per tile), weighted values 2 x 64 x 81 x 384
+//     (4 MFLOP): 16.6 GFLOP, 1.3x the dense-window floor (the span's keys outside a pixel's
+//     window are multiplied by zero weights). Traffic: the output written once (308 MB); q, k
+//     and v read once per tile (k, v mostly from L2).
+//   backward: dW 4, logits 1.3, dq 1.3, dk 1.3, dv 4 MFLOP per tile: 37 GFLOP; the partial
+//     rows 3136 x 81 x 512 x 4 B = 0.52 GB written and read once, in 4 bands of 0.13 GB.
+//   At the 4 x 4 tiles' ratio of shared-memory reads to multiply-adds the products can run at
+//   a large fraction of the fp32 FMA rate (67 TFLOP/s on an H200): the floors are about 0.25
+//   ms forward and 0.7 ms backward. None of it is measured on a GPU yet.
 //
-// Shared memory per block in acc_t elements (*_shared_size) for N = 4, D = 128: forward 7.7 k
-// (30 KB float32, 60 KB float64), pixel pass 9.7 k (38 KB, 76 KB), key pass 9.5 k (37 KB,
-// 74 KB); it grows with N (and D, until key_chunk shrinks). The CUDA launcher opts in to more
-// than 48 KB (cudaFuncSetAttribute) and checks the device's limit.
+// Shared memory per block in bytes (*_shared_bytes), N = 4: forward 78 KB (float32), backward
+// 110 KB, growing by 512 B per head; float64 doubles it. The CUDA launcher opts in to more than
+// 48 KB (cudaFuncSetAttribute) and checks the device's limit.
 #pragma once
+
+#include <type_traits>
 
 #include "window_attention_math.h"
 
@@ -70,14 +72,18 @@ namespace wa {
 inline namespace WA_ISA {
 namespace tiles {
 
-constexpr int kTileRows = 8, kTileCols = 8;        // output pixels (or keys) of one block
-constexpr int kThreads = kTileRows * kTileCols;    // one thread per pixel (or key)
-constexpr int64_t kKeyChunk = 64;                  // keys of a span per chunk, at most
-constexpr int64_t kKeyElements = 4096;             // key elements (keys x D) per chunk, at most
-constexpr int64_t kChannelChunk = 32;              // value (and q) channels per pass
-constexpr int64_t kPixelChunk = 32;                // covering pixels per chunk of the key pass
-constexpr int64_t kKeyPassBlocks = 512;            // blocks the key pass aims at, at least
-constexpr int64_t kMaxKeySplits = 8;               // shares of a key tile's covering pixels, at most
+constexpr int kThreads = 256;                      // threads per block
+constexpr int kTileRows = 8, kTileCols = 8;        // output pixels of one block
+constexpr int kPixels = kTileRows * kTileCols;
+constexpr int kShares = kThreads / kPixels;        // threads per pixel in the per-pixel reductions
+constexpr int64_t kKeyChunk = 96;                  // span keys per chunk (a multiple of 4)
+constexpr int64_t kQKChunk = 32;                   // q and k channels per operand load
+constexpr int64_t kValueChunk = 64;                // v and g channels per operand load
+// Row lengths of the shared arrays: [.][pixel], [.][key], [key][q/k channel]. Multiples of 4
+// (rows start 16-byte aligned, for 4-wide loads), padded so that rows fall in other banks.
+constexpr int64_t kPixelLd = kPixels + 4;
+constexpr int64_t kKeyLd = kKeyChunk + 4;
+constexpr int64_t kQKLd = kQKChunk + 4;
 
 // Problem sizes, passed to the kernels by value.
 struct Sizes {
@@ -87,30 +93,25 @@ struct Sizes {
 };
 
 // The tensors of one call. q (B, D, H, W) with element (b, e, p) at
-// q[b * q_batch + e * q_channel + p * q_pixel]; k_cl (B, h, w, D); v and g contiguous
-// (B, C, h, w) and (B, C, H, W); the acc_t outputs contiguous: out (B, C, H, W), lse and delta
-// (B, N, H, W), dq (B, D, H, W), and the key pass's partial sums dk (key_splits, B, D, h, w), dv
-// (key_splits, B, C, h, w); dq, dk, dv zero on entry.
+// q[b * q_batch + e * q_channel + p * q_pixel]; k, v contiguous (B, D, h, w), (B, C, h, w), and
+// channels last k_cl, v_cl (B, h, w, D), (B, h, w, C); g contiguous (B, C, H, W). The acc_t
+// outputs: out (B, C, H, W), lse (B, N, H, W), dq (B, D, H, W, zero on entry), part (the
+// backward's partial rows of one band), kv (B, h, w, D + C: dk | dv, zero on entry).
 template <typename scalar_t, typename acc_t>
 struct Tensors {
   const scalar_t* q;
   int64_t q_batch, q_channel, q_pixel;
+  const scalar_t* k;
   const scalar_t* k_cl;
   const scalar_t* v;
+  const scalar_t* v_cl;
   const scalar_t* g;
   acc_t* out;
   acc_t* lse;
-  acc_t* delta;
   acc_t* dq;
-  acc_t* dk;
-  acc_t* dv;
+  acc_t* part;
+  acc_t* kv;
 };
-
-// Keys per chunk of a key span: kKeyChunk, fewer when D is large (the chunk holds all D
-// channels of its keys).
-WA_FN int64_t key_chunk(const Sizes& s) {
-  return max_<int64_t>(1, min_<int64_t>(kKeyChunk, kKeyElements / s.D));
-}
 
 WA_FN int64_t tiles_along(int64_t length, int64_t tile) { return (length + tile - 1) / tile; }
 
@@ -118,462 +119,602 @@ WA_FN bool contains(const Window& win, int64_t row, int64_t col) {
   return row >= win.row0 && row < win.row1 && col >= win.col0 && col < win.col1;
 }
 
-// Blocks of the forward and the pixel pass (tiles of output pixels), and of the key pass.
-WA_FN int64_t pixel_blocks(const Sizes& s) {
-  return s.B * tiles_along(s.H, kTileRows) * tiles_along(s.W, kTileCols);
-}
-WA_FN int64_t key_tiles(const Sizes& s) {
-  return s.B * tiles_along(s.h, kTileRows) * tiles_along(s.w, kTileCols);
-}
-// Shares of each key tile's covering pixels: enough for about kKeyPassBlocks blocks, at most
-// kMaxKeySplits (each share has its own partial dk and dv).
-WA_FN int64_t key_splits(const Sizes& s) {
-  return max_<int64_t>(1, min_<int64_t>(kMaxKeySplits, tiles_along(kKeyPassBlocks, key_tiles(s))));
-}
-WA_FN int64_t key_blocks(const Sizes& s) { return key_tiles(s) * key_splits(s); }
-
-// Cell number u of a rectangle, in row-major order, as (row, col).
-WA_FN void rect_cell(const Window& rect, int64_t u, int64_t& row, int64_t& col) {
-  row = rect.row0 + u / rect.cols();
-  col = rect.col0 + u % rect.cols();
+// Keys [start(first), stop(last)) seen along one axis by output indices [first, last].
+WA_FN void span_along(int64_t first, int64_t last, int64_t out_len, int64_t in_len, float ratio,
+                      int64_t& start, int64_t& stop) {
+  int64_t unused;
+  window_bounds(first, out_len, in_len, ratio, start, unused);
+  window_bounds(last, out_len, in_len, ratio, unused, stop);
 }
 
-// Tile number `block` of kTileRows x kTileCols cells of a rows x cols map, counted over the
-// batch: batch element b, first cell (row0, col0), last cell (row_last, col_last), cut at the
-// map's edge. Thread t owns cell (row0 + t / kTileCols, col0 + t % kTileCols).
-struct Tile {
-  int64_t b, row0, col0, row_last, col_last;
-
-  WA_FN Tile(int64_t rows, int64_t cols, int64_t block) {
-    const int64_t across = tiles_along(cols, kTileCols);
-    const int64_t per_batch = tiles_along(rows, kTileRows) * across;
-    b = block / per_batch;
-    row0 = (block % per_batch) / across * kTileRows;
-    col0 = (block % per_batch) % across * kTileCols;
-    row_last = min_<int64_t>(row0 + kTileRows, rows) - 1;
-    col_last = min_<int64_t>(col0 + kTileCols, cols) - 1;
+// Widest span along one axis over the tiles of `tile` output indices.
+WA_FN int64_t widest_span(int64_t out_len, int64_t in_len, float ratio, int64_t tile) {
+  int64_t widest = 0;
+  for (int64_t first = 0; first < out_len; first += tile) {
+    int64_t start, stop;
+    span_along(first, min_(first + tile, out_len) - 1, out_len, in_len, ratio, start, stop);
+    widest = max_(widest, stop - start);
   }
+  return widest;
+}
 
-  // Thread t's cell (row, col); false for threads past the map's edge.
-  WA_FN bool cell(int t, int64_t& row, int64_t& col) const {
-    row = row0 + t / kTileCols;
-    col = col0 + t % kTileCols;
-    return row <= row_last && col <= col_last;
-  }
+// ---------------------------------------------------------------------------------------------
+// Tiles, bands and the backward's partial rows.
+
+// Tile rows [row0, row0 + rows) of every batch element: the blocks of one launch.
+struct Band {
+  int64_t row0, rows;
 };
 
-// A tile of output pixels and its key span.
-struct PixelTile : Tile {
+WA_FN Band whole_map(const Sizes& s) { return {0, tiles_along(s.H, kTileRows)}; }
+
+WA_FN int64_t band_blocks(const Sizes& s, const Band& band) {
+  return s.B * band.rows * tiles_along(s.W, kTileCols);
+}
+
+// Partial rows per tile: the largest span (the part buffer's rows of one block).
+WA_FN int64_t slots(const Sizes& s) {
+  return widest_span(s.H, s.h, s.ratio, kTileRows) * widest_span(s.W, s.w, s.ratio, kTileCols);
+}
+
+// Tile rows per band of the backward: the part buffer of a band holds at most half the
+// output's elements, or one tile row.
+WA_FN int64_t band_rows(const Sizes& s) {
+  const int64_t per_row = s.B * tiles_along(s.W, kTileCols) * slots(s) * (s.D + s.C);
+  const int64_t budget = max_(per_row, s.B * s.C * s.H * s.W / 2);
+  return max_<int64_t>(1, min_(tiles_along(s.H, kTileRows), budget / per_row));
+}
+
+// Block `block` of `band`: a tile of output pixels and its key span. Pixel m of the tile (m <
+// kPixels) is (row0 + m / kTileCols, col0 + m % kTileCols).
+struct PixelTile {
+  int64_t b, row0, col0, row_last, col_last;
   Window span;
 
-  WA_FN PixelTile(const Sizes& s, int64_t block) : Tile(s.H, s.W, block) {
-    int64_t unused;
-    window_bounds(row0, s.H, s.h, s.ratio, span.row0, unused);
-    window_bounds(row_last, s.H, s.h, s.ratio, unused, span.row1);
-    window_bounds(col0, s.W, s.w, s.ratio, span.col0, unused);
-    window_bounds(col_last, s.W, s.w, s.ratio, unused, span.col1);
+  WA_FN PixelTile(const Sizes& s, const Band& band, int64_t block) {
+    const int64_t across = tiles_along(s.W, kTileCols), per_batch = band.rows * across;
+    b = block / per_batch;
+    row0 = (band.row0 + block % per_batch / across) * kTileRows;
+    col0 = block % per_batch % across * kTileCols;
+    row_last = min_<int64_t>(row0 + kTileRows, s.H) - 1;
+    col_last = min_<int64_t>(col0 + kTileCols, s.W) - 1;
+    span_along(row0, row_last, s.H, s.h, s.ratio, span.row0, span.row1);
+    span_along(col0, col_last, s.W, s.w, s.ratio, span.col0, span.col1);
   }
 
-  // Thread t's pixel (i, j); false for threads past the map's edge.
-  WA_FN bool pixel(int t, int64_t& i, int64_t& j) const { return cell(t, i, j); }
+  // Pixel m's (i, j); false past the map's edge.
+  WA_FN bool pixel(int64_t m, int64_t& i, int64_t& j) const {
+    i = row0 + m / kTileCols;
+    j = col0 + m % kTileCols;
+    return i <= row_last && j <= col_last;
+  }
 
-  // Key number u of the span, as (row, col).
-  WA_FN void key(int64_t u, int64_t& row, int64_t& col) const { rect_cell(span, u, row, col); }
+  // Span key u as (row, col), and a cursor at span key u.
+  WA_FN void key(int64_t u, int64_t& row, int64_t& col) const {
+    row = span.row0 + u / span.cols();
+    col = span.col0 + u % span.cols();
+  }
+  WA_FN KeyCursor cursor(int64_t u) const {
+    KeyCursor c(span);
+    c.advance(u);
+    return c;
+  }
 };
 
-// A tile of keys and its covering pixels (empty when no window holds these keys).
-struct KeyTile : Tile {
-  Window pixels;  // rows and columns of output pixels
+// ---------------------------------------------------------------------------------------------
+// 4 x 4 register tiles of small matrix products (phase bodies).
 
-  WA_FN KeyTile(const Sizes& s, int64_t block) : Tile(s.h, s.w, block) {
-    int64_t unused;
-    covering_range(row0, s.H, s.h, s.ratio, pixels.row0, unused);
-    covering_range(row_last, s.H, s.h, s.ratio, unused, pixels.row1);
-    covering_range(col0, s.W, s.w, s.ratio, pixels.col0, unused);
-    covering_range(col_last, s.W, s.w, s.ratio, unused, pixels.col1);
+// 4 consecutive values from p (16-byte aligned): one vector load for float on the GPU.
+template <typename T>
+WA_FN void load4(const T* p, T* r) {
+#ifdef __CUDA_ARCH__
+  if constexpr (std::is_same<T, float>::value) {
+    const float4 v = *reinterpret_cast<const float4*>(p);
+    r[0] = v.x;
+    r[1] = v.y;
+    r[2] = v.z;
+    r[3] = v.w;
+    return;
   }
+#endif
+  for (int i = 0; i < 4; ++i) r[i] = p[i];
+}
 
-  WA_FN int64_t pixel_count() const {
-    return pixels.row1 > pixels.row0 && pixels.col1 > pixels.col0 ? pixels.size() : 0;
-  }
-
-  // Thread t's key (y, x); false for threads past the map's edge.
-  WA_FN bool key(int t, int64_t& y, int64_t& x) const { return cell(t, y, x); }
-
-  // Covering pixel number u, as (i, j).
-  WA_FN void pixel(int64_t u, int64_t& i, int64_t& j) const { rect_cell(pixels, u, i, j); }
+// A 4 x 4 tile of an M x N result: rows m(0..3), columns n(0..3).
+struct Micro {
+  int64_t m0, dm, n0, dn;
+  WA_FN int64_t m(int i) const { return m0 + i * dm; }
+  WA_FN int64_t n(int j) const { return n0 + j * dn; }
 };
 
-// scale * <q_n(p), key_n> over head n's channels in channel order (as KeyMap::logits), with
-// the key's D channels at key[e].
-template <typename scalar_t, typename acc_t>
-WA_FN acc_t logit(const Sizes& s, const Tensors<scalar_t, acc_t>& x, int64_t b, int64_t p, int n,
-                  const acc_t* key, acc_t scale) {
-  const scalar_t* qp = x.q + b * x.q_batch + p * x.q_pixel;
-  acc_t sum = acc_t(0);
-  for (int64_t e = n * s.dim; e < (n + 1) * s.dim; ++e)
-    sum += static_cast<acc_t>(qp[e * x.q_channel]) * key[e];
-  return scale * sum;
+// Tile g of an M x N result cut into 4 x 4 tiles, with consecutive rows and columns (packed,
+// for operands read along m and n), or rows and columns strided by the tile counts
+// (interleaved, for operands read along the reduced dimension: a warp's rows then start in
+// different banks). Threads take tiles g = t, t + kThreads, ..., m fastest.
+template <bool kInterleaved>
+WA_FN Micro micro_tile(int64_t g, int64_t M, int64_t N) {
+  const int64_t across = tiles_along(M, 4), down = tiles_along(N, 4);
+  const int64_t gm = g % across, gn = g / across;
+  if (kInterleaved) return {gm, across, gn, down};
+  return {4 * gm, 1, 4 * gn, 1};
 }
 
-// Phase: keys [u0, u0 + count) of the tile's span, all D channels, into keys[u * D + e].
-template <typename scalar_t, typename acc_t>
-WA_FN void load_keys(const Sizes& s, const Tensors<scalar_t, acc_t>& x, const PixelTile& tile,
-                     int64_t u0, int64_t count, acc_t* keys, int t) {
-  const scalar_t* k_b = x.k_cl + tile.b * s.h * s.w * s.D;
-  for (int64_t index = t; index < count * s.D; index += kThreads) {
-    int64_t row, col;
-    tile.key(u0 + index / s.D, row, col);
-    keys[index] = static_cast<acc_t>(k_b[(row * s.w + col) * s.D + index % s.D]);
+// result = init + sum_k a[k * lda + m] b[k * ldb + n] for m < M, n < N: result.init(tile, acc)
+// fills acc[4][4], result.store(tile, acc) writes it (skipping rows >= M and columns >= N, whose
+// values are not meaningful: a and b are read up to M and N rounded up to 4).
+template <typename acc_t, typename Result>
+WA_FN void gemm_nn(int t, int64_t M, int64_t N, int64_t K, const acc_t* a, int64_t lda,
+                   const acc_t* b, int64_t ldb, const Result& result) {
+  for (int64_t g = t; g < tiles_along(M, 4) * tiles_along(N, 4); g += kThreads) {
+    const Micro mt = micro_tile<false>(g, M, N);
+    acc_t acc[4][4];
+    result.init(mt, acc);
+    for (int64_t k = 0; k < K; ++k) {
+      acc_t av[4], bv[4];
+      load4(a + k * lda + mt.m0, av);
+      load4(b + k * ldb + mt.n0, bv);
+      for (int i = 0; i < 4; ++i)
+        for (int j = 0; j < 4; ++j) acc[i][j] += av[i] * bv[j];
+    }
+    result.store(mt, acc);
   }
 }
 
-// Phase: channels [c0, c0 + cc) of the values of span keys [u0, u0 + count) into
-// values[u * kChannelChunk + c] (consecutive threads read consecutive keys of a channel).
+// result = sum_k a[m * lda + k] b[n * ldb + k] for m < M, n < N, K a multiple of 4; stored as
+// in gemm_nn (a has at least M rows rounded up to 4, b N).
+template <typename acc_t, typename Result>
+WA_FN void gemm_tn(int t, int64_t M, int64_t N, int64_t K, const acc_t* a, int64_t lda,
+                   const acc_t* b, int64_t ldb, const Result& result) {
+  for (int64_t g = t; g < tiles_along(M, 4) * tiles_along(N, 4); g += kThreads) {
+    const Micro mt = micro_tile<true>(g, M, N);
+    acc_t acc[4][4] = {};
+    for (int64_t k = 0; k < K; k += 4) {
+      acc_t av[4][4], bv[4][4];
+      for (int i = 0; i < 4; ++i) load4(a + mt.m(i) * lda + k, av[i]);
+      for (int j = 0; j < 4; ++j) load4(b + mt.n(j) * ldb + k, bv[j]);
+      for (int kk = 0; kk < 4; ++kk)
+        for (int i = 0; i < 4; ++i)
+          for (int j = 0; j < 4; ++j) acc[i][j] += av[i][kk] * bv[j][kk];
+    }
+    result.store(mt, acc);
+  }
+}
+
+// A result kept in shared memory as out[n * ld + m] (m < M, n < N); init zeroes when `fresh`,
+// else continues the sums there.
+template <typename acc_t>
+struct SharedResult {
+  acc_t* out;
+  int64_t ld, M, N;
+  bool fresh;
+  WA_FN void init(const Micro& mt, acc_t (&acc)[4][4]) const {
+    for (int i = 0; i < 4; ++i)
+      for (int j = 0; j < 4; ++j)
+        acc[i][j] = fresh || mt.m(i) >= M || mt.n(j) >= N ? acc_t(0) : out[mt.n(j) * ld + mt.m(i)];
+  }
+  WA_FN void store(const Micro& mt, const acc_t (&acc)[4][4]) const {
+    for (int i = 0; i < 4; ++i)
+      for (int j = 0; j < 4; ++j)
+        if (mt.m(i) < M && mt.n(j) < N) out[mt.n(j) * ld + mt.m(i)] = acc[i][j];
+  }
+};
+
+// A result over the tile's pixels (m) and channels [c0, c0 + N) (n) of a per-pixel map of one
+// batch element, element (c, i, j) at map[(c * H + i) * W + j]; init zeroes when `fresh`, else
+// continues the sums there. Pixels past the map's edge are skipped.
+template <typename acc_t>
+struct PixelMapResult {
+  acc_t* map;
+  const PixelTile& tile;
+  int64_t H, W, c0, N;
+  bool fresh;
+  WA_FN bool at(const Micro& mt, int i, int j, int64_t& index) const {
+    int64_t pi, pj;
+    if (mt.n(j) >= N || !tile.pixel(mt.m(i), pi, pj)) return false;
+    index = ((c0 + mt.n(j)) * H + pi) * W + pj;
+    return true;
+  }
+  WA_FN void init(const Micro& mt, acc_t (&acc)[4][4]) const {
+    for (int i = 0; i < 4; ++i)
+      for (int j = 0; j < 4; ++j) {
+        int64_t index;
+        acc[i][j] = !fresh && at(mt, i, j, index) ? map[index] : acc_t(0);
+      }
+  }
+  WA_FN void store(const Micro& mt, const acc_t (&acc)[4][4]) const {
+    for (int i = 0; i < 4; ++i)
+      for (int j = 0; j < 4; ++j) {
+        int64_t index;
+        if (at(mt, i, j, index)) map[index] = acc[i][j];
+      }
+  }
+};
+
+// Partial rows (channels m < M from channel e0, span keys n < N from key u0) of one tile: row
+// u0 + n of part, element e0 + m (row_length values per row).
+template <typename acc_t>
+struct PartialRows {
+  acc_t* part;
+  int64_t row_length, u0, e0, M, N;
+  WA_FN void store(const Micro& mt, const acc_t (&acc)[4][4]) const {
+    for (int i = 0; i < 4; ++i)
+      for (int j = 0; j < 4; ++j)
+        if (mt.m(i) < M && mt.n(j) < N)
+          part[(u0 + mt.n(j)) * row_length + e0 + mt.m(i)] = acc[i][j];
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
+// Loads into shared memory (phase bodies).
+
+// Channels [c0, c0 + cc) of a per-pixel map (element (c, pixel p) at map[c * channel + p *
+// pixel]) for the tile's pixels, into dst[c * kPixelLd + m]; zero past the map's edge.
 template <typename scalar_t, typename acc_t>
-WA_FN void load_values(const Sizes& s, const Tensors<scalar_t, acc_t>& x, const PixelTile& tile,
-                       int64_t u0, int64_t count, int64_t c0, int64_t cc, acc_t* values, int t) {
-  const scalar_t* v_b = x.v + tile.b * s.C * s.h * s.w;
-  for (int64_t index = t; index < count * cc; index += kThreads) {
+WA_FN void load_pixels(const Sizes& s, const PixelTile& tile, const scalar_t* map,
+                       int64_t channel, int64_t pixel, int64_t c0, int64_t cc, acc_t* dst, int t) {
+  for (int64_t index = t; index < cc * kPixels; index += kThreads) {
+    const int64_t c = index / kPixels, m = index % kPixels;
+    int64_t i, j;
+    dst[c * kPixelLd + m] =
+        tile.pixel(m, i, j) ? static_cast<acc_t>(map[(c0 + c) * channel + (i * s.W + j) * pixel])
+                            : acc_t(0);
+  }
+}
+
+// Channels [c0, c0 + cc) of span keys [u0, u0 + count) of a channel-major key map (B, channels,
+// h, w) into dst[c * ld + u].
+template <typename scalar_t, typename acc_t>
+WA_FN void load_keys_by_channel(const Sizes& s, const PixelTile& tile, const scalar_t* map,
+                                int64_t channels, int64_t c0, int64_t cc, int64_t u0,
+                                int64_t count, acc_t* dst, int64_t ld, int t) {
+  const scalar_t* map_b = map + tile.b * channels * s.h * s.w;
+  for (int64_t index = t; index < cc * count; index += kThreads) {
     const int64_t c = index / count, u = index % count;
     int64_t row, col;
     tile.key(u0 + u, row, col);
-    values[u * kChannelChunk + c] = static_cast<acc_t>(v_b[(c0 + c) * s.h * s.w + row * s.w + col]);
+    dst[c * ld + u] = static_cast<acc_t>(map_b[(c0 + c) * s.h * s.w + row * s.w + col]);
+  }
+}
+
+// Channels [c0, c0 + cc) of span keys [u0, u0 + count) of a channels-last key map (B, h, w,
+// channels) into dst[u * ld + c].
+template <typename scalar_t, typename acc_t>
+WA_FN void load_keys_by_key(const Sizes& s, const PixelTile& tile, const scalar_t* map,
+                            int64_t channels, int64_t c0, int64_t cc, int64_t u0, int64_t count,
+                            acc_t* dst, int64_t ld, int t) {
+  const scalar_t* map_b = map + tile.b * s.h * s.w * channels;
+  for (int64_t index = t; index < count * cc; index += kThreads) {
+    const int64_t u = index / cc, c = index % cc;
+    int64_t row, col;
+    tile.key(u0 + u, row, col);
+    dst[u * ld + c] = static_cast<acc_t>(map_b[(row * s.w + col) * channels + c0 + c]);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Per-pixel walks over a chunk's keys (phase bodies).
+
+// Thread t's share of the (pixel, key) pairs of span keys [u0, u0 + count): pixel m = t %
+// kPixels, keys [count * r / kShares, count * (r + 1) / kShares) of the chunk for r = t /
+// kPixels; visit(m, r, u, inside) with u counted from u0 and inside = the key is in the pixel's
+// window (never for pixels past the map's edge).
+template <typename Visit>
+WA_FN void pixel_key_share(const Sizes& s, const PixelTile& tile, int t, int64_t u0,
+                           int64_t count, const Visit& visit) {
+  const int m = t % kPixels, r = t / kPixels;
+  int64_t i, j;
+  const bool valid = tile.pixel(m, i, j);
+  const Window win = query_window(valid ? i : 0, valid ? j : 0, s.H, s.W, s.h, s.w, s.ratio);
+  const int64_t first = count * r / kShares, last = count * (r + 1) / kShares;
+  KeyCursor key = tile.cursor(u0 + first);
+  for (int64_t u = first; u < last; ++u, key.next())
+    visit(m, r, u, valid && contains(win, key.row, key.col));
+}
+
+// Merges a running (maximum, sum of exp(x - maximum)) pair with another (empty when sum == 0).
+template <typename acc_t>
+WA_FN void merge_softmax(acc_t& top, acc_t& sum, acc_t other_top, acc_t other_sum) {
+  if (other_sum == acc_t(0)) return;
+  if (sum == acc_t(0)) {
+    top = other_top;
+    sum = other_sum;
+    return;
+  }
+  const acc_t m = max_(top, other_top);
+  sum = sum * exp_(top - m) + other_sum * exp_(other_top - m);
+  top = m;
+}
+
+// Two phases: the chunk's logits (raw dot products in S[u][m], scaled by `scale`) enter the
+// running softmax statistics top[m], sum[m] of one head. part_top, part_sum: [kShares][kPixels].
+template <typename Run, typename acc_t>
+WA_FN void softmax_statistics(const Run& run, const Sizes& s, const PixelTile& tile, int64_t u0,
+                              int64_t count, const acc_t* S, acc_t scale, acc_t* top, acc_t* sum,
+                              acc_t* part_top, acc_t* part_sum) {
+  run([&](int t) {
+    acc_t m_t = -static_cast<acc_t>(INFINITY), l_t = acc_t(0);
+    pixel_key_share(s, tile, t, u0, count, [&](int m, int, int64_t u, bool inside) {
+      if (!inside) return;
+      merge_softmax(m_t, l_t, scale * S[u * kPixelLd + m], acc_t(1));
+    });
+    part_top[t] = m_t;
+    part_sum[t] = l_t;
+  });
+  run([&](int t) {
+    if (t >= kPixels) return;
+    for (int r = 0; r < kShares; ++r)
+      merge_softmax(top[t], sum[t], part_top[r * kPixels + t], part_sum[r * kPixels + t]);
+  });
+}
+
+// Phase pair: per pixel, head n's logits of the chunk into S[u][m] (raw dot products over the
+// head's channels in chunks of kQKChunk, q via qop[e][m], k via kop[e][u]).
+template <typename Run, typename scalar_t, typename acc_t>
+WA_FN void chunk_logits(const Run& run, const Sizes& s, const Tensors<scalar_t, acc_t>& x,
+                        const PixelTile& tile, int n, int64_t u0, int64_t count, acc_t* qop,
+                        acc_t* kop, acc_t* S) {
+  const scalar_t* q_b = x.q + tile.b * x.q_batch;
+  for (int64_t e0 = n * s.dim; e0 < (n + 1) * s.dim; e0 += kQKChunk) {
+    const int64_t ee = min_(kQKChunk, (n + 1) * s.dim - e0);
+    run([&](int t) {
+      load_pixels(s, tile, q_b, x.q_channel, x.q_pixel, e0, ee, qop, t);
+      load_keys_by_channel(s, tile, x.k, s.D, e0, ee, u0, count, kop, kKeyLd, t);
+    });
+    const SharedResult<acc_t> logits{S, kPixelLd, kPixels, count, e0 == n * s.dim};
+    run([&](int t) { gemm_nn(t, kPixels, count, ee, qop, kPixelLd, kop, kKeyLd, logits); });
   }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Forward.
 
-WA_FN int64_t forward_shared_size(const Sizes& s) {
-  const int64_t kt = key_chunk(s);
-  return 2 * s.heads * kThreads + kt * s.D + kt * kThreads + kt * kChannelChunk;
+template <typename acc_t>
+WA_FN int64_t forward_shared_bytes(const Sizes& s) {
+  return (2 * kKeyChunk * kPixelLd + kQKChunk * (kPixelLd + kKeyLd) + 2 * s.heads * kPixels +
+          2 * kThreads) * static_cast<int64_t>(sizeof(acc_t));
 }
 
-// One tile of output pixels: out (acc_t) and lse.
+// One tile of output pixels: out and lse.
 template <typename Run, typename scalar_t, typename acc_t>
 WA_FN void forward_block(const Run& run, const Sizes& s, const Tensors<scalar_t, acc_t>& x,
-                         acc_t scale, int64_t block, acc_t* shared) {
-  const PixelTile tile(s, block);
+                         acc_t scale, int64_t block, void* shared_memory) {
+  const PixelTile tile(s, whole_map(s), block);
   const int N = s.heads;
-  const int64_t HW = s.H * s.W, kt = key_chunk(s), total = tile.span.size();
-  acc_t* top = shared;              // [N][kThreads] running maximum, then lse
-  acc_t* sum = top + N * kThreads;  // [N][kThreads] running sum of exp(s - top)
-  acc_t* keys = sum + N * kThreads; // [kt][D]
-  acc_t* weights = keys + kt * s.D; // [kt][kThreads]
-  acc_t* values = weights + kt * kThreads;  // [kt][kChannelChunk]
+  const int64_t HW = s.H * s.W, total = tile.span.size();
+  const bool one_chunk = total <= kKeyChunk;
+  acc_t* weights = static_cast<acc_t*>(shared_memory);  // [kKeyChunk][kPixelLd]
+  acc_t* S = weights + kKeyChunk * kPixelLd;            // [kKeyChunk][kPixelLd] logits,
+  acc_t* values = S;                                    //   then [key][value channel]
+  acc_t* qop = S + kKeyChunk * kPixelLd;                // [kQKChunk][kPixelLd]
+  acc_t* kop = qop + kQKChunk * kPixelLd;               // [kQKChunk][kKeyLd]
+  acc_t* top = kop + kQKChunk * kKeyLd;                 // [N][kPixels] running maximum, then lse
+  acc_t* sum = top + N * kPixels;                       // [N][kPixels]
+  acc_t* part_top = sum + N * kPixels;                  // [kShares][kPixels]
+  acc_t* part_sum = part_top + kThreads;
   run([&](int t) {
-    for (int n = 0; n < N; ++n) {
-      top[n * kThreads + t] = -static_cast<acc_t>(INFINITY);
-      sum[n * kThreads + t] = acc_t(0);
+    for (int64_t index = t; index < N * kPixels; index += kThreads) {
+      top[index] = -static_cast<acc_t>(INFINITY);
+      sum[index] = acc_t(0);
     }
   });
-  for (int64_t u0 = 0; u0 < total; u0 += kt) {
-    const int64_t count = min_(kt, total - u0);
-    run([&](int t) { load_keys(s, x, tile, u0, count, keys, t); });
+  auto statistics = [&](int n, int64_t u0, int64_t count) {
+    softmax_statistics(run, s, tile, u0, count, S, scale, top + n * kPixels, sum + n * kPixels,
+                       part_top, part_sum);
+  };
+  auto finish_lse = [&](int n0, int n1) {
     run([&](int t) {
-      int64_t i, j;
-      if (!tile.pixel(t, i, j)) return;
-      const Window win = query_window(i, j, s.H, s.W, s.h, s.w, s.ratio);
-      for (int64_t u = 0; u < count; ++u) {
-        int64_t row, col;
-        tile.key(u0 + u, row, col);
-        if (!contains(win, row, col)) continue;
-        for (int n = 0; n < N; ++n) {
-          const acc_t sv = logit(s, x, tile.b, i * s.W + j, n, keys + u * s.D, scale);
-          acc_t& m = top[n * kThreads + t];
-          const acc_t m_new = max_(m, sv);
-          sum[n * kThreads + t] = sum[n * kThreads + t] * exp_(m - m_new) + exp_(sv - m_new);
-          m = m_new;
-        }
-      }
-    });
-  }
-  run([&](int t) {
-    int64_t i, j;
-    if (!tile.pixel(t, i, j)) return;
-    for (int n = 0; n < N; ++n) {
-      const acc_t lse = top[n * kThreads + t] + log_(sum[n * kThreads + t]);
-      top[n * kThreads + t] = lse;
-      x.lse[(tile.b * N + n) * HW + i * s.W + j] = lse;
-    }
-  });
-  const acc_t inv_heads = acc_t(1) / static_cast<acc_t>(N);
-  for (int64_t u0 = 0; u0 < total; u0 += kt) {
-    const int64_t count = min_(kt, total - u0);
-    run([&](int t) { load_keys(s, x, tile, u0, count, keys, t); });
-    run([&](int t) {
-      int64_t i, j;
-      const bool valid = tile.pixel(t, i, j);
-      const Window win = query_window(valid ? i : 0, valid ? j : 0, s.H, s.W, s.h, s.w, s.ratio);
-      for (int64_t u = 0; u < count; ++u) {
-        int64_t row, col;
-        tile.key(u0 + u, row, col);
-        acc_t wsum = acc_t(0);
-        if (valid && contains(win, row, col))
-          for (int n = 0; n < N; ++n)
-            wsum += exp_(logit(s, x, tile.b, i * s.W + j, n, keys + u * s.D, scale) -
-                         top[n * kThreads + t]);
-        weights[u * kThreads + t] = wsum * inv_heads;
-      }
-    });
-    for (int64_t c0 = 0; c0 < s.C; c0 += kChannelChunk) {
-      const int64_t cc = min_(kChannelChunk, s.C - c0);
-      run([&](int t) { load_values(s, x, tile, u0, count, c0, cc, values, t); });
-      run([&](int t) {
+      for (int64_t index = t; index < (n1 - n0) * kPixels; index += kThreads) {
+        const int n = n0 + static_cast<int>(index / kPixels);
+        const int64_t m = index % kPixels;
         int64_t i, j;
-        if (!tile.pixel(t, i, j)) return;
-        acc_t* out = x.out + (tile.b * s.C + c0) * HW + i * s.W + j;
-        for (int64_t c = 0; c < cc; ++c) {
-          acc_t acc = u0 == 0 ? acc_t(0) : out[c * HW];
-          for (int64_t u = 0; u < count; ++u)
-            acc += weights[u * kThreads + t] * values[u * kChannelChunk + c];
-          out[c * HW] = acc;
-        }
+        if (!tile.pixel(m, i, j)) continue;
+        const acc_t lse = top[n * kPixels + m] + log_(sum[n * kPixels + m]);
+        top[n * kPixels + m] = lse;
+        x.lse[(tile.b * N + n) * HW + i * s.W + j] = lse;
+      }
+    });
+  };
+  if (!one_chunk) {  // first walk: the statistics
+    for (int64_t u0 = 0; u0 < total; u0 += kKeyChunk) {
+      const int64_t count = min_(kKeyChunk, total - u0);
+      for (int n = 0; n < N; ++n) {
+        chunk_logits(run, s, x, tile, n, u0, count, qop, kop, S);
+        statistics(n, u0, count);
+      }
+    }
+    finish_lse(0, N);
+  }
+  const acc_t inv_heads = acc_t(1) / static_cast<acc_t>(N);
+  acc_t* out_b = x.out + tile.b * s.C * HW;
+  for (int64_t u0 = 0; u0 < total; u0 += kKeyChunk) {
+    const int64_t count = min_(kKeyChunk, total - u0);
+    for (int n = 0; n < N; ++n) {
+      chunk_logits(run, s, x, tile, n, u0, count, qop, kop, S);
+      if (one_chunk) {
+        statistics(n, u0, count);
+        finish_lse(n, n + 1);
+      }
+      run([&](int t) {  // weights = (1/N) sum_n exp(scale S_n - lse_n)
+        const acc_t* lse = top + n * kPixels;
+        pixel_key_share(s, tile, t, u0, count, [&](int m, int, int64_t u, bool inside) {
+          const int64_t at = u * kPixelLd + m;
+          const acc_t a = inside ? exp_(scale * S[at] - lse[m]) : acc_t(0);
+          const acc_t w = (n == 0 ? acc_t(0) : weights[at]) + a;
+          weights[at] = n == N - 1 ? w * inv_heads : w;
+        });
+      });
+    }
+    for (int64_t c0 = 0; c0 < s.C; c0 += kValueChunk) {
+      const int64_t cc = min_(kValueChunk, s.C - c0);
+      run([&](int t) {
+        load_keys_by_key(s, tile, x.v_cl, s.C, c0, cc, u0, count, values, kPixelLd, t);
+      });
+      const PixelMapResult<acc_t> result{out_b, tile, s.H, s.W, c0, cc, u0 == 0};
+      run([&](int t) {  // out[c][p] (+)= sum_u weights[u][p] values[u][c]
+        gemm_nn(t, kPixels, cc, count, weights, kPixelLd, values, kPixelLd, result);
       });
     }
   }
 }
 
 // ---------------------------------------------------------------------------------------------
-// Backward pixel pass.
+// Backward: pixel pass (dq, partial rows), then the per-key reduction.
 
-WA_FN int64_t pixel_shared_size(const Sizes& s) {
-  const int64_t kt = key_chunk(s);
-  return 2 * s.heads * kThreads + kt * s.D + 2 * kt * kThreads + kt * kChannelChunk;
+template <typename acc_t>
+WA_FN int64_t pixel_shared_bytes(const Sizes& s) {
+  return (3 * kKeyChunk * kPixelLd + kValueChunk * kPixelLd +
+          max_(kQKChunk * kKeyLd, kKeyChunk * kQKLd) + 2 * s.heads * kPixels + kThreads) *
+         static_cast<int64_t>(sizeof(acc_t));
 }
 
-// One tile of output pixels: delta (acc_t, B x N x H x W) and dq (added to).
+// One tile of output pixels of `band`: dq (added to) and its partial rows: part[(block *
+// slots(s) + u) * (D + C) + e] for span key u, dk channels e < D, then dv channels.
 template <typename Run, typename scalar_t, typename acc_t>
 WA_FN void pixel_block(const Run& run, const Sizes& s, const Tensors<scalar_t, acc_t>& x,
-                       acc_t scale, int64_t block, acc_t* shared) {
-  const PixelTile tile(s, block);
+                       const Band& band, acc_t scale, int64_t block, void* shared_memory) {
+  const PixelTile tile(s, band, block);
   const int N = s.heads;
-  const int64_t HW = s.H * s.W, kt = key_chunk(s), total = tile.span.size();
-  acc_t* lse = shared;                   // [N][kThreads]
-  acc_t* delta = lse + N * kThreads;     // [N][kThreads]
-  acc_t* keys = delta + N * kThreads;    // [kt][D]
-  acc_t* dws = keys + kt * s.D;          // [kt][kThreads]
-  acc_t* ds = dws + kt * kThreads;       // [kt][kThreads], one head at a time
-  acc_t* values = ds + kt * kThreads;    // [kt][kChannelChunk]
-  run([&](int t) {
-    int64_t i, j;
-    const bool valid = tile.pixel(t, i, j);
-    for (int n = 0; n < N; ++n) {
-      lse[n * kThreads + t] = valid ? x.lse[(tile.b * N + n) * HW + i * s.W + j] : acc_t(0);
-      delta[n * kThreads + t] = acc_t(0);
-    }
-  });
-  const acc_t coef = scale / static_cast<acc_t>(N);
-  for (int walk = 0; walk < 2; ++walk) {  // 0: delta, 1: dq
-    for (int64_t u0 = 0; u0 < total; u0 += kt) {
-      const int64_t count = min_(kt, total - u0);
-      run([&](int t) {
-        load_keys(s, x, tile, u0, count, keys, t);
-        for (int64_t u = 0; u < count; ++u) dws[u * kThreads + t] = acc_t(0);
-      });
-      for (int64_t c0 = 0; c0 < s.C; c0 += kChannelChunk) {
-        const int64_t cc = min_(kChannelChunk, s.C - c0);
-        run([&](int t) { load_values(s, x, tile, u0, count, c0, cc, values, t); });
-        run([&](int t) {  // dw = <g(p), v(key)>, channel by channel
-          int64_t i, j;
-          if (!tile.pixel(t, i, j)) return;
-          const scalar_t* g = x.g + (tile.b * s.C + c0) * HW + i * s.W + j;
-          for (int64_t c = 0; c < cc; ++c) {
-            const acc_t gc = static_cast<acc_t>(g[c * HW]);
-            for (int64_t u = 0; u < count; ++u)
-              dws[u * kThreads + t] += gc * values[u * kChannelChunk + c];
-          }
-        });
-      }
-      run([&](int t) {
-        int64_t i, j;
-        if (!tile.pixel(t, i, j)) return;
-        const int64_t p = i * s.W + j;
-        const Window win = query_window(i, j, s.H, s.W, s.h, s.w, s.ratio);
-        if (walk == 0) {
-          for (int64_t u = 0; u < count; ++u) {
-            int64_t row, col;
-            tile.key(u0 + u, row, col);
-            if (!contains(win, row, col)) continue;
-            for (int n = 0; n < N; ++n)
-              delta[n * kThreads + t] +=
-                  exp_(logit(s, x, tile.b, p, n, keys + u * s.D, scale) - lse[n * kThreads + t]) *
-                  dws[u * kThreads + t];
-          }
-          return;
-        }
-        for (int n = 0; n < N; ++n) {
-          for (int64_t u = 0; u < count; ++u) {
-            int64_t row, col;
-            tile.key(u0 + u, row, col);
-            acc_t value = acc_t(0);
-            if (contains(win, row, col))
-              value = coef *
-                      exp_(logit(s, x, tile.b, p, n, keys + u * s.D, scale) - lse[n * kThreads + t]) *
-                      (dws[u * kThreads + t] - delta[n * kThreads + t]);
-            ds[u * kThreads + t] = value;
-          }
-          acc_t* dq = x.dq + tile.b * s.D * HW + p;
-          for (int64_t e = n * s.dim; e < (n + 1) * s.dim; ++e) {
-            acc_t acc = dq[e * HW];
-            for (int64_t u = 0; u < count; ++u) acc += ds[u * kThreads + t] * keys[u * s.D + e];
-            dq[e * HW] = acc;
-          }
-        }
-      });
-    }
-  }
-  run([&](int t) {
-    int64_t i, j;
-    if (!tile.pixel(t, i, j)) return;
-    for (int n = 0; n < N; ++n)
-      x.delta[(tile.b * N + n) * HW + i * s.W + j] = delta[n * kThreads + t];
-  });
-}
-
-// ---------------------------------------------------------------------------------------------
-// Backward key pass.
-
-WA_FN int64_t key_shared_size(const Sizes& s) {
-  return 2 * s.heads * kPixelChunk + 4 * kPixelChunk * kThreads + kChannelChunk * kPixelChunk;
-}
-
-// Phase: channels [c0, c0 + cc) of a per-pixel tensor (element (c, pixel) at
-// map[c * channel_stride + pixel * pixel_stride]) for covering pixels [u0, u0 + count) into
-// rows[c * kPixelChunk + u].
-template <typename scalar_t, typename acc_t>
-WA_FN void load_pixels(const KeyTile& tile, int64_t W, const scalar_t* map, int64_t channel_stride,
-                       int64_t pixel_stride, int64_t u0, int64_t count, int64_t c0, int64_t cc,
-                       acc_t* rows, int t) {
-  for (int64_t index = t; index < cc * count; index += kThreads) {
-    const int64_t c = index / count, u = index % count;
-    int64_t i, j;
-    tile.pixel(u0 + u, i, j);
-    rows[c * kPixelChunk + u] =
-        static_cast<acc_t>(map[(c0 + c) * channel_stride + (i * W + j) * pixel_stride]);
-  }
-}
-
-// One share of one tile of keys: its partial dk and dv (added to). Block number
-// tile * key_splits + split.
-template <typename Run, typename scalar_t, typename acc_t>
-WA_FN void key_block(const Run& run, const Sizes& s, const Tensors<scalar_t, acc_t>& x,
-                     acc_t scale, int64_t block, acc_t* shared) {
-  const int64_t splits = key_splits(s), split = block % splits;
-  const KeyTile tile(s, block / splits);
-  const int N = s.heads;
-  const int64_t HW = s.H * s.W, hw = s.h * s.w;
-  const int64_t chunks = tiles_along(tile.pixel_count(), kPixelChunk);
-  const int64_t first = split * chunks / splits * kPixelChunk;
-  const int64_t total = min_(tile.pixel_count(), (split + 1) * chunks / splits * kPixelChunk);
-  acc_t* const dk_share = x.dk + split * s.B * s.D * hw;
-  acc_t* const dv_share = x.dv + split * s.B * s.C * hw;
-  acc_t* lse = shared;                          // [N][kPixelChunk]
-  acc_t* delta = lse + N * kPixelChunk;         // [N][kPixelChunk]
-  acc_t* weights = delta + N * kPixelChunk;     // [kPixelChunk][kThreads], sum over heads of a_n
-  acc_t* dws = weights + kPixelChunk * kThreads;  // [kPixelChunk][kThreads]
-  acc_t* logits = dws + kPixelChunk * kThreads;   // [kPixelChunk][kThreads], one head, then ds
-  acc_t* inside = logits + kPixelChunk * kThreads;  // [kPixelChunk][kThreads], 1 in the window
-  acc_t* rows = inside + kPixelChunk * kThreads;    // [kChannelChunk][kPixelChunk]: g or q
+  const int64_t HW = s.H * s.W, total = tile.span.size(), row_length = s.D + s.C;
+  const bool one_chunk = total <= kKeyChunk;
+  acc_t* dW = static_cast<acc_t*>(shared_memory);  // [kKeyChunk][kPixelLd] <g(p), v(key)>
+  acc_t* S = dW + kKeyChunk * kPixelLd;            // [kKeyChunk][kPixelLd] logits, a_n, ds_n
+  acc_t* weights = S + kKeyChunk * kPixelLd;       // [kKeyChunk][kPixelLd]
+  acc_t* pop = weights + kKeyChunk * kPixelLd;     // [kValueChunk][kPixelLd]: g or q channels
+  acc_t* kop = pop + kValueChunk * kPixelLd;       // [channel][kKeyLd] v or k, or [key][kQKLd] k
+  acc_t* lse = kop + max_(kQKChunk * kKeyLd, kKeyChunk * kQKLd);  // [N][kPixels]
+  acc_t* delta = lse + N * kPixels;                               // [N][kPixels]
+  acc_t* part_delta = delta + N * kPixels;                        // [kShares][kPixels]
   const scalar_t* q_b = x.q + tile.b * x.q_batch;
   const scalar_t* g_b = x.g + tile.b * s.C * HW;
+  acc_t* const part = x.part + block * slots(s) * row_length;
+  run([&](int t) {
+    for (int64_t index = t; index < N * kPixels; index += kThreads) {
+      const int n = static_cast<int>(index / kPixels);
+      int64_t i, j;
+      lse[index] = tile.pixel(index % kPixels, i, j) ? x.lse[(tile.b * N + n) * HW + i * s.W + j]
+                                                     : acc_t(0);
+      delta[index] = acc_t(0);
+    }
+  });
   const acc_t coef = scale / static_cast<acc_t>(N), inv_heads = acc_t(1) / static_cast<acc_t>(N);
-  for (int64_t u0 = first; u0 < total; u0 += kPixelChunk) {
-    const int64_t count = min_(kPixelChunk, total - u0);
-    run([&](int t) {
-      for (int64_t index = t; index < N * count; index += kThreads) {
-        const int64_t n = index / count, u = index % count;
-        int64_t i, j;
-        tile.pixel(u0 + u, i, j);
-        lse[n * kPixelChunk + u] = x.lse[(tile.b * N + n) * HW + i * s.W + j];
-        delta[n * kPixelChunk + u] = x.delta[(tile.b * N + n) * HW + i * s.W + j];
+
+  for (int walk = one_chunk ? 1 : 0; walk < 2; ++walk) {  // 0: delta only
+    for (int64_t u0 = 0; u0 < total; u0 += kKeyChunk) {
+      const int64_t count = min_(kKeyChunk, total - u0);
+      for (int64_t c0 = 0; c0 < s.C; c0 += kQKChunk) {  // dW = <g(p), v(key)>
+        const int64_t cc = min_(kQKChunk, s.C - c0);
+        run([&](int t) {
+          load_pixels(s, tile, g_b, HW, int64_t(1), c0, cc, pop, t);
+          load_keys_by_channel(s, tile, x.v, s.C, c0, cc, u0, count, kop, kKeyLd, t);
+        });
+        const SharedResult<acc_t> dws{dW, kPixelLd, kPixels, count, c0 == 0};
+        run([&](int t) { gemm_nn(t, kPixels, count, cc, pop, kPixelLd, kop, kKeyLd, dws); });
       }
-      int64_t y, xk;
-      const bool valid = tile.key(t, y, xk);
-      for (int64_t u = 0; u < count; ++u) {
-        int64_t i, j;
-        tile.pixel(u0 + u, i, j);
-        const bool in = valid && contains(query_window(i, j, s.H, s.W, s.h, s.w, s.ratio), y, xk);
-        inside[u * kThreads + t] = in ? acc_t(1) : acc_t(0);
-        weights[u * kThreads + t] = acc_t(0);
-        dws[u * kThreads + t] = acc_t(0);
+      for (int n = 0; n < N; ++n) {
+        chunk_logits(run, s, x, tile, n, u0, count, pop, kop, S);
+        run([&](int t) {  // S = a_n = exp(scale S - lse_n) in the window, else 0
+          pixel_key_share(s, tile, t, u0, count, [&](int m, int, int64_t u, bool inside) {
+            const int64_t at = u * kPixelLd + m;
+            S[at] = inside ? exp_(scale * S[at] - lse[n * kPixels + m]) : acc_t(0);
+          });
+        });
+        if (walk == 0 || one_chunk) {  // delta_n = sum_key a_n dW
+          run([&](int t) {
+            acc_t partial = acc_t(0);
+            pixel_key_share(s, tile, t, u0, count, [&](int m, int, int64_t u, bool) {
+              partial += S[u * kPixelLd + m] * dW[u * kPixelLd + m];
+            });
+            part_delta[t] = partial;
+          });
+          run([&](int t) {
+            if (t >= kPixels) return;
+            acc_t d = delta[n * kPixels + t];
+            for (int r = 0; r < kShares; ++r) d += part_delta[r * kPixels + t];
+            delta[n * kPixels + t] = d;
+          });
+        }
+        if (walk == 0) continue;
+        run([&](int t) {  // weights += a_n / N; S = ds_n = scale/N a_n (dW - delta_n)
+          pixel_key_share(s, tile, t, u0, count, [&](int m, int, int64_t u, bool) {
+            const int64_t at = u * kPixelLd + m;
+            const acc_t a = S[at];
+            const acc_t w = (n == 0 ? acc_t(0) : weights[at]) + a;
+            weights[at] = n == N - 1 ? w * inv_heads : w;
+            S[at] = coef * a * (dW[at] - delta[n * kPixels + m]);
+          });
+        });
+        for (int64_t e0 = n * s.dim; e0 < (n + 1) * s.dim; e0 += kQKChunk) {
+          const int64_t ee = min_(kQKChunk, (n + 1) * s.dim - e0);
+          run([&](int t) {
+            load_keys_by_key(s, tile, x.k_cl, s.D, e0, ee, u0, count, kop, kQKLd, t);
+          });
+          const PixelMapResult<acc_t> dq{x.dq + tile.b * s.D * HW, tile, s.H, s.W, e0, ee, false};
+          run([&](int t) {  // dq[e][p] += sum_u ds[u][p] k[u][e]
+            gemm_nn(t, kPixels, ee, count, S, kPixelLd, kop, kQKLd, dq);
+          });
+          run([&](int t) { load_pixels(s, tile, q_b, x.q_channel, x.q_pixel, e0, ee, pop, t); });
+          const PartialRows<acc_t> dk{part, row_length, u0, e0, ee, count};  // dk_n
+          run([&](int t) { gemm_tn(t, ee, count, kPixels, pop, kPixelLd, S, kPixelLd, dk); });
+        }
+      }
+      if (walk == 0) continue;
+      for (int64_t c0 = 0; c0 < s.C; c0 += kValueChunk) {  // dv
+        const int64_t cc = min_(kValueChunk, s.C - c0);
+        run([&](int t) { load_pixels(s, tile, g_b, HW, int64_t(1), c0, cc, pop, t); });
+        const PartialRows<acc_t> dv{part, row_length, u0, s.D + c0, cc, count};
+        run([&](int t) { gemm_tn(t, cc, count, kPixels, pop, kPixelLd, weights, kPixelLd, dv); });
+      }
+    }
+  }
+}
+
+template <typename acc_t>
+WA_FN int64_t reduce_shared_bytes(const Sizes&) {
+  return kThreads * static_cast<int64_t>(sizeof(int64_t));
+}
+
+// Output indices [lo, hi) along one axis whose windows contain `key`, as the tiles of `tile`
+// indices holding them: [first, last] (first > last when none).
+WA_FN void covering_tiles(int64_t key, int64_t out_len, int64_t in_len, float ratio, int64_t tile,
+                          int64_t& first, int64_t& last) {
+  int64_t lo, hi;
+  covering_range(key, out_len, in_len, ratio, lo, hi);
+  first = lo / tile;
+  last = hi > lo ? (hi - 1) / tile : first - 1;
+}
+
+// Block (b, key): adds the partial rows of `band`'s tiles whose pixels see the key, tile by tile
+// in row-major order, to kv[b][key][.] (dk | dv).
+template <typename Run, typename scalar_t, typename acc_t>
+WA_FN void reduce_block(const Run& run, const Sizes& s, const Tensors<scalar_t, acc_t>& x,
+                        const Band& band, int64_t block, void* shared_memory) {
+  int64_t* offsets = static_cast<int64_t*>(shared_memory);  // [kThreads] partial rows
+  const int64_t hw = s.h * s.w, b = block / hw, y = block % hw / s.w, xk = block % s.w;
+  const int64_t row_length = s.D + s.C, across = tiles_along(s.W, kTileCols);
+  int64_t tr0, tr1, tc0, tc1;
+  covering_tiles(y, s.H, s.h, s.ratio, kTileRows, tr0, tr1);
+  covering_tiles(xk, s.W, s.w, s.ratio, kTileCols, tc0, tc1);
+  tr0 = max_(tr0, band.row0);
+  tr1 = min_(tr1, band.row0 + band.rows - 1);
+  const int64_t cols = tc1 - tc0 + 1, pairs = tr1 >= tr0 && cols > 0 ? (tr1 - tr0 + 1) * cols : 0;
+  acc_t* kv = x.kv + block * row_length;
+  for (int64_t p0 = 0; p0 < pairs; p0 += kThreads) {
+    const int64_t count = min_<int64_t>(kThreads, pairs - p0);
+    run([&](int t) {
+      if (t >= count) return;
+      const int64_t tr = tr0 + (p0 + t) / cols, tc = tc0 + (p0 + t) % cols;
+      const int64_t tile_block = (b * band.rows + tr - band.row0) * across + tc;
+      const PixelTile tile(s, band, tile_block);
+      const int64_t u = (y - tile.span.row0) * tile.span.cols() + xk - tile.span.col0;
+      offsets[t] = (tile_block * slots(s) + u) * row_length;
+    });
+    run([&](int t) {
+      for (int64_t e = t; e < row_length; e += kThreads) {
+        acc_t acc = kv[e];
+        for (int64_t p = 0; p < count; ++p) acc += x.part[offsets[p] + e];
+        kv[e] = acc;
       }
     });
-    for (int64_t c0 = 0; c0 < s.C; c0 += kChannelChunk) {  // dw = <g(p), v(key)>
-      const int64_t cc = min_(kChannelChunk, s.C - c0);
-      run([&](int t) { load_pixels(tile, s.W, g_b, HW, 1, u0, count, c0, cc, rows, t); });
-      run([&](int t) {
-        int64_t y, xk;
-        if (!tile.key(t, y, xk)) return;
-        for (int64_t c = 0; c < cc; ++c) {
-          const acc_t vc = static_cast<acc_t>(x.v[(tile.b * s.C + c0 + c) * hw + y * s.w + xk]);
-          for (int64_t u = 0; u < count; ++u) dws[u * kThreads + t] += vc * rows[c * kPixelChunk + u];
-        }
-      });
-    }
-    for (int n = 0; n < N; ++n) {
-      run([&](int t) {
-        for (int64_t u = 0; u < count; ++u) logits[u * kThreads + t] = acc_t(0);
-      });
-      for (int64_t e0 = n * s.dim; e0 < (n + 1) * s.dim; e0 += kChannelChunk) {
-        const int64_t ee = min_(kChannelChunk, (n + 1) * s.dim - e0);
-        run([&](int t) {
-          load_pixels(tile, s.W, q_b, x.q_channel, x.q_pixel, u0, count, e0, ee, rows, t);
-        });
-        run([&](int t) {  // logits in channel order, as logit()
-          int64_t y, xk;
-          if (!tile.key(t, y, xk)) return;
-          const scalar_t* key = x.k_cl + ((tile.b * s.h + y) * s.w + xk) * s.D;
-          for (int64_t u = 0; u < count; ++u) {
-            acc_t acc = logits[u * kThreads + t];
-            for (int64_t e = 0; e < ee; ++e)
-              acc += rows[e * kPixelChunk + u] * static_cast<acc_t>(key[e0 + e]);
-            logits[u * kThreads + t] = acc;
-          }
-        });
-      }
-      run([&](int t) {  // a_n, the weights' sum and ds_n (over the logits)
-        for (int64_t u = 0; u < count; ++u) {
-          const int64_t at = u * kThreads + t;
-          const acc_t a =
-              inside[at] != acc_t(0) ? exp_(scale * logits[at] - lse[n * kPixelChunk + u]) : acc_t(0);
-          weights[at] += a;
-          logits[at] = coef * a * (dws[at] - delta[n * kPixelChunk + u]);
-        }
-      });
-      for (int64_t e0 = n * s.dim; e0 < (n + 1) * s.dim; e0 += kChannelChunk) {
-        const int64_t ee = min_(kChannelChunk, (n + 1) * s.dim - e0);
-        run([&](int t) {
-          load_pixels(tile, s.W, q_b, x.q_channel, x.q_pixel, u0, count, e0, ee, rows, t);
-        });
-        run([&](int t) {  // dk_n(key) += sum_p ds_n q_n(p)
-          int64_t y, xk;
-          if (!tile.key(t, y, xk)) return;
-          acc_t* dk = dk_share + (tile.b * s.D + e0) * hw + y * s.w + xk;
-          for (int64_t e = 0; e < ee; ++e) {
-            acc_t acc = dk[e * hw];
-            for (int64_t u = 0; u < count; ++u) acc += logits[u * kThreads + t] * rows[e * kPixelChunk + u];
-            dk[e * hw] = acc;
-          }
-        });
-      }
-    }
-    for (int64_t c0 = 0; c0 < s.C; c0 += kChannelChunk) {  // dv(key) += sum_p w g(p)
-      const int64_t cc = min_(kChannelChunk, s.C - c0);
-      run([&](int t) { load_pixels(tile, s.W, g_b, HW, 1, u0, count, c0, cc, rows, t); });
-      run([&](int t) {
-        int64_t y, xk;
-        if (!tile.key(t, y, xk)) return;
-        acc_t* dv = dv_share + (tile.b * s.C + c0) * hw + y * s.w + xk;
-        for (int64_t c = 0; c < cc; ++c) {
-          acc_t acc = dv[c * hw];
-          for (int64_t u = 0; u < count; ++u)
-            acc += weights[u * kThreads + t] * inv_heads * rows[c * kPixelChunk + u];
-          dv[c * hw] = acc;
-        }
-      });
-    }
   }
 }
 

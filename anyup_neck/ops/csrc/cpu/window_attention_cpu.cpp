@@ -48,7 +48,7 @@ std::tuple<Tensor, Tensor> forward_cpu(const Tensor& q, const Tensor& k, const T
   p.out = at::empty({p.B, p.C, p.H, p.W}, q.options());
   p.lse = at::empty({p.B, p.heads, p.H, p.W}, q.options().dtype(acc_dtype(q)));
   if (p.kernels == Kernels::tiled) {
-    cpu::tiled_forward(p);
+    cpu::tiled_forward(p, k.contiguous());
   } else {
     ANYUP_NECK_CPU_DISPATCH(forward, p)
   }
@@ -71,7 +71,7 @@ std::tuple<Tensor, Tensor, Tensor> backward_cpu(const Tensor& grad_out, const Te
     p.dq = at::zeros(q.sizes(), q.options());
     p.dk = at::empty(k.sizes(), k.options());
     p.dv = at::empty(v.sizes(), v.options());
-    cpu::tiled_backward(p);
+    cpu::tiled_backward(p, k.contiguous());
     return {p.dq, p.dk, p.dv};
   }
   p.dq = at::empty(q.sizes(), q.options());

@@ -29,10 +29,10 @@ struct Problem {
 };
 
 // The tiled CUDA kernels' block code (common/window_tiles.h) run thread by thread
-// (cpu/window_attention_tiles_cpu.cpp): forward fills out and lse; backward fills delta, dk and
-// dv and adds to dq, which must be zero on entry (all contiguous).
-void tiled_forward(Problem& p);
-void tiled_backward(Problem& p);
+// (cpu/window_attention_tiles_cpu.cpp), given k (B, D, h, w) contiguous: forward fills out and
+// lse; backward fills dk and dv and adds to dq, which must be zero on entry (all contiguous).
+void tiled_forward(Problem& p, const at::Tensor& k);
+void tiled_backward(Problem& p, const at::Tensor& k);
 
 #define ANYUP_NECK_DECLARE_CPU_ISA(isa) \
   namespace isa {                       \

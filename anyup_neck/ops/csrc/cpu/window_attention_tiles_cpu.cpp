@@ -34,54 +34,66 @@ tiles::Sizes sizes_of(const Problem& p) {
 
 // The problem's tensors as the block code sees them (CPU kernels accumulate in their dtype).
 template <typename scalar_t>
-tiles::Tensors<scalar_t, scalar_t> tensors_of(const Problem& p) {
+tiles::Tensors<scalar_t, scalar_t> tensors_of(const Problem& p, const at::Tensor& k) {
   auto data = [](const at::Tensor& t) { return t.defined() ? t.data_ptr<scalar_t>() : nullptr; };
   const Layout q = layout_of(p.q);
-  return {data(p.q), q.batch, q.channel, q.pixel, data(p.k_cl), data(p.v), data(p.grad_out),
-          data(p.out), data(p.lse), data(p.delta), data(p.dq), data(p.dk), data(p.dv)};
+  return {data(p.q),        q.batch,   q.channel, q.pixel,      data(k),
+          data(p.k_cl),     data(p.v), data(p.v_cl), data(p.grad_out), data(p.out),
+          data(p.lse),      data(p.dq), nullptr,      nullptr};
 }
 
-// Runs block(run, sizes, x, scale, index, shared) for every block index below `blocks`.
+// Runs block(SerialBlock, index, shared) for every block index below `blocks`, over
+// `shared_bytes` of NaN-filled shared memory per block.
 template <typename scalar_t, typename Block>
-void run_blocks(const Problem& p, const tiles::Tensors<scalar_t, scalar_t>& x, int64_t blocks,
-                int64_t shared_size, const Block& block) {
-  const tiles::Sizes s = sizes_of(p);
-  const auto scale = static_cast<scalar_t>(p.scale);
+void run_blocks(int64_t blocks, int64_t shared_bytes, const Block& block) {
   at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
-    std::vector<scalar_t> shared(shared_size);
+    std::vector<scalar_t> shared(shared_bytes / sizeof(scalar_t) + 1);
     for (int64_t index = begin; index < end; ++index) {
       std::fill(shared.begin(), shared.end(), std::numeric_limits<scalar_t>::quiet_NaN());
-      block(SerialBlock{}, s, x, scale, index, shared.data());
+      block(SerialBlock{}, index, static_cast<void*>(shared.data()));
     }
   });
 }
 
 }  // namespace
 
-void tiled_forward(Problem& p) {
+void tiled_forward(Problem& p, const at::Tensor& k) {
   const tiles::Sizes s = sizes_of(p);
   AT_DISPATCH_FLOATING_TYPES(p.q.scalar_type(), "window_attention_tiled_forward", [&] {
-    run_blocks<scalar_t>(p, tensors_of<scalar_t>(p), tiles::pixel_blocks(s),
-                         tiles::forward_shared_size(s),
-                         [](auto&&... args) { tiles::forward_block(args...); });
+    const auto x = tensors_of<scalar_t>(p, k);
+    const auto scale = static_cast<scalar_t>(p.scale);
+    run_blocks<scalar_t>(tiles::band_blocks(s, tiles::whole_map(s)),
+                         tiles::forward_shared_bytes<scalar_t>(s),
+                         [&](const SerialBlock& run, int64_t index, void* shared) {
+                           tiles::forward_block(run, s, x, scale, index, shared);
+                         });
   });
 }
 
-void tiled_backward(Problem& p) {
+void tiled_backward(Problem& p, const at::Tensor& k) {
   const tiles::Sizes s = sizes_of(p);
   AT_DISPATCH_FLOATING_TYPES(p.q.scalar_type(), "window_attention_tiled_backward", [&] {
-    auto x = tensors_of<scalar_t>(p);
-    run_blocks<scalar_t>(p, x, tiles::pixel_blocks(s), tiles::pixel_shared_size(s),
-                         [](auto&&... args) { tiles::pixel_block(args...); });
-    const int64_t splits = tiles::key_splits(s);
-    const at::Tensor dk_shares = at::zeros({splits, p.B, p.D, p.h, p.w}, p.q.options());
-    const at::Tensor dv_shares = at::zeros({splits, p.B, p.C, p.h, p.w}, p.q.options());
-    x.dk = dk_shares.data_ptr<scalar_t>();
-    x.dv = dv_shares.data_ptr<scalar_t>();
-    run_blocks<scalar_t>(p, x, tiles::key_blocks(s), tiles::key_shared_size(s),
-                         [](auto&&... args) { tiles::key_block(args...); });
-    at::sum_out(p.dk, dk_shares, 0);
-    at::sum_out(p.dv, dv_shares, 0);
+    auto x = tensors_of<scalar_t>(p, k);
+    const auto scale = static_cast<scalar_t>(p.scale);
+    const int64_t rows = tiles::band_rows(s), all = tiles::whole_map(s).rows;
+    const at::Tensor part = at::empty(
+        {tiles::band_blocks(s, {0, rows}), tiles::slots(s), s.D + s.C}, p.q.options());
+    const at::Tensor kv = at::zeros({s.B, s.h, s.w, s.D + s.C}, p.q.options());
+    x.part = part.data_ptr<scalar_t>();
+    x.kv = kv.data_ptr<scalar_t>();
+    for (int64_t row0 = 0; row0 < all; row0 += rows) {
+      const tiles::Band band{row0, std::min(rows, all - row0)};
+      run_blocks<scalar_t>(tiles::band_blocks(s, band), tiles::pixel_shared_bytes<scalar_t>(s),
+                           [&](const SerialBlock& run, int64_t index, void* shared) {
+                             tiles::pixel_block(run, s, x, band, scale, index, shared);
+                           });
+      run_blocks<scalar_t>(s.B * s.h * s.w, tiles::reduce_shared_bytes<scalar_t>(s),
+                           [&](const SerialBlock& run, int64_t index, void* shared) {
+                             tiles::reduce_block(run, s, x, band, index, shared);
+                           });
+    }
+    p.dk.copy_(kv.narrow(3, 0, s.D).permute({0, 3, 1, 2}));
+    p.dv.copy_(kv.narrow(3, s.D, s.C).permute({0, 3, 1, 2}));
   });
 }
 

@@ -3,8 +3,9 @@
 //   per_pixel (the default): one thread per output pixel runs the shared per-query math
 //     (common/window_attention_math.h) for the forward and the backward pixel pass; one thread
 //     per (key, slice of kSlice value channels) runs the shared key pass.
-//   tiled: the blocks of common/window_tiles.h (tiles of 8 x 8 pixels or keys, keys, values, g
-//     and q through shared memory), whose phases run here between __syncthreads() and on the
+//   tiled: the blocks of common/window_tiles.h (tiles of 8 x 8 pixels, 4 x 4 register tiles of
+//     small matrix products through shared memory; the backward's key gradients as per-tile
+//     partial rows reduced per key), whose phases run here between __syncthreads() and on the
 //     CPU thread by thread in the tests. Compiled and tested on the CPU, not yet run on a GPU.
 // Every output element is written by exactly one thread with a fixed summation order, so
 // forward and backward are deterministic (no atomics), whatever
@@ -172,43 +173,41 @@ tiles::Sizes tile_sizes(const Sizes& s) {
   return {s.B, s.D, s.C, s.H, s.W, s.h, s.w, s.dim, s.heads, s.ratio};
 }
 
-template <typename acc_t>
-__device__ acc_t* shared_memory() {
+__device__ void* shared_memory() {
   extern __shared__ __align__(16) unsigned char shared_bytes[];
-  return reinterpret_cast<acc_t*>(shared_bytes);
+  return shared_bytes;
 }
 
 template <typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(tiles::kThreads)
     tiled_forward_kernel(tiles::Sizes s, tiles::Tensors<scalar_t, acc_t> x, acc_t scale) {
-  tiles::forward_block(BlockRun{}, s, x, scale, blockIdx.x, shared_memory<acc_t>());
+  tiles::forward_block(BlockRun{}, s, x, scale, blockIdx.x, shared_memory());
 }
 
 template <typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(tiles::kThreads)
-    tiled_pixel_kernel(tiles::Sizes s, tiles::Tensors<scalar_t, acc_t> x, acc_t scale) {
-  tiles::pixel_block(BlockRun{}, s, x, scale, blockIdx.x, shared_memory<acc_t>());
+    tiled_pixel_kernel(tiles::Sizes s, tiles::Tensors<scalar_t, acc_t> x, tiles::Band band,
+                       acc_t scale) {
+  tiles::pixel_block(BlockRun{}, s, x, band, scale, blockIdx.x, shared_memory());
 }
 
 template <typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(tiles::kThreads)
-    tiled_key_kernel(tiles::Sizes s, tiles::Tensors<scalar_t, acc_t> x, acc_t scale) {
-  tiles::key_block(BlockRun{}, s, x, scale, blockIdx.x, shared_memory<acc_t>());
+    tiled_reduce_kernel(tiles::Sizes s, tiles::Tensors<scalar_t, acc_t> x, tiles::Band band) {
+  tiles::reduce_block(BlockRun{}, s, x, band, blockIdx.x, shared_memory());
 }
 
-// Launches `kernel` on `blocks` blocks of kThreads threads with `elements` acc_t of dynamic
-// shared memory, opting in above the default 48 KB; the device's limit is checked.
-template <typename acc_t, typename Kernel, typename... Args>
-void launch_tiled(Kernel kernel, int64_t blocks, int64_t elements, const char* name,
-                  Args... args) {
+// Launches `kernel` on `blocks` blocks of kThreads threads with `bytes` of dynamic shared
+// memory, opting in above the default 48 KB; the device's limit is checked.
+template <typename Kernel, typename... Args>
+void launch_tiled(Kernel kernel, int64_t blocks, int64_t bytes, const char* name, Args... args) {
   if (blocks == 0) return;
   TORCH_CHECK(blocks <= INT32_MAX, "window_attention (CUDA, tiled): problem too large");
-  const int64_t bytes = elements * static_cast<int64_t>(sizeof(acc_t));
   int limit = 0;
   C10_CUDA_CHECK(cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin,
                                         c10::cuda::current_device()));
-  TORCH_CHECK(bytes <= static_cast<int64_t>(limit), "window_attention (CUDA, tiled): ", name, " needs ", bytes,
-              " bytes of shared memory per block, the device allows ", limit,
+  TORCH_CHECK(bytes <= static_cast<int64_t>(limit), "window_attention (CUDA, tiled): ", name,
+              " needs ", bytes, " bytes of shared memory per block, the device allows ", limit,
               " (fewer heads, or kernels='per_pixel')");
   if (bytes > 48 * 1024)
     C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
@@ -216,6 +215,16 @@ void launch_tiled(Kernel kernel, int64_t blocks, int64_t elements, const char* n
   kernel<<<static_cast<int>(blocks), tiles::kThreads, bytes,
            c10::cuda::getCurrentCUDAStream()>>>(args...);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+// The tiled kernels' view of one call's tensors (outputs set by the caller).
+template <typename scalar_t, typename acc_t>
+tiles::Tensors<scalar_t, acc_t> tile_tensors(const Tensor& q, const Tensor& k, const Tensor& k_cl,
+                                             const Tensor& v, const Tensor& v_cl) {
+  const Layout ql = layout_of(q);
+  return {q.data_ptr<scalar_t>(), ql.batch, ql.channel, ql.pixel, k.data_ptr<scalar_t>(),
+          k_cl.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(), v_cl.data_ptr<scalar_t>(),
+          nullptr, nullptr, nullptr, nullptr, nullptr, nullptr};
 }
 
 void check_cuda(const Tensor& q) {
@@ -251,15 +260,15 @@ std::tuple<Tensor, Tensor> forward_cuda(const Tensor& q_in, const Tensor& k, con
                                   "window_attention_forward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     if (choice == Kernels::tiled) {
-      const Layout ql = layout_of(q);
-      const tiles::Tensors<scalar_t, acc_t> x{
-          q.data_ptr<scalar_t>(), ql.batch, ql.channel, ql.pixel, k_cl.data_ptr<scalar_t>(),
-          v.data_ptr<scalar_t>(), nullptr, out.data_ptr<acc_t>(), lse.data_ptr<acc_t>(),
-          nullptr, nullptr, nullptr, nullptr};
+      const Tensor k_channels = k.contiguous(), v_cl = v.permute({0, 2, 3, 1}).contiguous();
+      auto x = tile_tensors<scalar_t, acc_t>(q, k_channels, k_cl, v, v_cl);
+      x.out = out.data_ptr<acc_t>();
+      x.lse = lse.data_ptr<acc_t>();
       const tiles::Sizes ts = tile_sizes(s);
-      launch_tiled<acc_t>(tiled_forward_kernel<scalar_t, acc_t>, tiles::pixel_blocks(ts),
-                          tiles::forward_shared_size(ts), "the forward", ts, x,
-                          static_cast<acc_t>(scale));
+      launch_tiled(tiled_forward_kernel<scalar_t, acc_t>,
+                   tiles::band_blocks(ts, tiles::whole_map(ts)),
+                   tiles::forward_shared_bytes<acc_t>(ts), "the forward", ts, x,
+                   static_cast<acc_t>(scale));
       return;
     }
     forward_kernel<scalar_t, acc_t><<<blocks_for(s.B * s.H * s.W), kThreads, 0, stream>>>(
@@ -287,9 +296,8 @@ std::tuple<Tensor, Tensor, Tensor> backward_cuda(const Tensor& grad_out, const T
   const Tensor v = v_in.contiguous();
   const auto acc_options = q.options().dtype(acc_dtype(q));
   const Tensor lse = lse_in.to(acc_dtype(q)).contiguous();
-  Tensor delta = at::empty_like(lse);
   Tensor dq = at::zeros(q.sizes(), acc_options);
-  Tensor dk, dv;  // the per-pixel key pass accumulates into zeros, the tiled one sums shares
+  Tensor dk, dv;  // the per-pixel key pass accumulates into zeros, the tiled one reduces rows
   const int64_t slices = (s.C + kSlice - 1) / kSlice;
   const auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(),
@@ -297,27 +305,32 @@ std::tuple<Tensor, Tensor, Tensor> backward_cuda(const Tensor& grad_out, const T
     using acc_t = at::opmath_type<scalar_t>;
     const auto sc = static_cast<acc_t>(scale);
     if (choice == Kernels::tiled) {
-      const Layout ql = layout_of(q);
-      const tiles::Tensors<scalar_t, acc_t> x{
-          q.data_ptr<scalar_t>(), ql.batch, ql.channel, ql.pixel, k_cl.data_ptr<scalar_t>(),
-          v.data_ptr<scalar_t>(), g.data_ptr<scalar_t>(), nullptr, lse.data_ptr<acc_t>(),
-          delta.data_ptr<acc_t>(), dq.data_ptr<acc_t>(), nullptr, nullptr};
+      const Tensor k_channels = k.contiguous(), v_cl = v.permute({0, 2, 3, 1}).contiguous();
+      auto x = tile_tensors<scalar_t, acc_t>(q, k_channels, k_cl, v, v_cl);
+      x.g = g.data_ptr<scalar_t>();
+      x.dq = dq.data_ptr<acc_t>();
       const tiles::Sizes ts = tile_sizes(s);
-      launch_tiled<acc_t>(tiled_pixel_kernel<scalar_t, acc_t>, tiles::pixel_blocks(ts),
-                          tiles::pixel_shared_size(ts), "the backward pixel pass", ts, x, sc);
-      // The key pass's partial sums, one per share of the covering pixels, added up after.
-      const int64_t splits = tiles::key_splits(ts);
-      const Tensor dk_shares = at::zeros({splits, s.B, s.D, s.h, s.w}, acc_options);
-      const Tensor dv_shares = at::zeros({splits, s.B, s.C, s.h, s.w}, acc_options);
-      auto shares = x;
-      shares.dk = dk_shares.data_ptr<acc_t>();
-      shares.dv = dv_shares.data_ptr<acc_t>();
-      launch_tiled<acc_t>(tiled_key_kernel<scalar_t, acc_t>, tiles::key_blocks(ts),
-                          tiles::key_shared_size(ts), "the backward key pass", ts, shares, sc);
-      dk = dk_shares.sum(0);
-      dv = dv_shares.sum(0);
+      const int64_t rows = tiles::band_rows(ts), all = tiles::whole_map(ts).rows;
+      // One band's partial rows at a time; dk | dv channels last, split and permuted after.
+      const Tensor part = at::empty(
+          {tiles::band_blocks(ts, {0, rows}), tiles::slots(ts), s.D + s.C}, acc_options);
+      const Tensor kv = at::zeros({s.B, s.h, s.w, s.D + s.C}, acc_options);
+      x.part = part.data_ptr<acc_t>();
+      x.kv = kv.data_ptr<acc_t>();
+      for (int64_t row0 = 0; row0 < all; row0 += rows) {
+        const tiles::Band band{row0, std::min(rows, all - row0)};
+        launch_tiled(tiled_pixel_kernel<scalar_t, acc_t>, tiles::band_blocks(ts, band),
+                     tiles::pixel_shared_bytes<acc_t>(ts), "the backward pixel pass", ts, x,
+                     band, sc);
+        launch_tiled(tiled_reduce_kernel<scalar_t, acc_t>, s.B * s.h * s.w,
+                     tiles::reduce_shared_bytes<acc_t>(ts), "the backward reduction", ts, x,
+                     band);
+      }
+      dk = kv.narrow(3, 0, s.D).permute({0, 3, 1, 2}).contiguous();
+      dv = kv.narrow(3, s.D, s.C).permute({0, 3, 1, 2}).contiguous();
       return;
     }
+    const Tensor delta = at::empty_like(lse);
     dk = at::zeros(k.sizes(), acc_options);
     dv = at::zeros(v.sizes(), acc_options);
     backward_pixel_kernel<scalar_t, acc_t><<<blocks_for(s.B * s.H * s.W), kThreads, 0, stream>>>(
