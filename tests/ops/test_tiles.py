@@ -96,3 +96,19 @@ def test_tiled_backward_is_deterministic():
         runs.append([t.grad.clone() for t in (q, k, v)])
     for a, b in zip(*runs):
         assert torch.equal(a, b)
+
+
+def test_tiled_at_upsampling_scale():
+    """224x232 from 32x33 (about 7 pixels per key), ratio 0.13: spans of 36 to 121 keys, so one
+    call has tiles of one key chunk and of two, and the backward runs in several bands; against
+    the CPU's own kernels in float64 (the dense reference would be 50k x 1k)."""
+    q, k, v = (t.requires_grad_() for t in make_inputs(1, 4, 8, 8, (224, 232), (32, 33)))
+    grad_out = torch.randn(1, 8, 224, 232, dtype=torch.float64,
+                           generator=torch.Generator().manual_seed(2))
+    results = []
+    for kernels in ('tiled', 'fast'):
+        out = compiled_op(q, k, v, 4, 0.13, kernels)
+        results.append([out, *torch.autograd.grad(out, (q, k, v), grad_out)])
+    for name, got, expected in zip(('out', 'dq', 'dk', 'dv'), *results):
+        torch.testing.assert_close(got, expected, rtol=1e-11, atol=1e-11,
+                                   msg=lambda m: f'{name}: {m}')
