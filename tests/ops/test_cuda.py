@@ -101,3 +101,26 @@ def test_cuda_autocast_runs_in_the_autocast_dtype(backend):
         got = window_attention(q, k, v, num_heads=4, window_ratio=0.1, backend=backend)
     assert got.dtype == torch.float32
     torch.testing.assert_close(got, expected.float(), rtol=0, atol=0)
+
+
+@cuda
+@pytest.mark.parametrize('out_size,in_size,ratio', [
+    ((19, 21), (17, 18), 0.3),      # spans of 3 key chunks, bands of one tile row
+    ((224, 232), (32, 33), 0.13),   # tiles of one and two key chunks in one call
+    ((20, 9), (5, 3), 0.1),         # one band of three tile rows
+], ids=['several chunks', 'upsampling scale', 'one band'])
+def test_cuda_tiled_is_its_cpu_emulation(out_size, in_size, ratio):
+    """The tiled block code gives on the GPU what its thread-by-thread CPU run gives (float64;
+    only the order of independent blocks differs, which changes no sum)."""
+    q, k, v = make_inputs(2, 4, 8, 100, out_size, in_size)
+    grad_out = torch.randn(2, 100, *out_size, dtype=torch.float64)
+    args = (4, ratio, 8 ** -0.5, 'tiled')
+    results = []
+    for device in ('cpu', 'cuda'):
+        q_, k_, v_, g_ = (t.to(device) for t in (q, k, v, grad_out))
+        out, lse = torch.ops.anyup_neck.window_attention_forward(q_, k_, v_, *args)
+        grads = torch.ops.anyup_neck.window_attention_backward(g_, q_, k_, v_, lse, *args)
+        results.append([t.cpu() for t in (out, lse, *grads)])
+    for name, got, expected in zip(('out', 'lse', 'dq', 'dk', 'dv'), results[1], results[0]):
+        torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12,
+                                   msg=lambda m: f'{name}: {m}')
