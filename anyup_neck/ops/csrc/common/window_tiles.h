@@ -396,7 +396,7 @@ WA_FN void load_keys_by_key(const Sizes& s, const PixelTile& tile, const scalar_
 
 // Thread t's share of the (pixel, key) pairs of span keys [u0, u0 + count): pixel m = t %
 // kPixels, keys [count * r / kShares, count * (r + 1) / kShares) of the chunk for r = t /
-// kPixels; visit(m, r, u, inside) with u counted from u0 and inside = the key is in the pixel's
+// kPixels; visit(m, u, inside) with u counted from u0 and inside = the key is in the pixel's
 // window (never for pixels past the map's edge).
 template <typename Visit>
 WA_FN void pixel_key_share(const Sizes& s, const PixelTile& tile, int t, int64_t u0,
@@ -408,7 +408,7 @@ WA_FN void pixel_key_share(const Sizes& s, const PixelTile& tile, int t, int64_t
   const int64_t first = count * r / kShares, last = count * (r + 1) / kShares;
   KeyCursor key = tile.cursor(u0 + first);
   for (int64_t u = first; u < last; ++u, key.next())
-    visit(m, r, u, valid && contains(win, key.row, key.col));
+    visit(m, u, valid && contains(win, key.row, key.col));
 }
 
 // Merges a running (maximum, sum of exp(x - maximum)) pair with another (empty when sum == 0).
@@ -427,13 +427,15 @@ WA_FN void merge_softmax(acc_t& top, acc_t& sum, acc_t other_top, acc_t other_su
 
 // Two phases: the chunk's logits (raw dot products in S[u][m], scaled by `scale`) enter the
 // running softmax statistics top[m], sum[m] of one head. part_top, part_sum: [kShares][kPixels].
+// After the span's last chunk (lse non-null: the head's lse map of the batch element), top
+// becomes the lse, also written to lse.
 template <typename Run, typename acc_t>
 WA_FN void softmax_statistics(const Run& run, const Sizes& s, const PixelTile& tile, int64_t u0,
                               int64_t count, const acc_t* S, acc_t scale, acc_t* top, acc_t* sum,
-                              acc_t* part_top, acc_t* part_sum) {
+                              acc_t* part_top, acc_t* part_sum, acc_t* lse) {
   run([&](int t) {
     acc_t m_t = -static_cast<acc_t>(INFINITY), l_t = acc_t(0);
-    pixel_key_share(s, tile, t, u0, count, [&](int m, int, int64_t u, bool inside) {
+    pixel_key_share(s, tile, t, u0, count, [&](int m, int64_t u, bool inside) {
       if (!inside) return;
       merge_softmax(m_t, l_t, scale * S[u * kPixelLd + m], acc_t(1));
     });
@@ -444,6 +446,10 @@ WA_FN void softmax_statistics(const Run& run, const Sizes& s, const PixelTile& t
     if (t >= kPixels) return;
     for (int r = 0; r < kShares; ++r)
       merge_softmax(top[t], sum[t], part_top[r * kPixels + t], part_sum[r * kPixels + t]);
+    int64_t i, j;
+    if (lse == nullptr || !tile.pixel(t, i, j)) return;
+    top[t] += log_(sum[t]);
+    lse[i * s.W + j] = top[t];
   });
 }
 
@@ -499,20 +505,8 @@ WA_FN void forward_block(const Run& run, const Sizes& s, const Tensors<scalar_t,
   });
   auto statistics = [&](int n, int64_t u0, int64_t count) {
     softmax_statistics(run, s, tile, u0, count, S, scale, top + n * kPixels, sum + n * kPixels,
-                       part_top, part_sum);
-  };
-  auto finish_lse = [&](int n0, int n1) {
-    run([&](int t) {
-      for (int64_t index = t; index < (n1 - n0) * kPixels; index += kThreads) {
-        const int n = n0 + static_cast<int>(index / kPixels);
-        const int64_t m = index % kPixels;
-        int64_t i, j;
-        if (!tile.pixel(m, i, j)) continue;
-        const acc_t lse = top[n * kPixels + m] + log_(sum[n * kPixels + m]);
-        top[n * kPixels + m] = lse;
-        x.lse[(tile.b * N + n) * HW + i * s.W + j] = lse;
-      }
-    });
+                       part_top, part_sum,
+                       u0 + count == total ? x.lse + (tile.b * N + n) * HW : nullptr);
   };
   if (!one_chunk) {  // first walk: the statistics
     for (int64_t u0 = 0; u0 < total; u0 += kKeyChunk) {
@@ -522,7 +516,6 @@ WA_FN void forward_block(const Run& run, const Sizes& s, const Tensors<scalar_t,
         statistics(n, u0, count);
       }
     }
-    finish_lse(0, N);
   }
   const acc_t inv_heads = acc_t(1) / static_cast<acc_t>(N);
   acc_t* out_b = x.out + tile.b * s.C * HW;
@@ -530,13 +523,10 @@ WA_FN void forward_block(const Run& run, const Sizes& s, const Tensors<scalar_t,
     const int64_t count = min_(kKeyChunk, total - u0);
     for (int n = 0; n < N; ++n) {
       chunk_logits(run, s, x, tile, n, u0, count, qop, kop, S);
-      if (one_chunk) {
-        statistics(n, u0, count);
-        finish_lse(n, n + 1);
-      }
+      if (one_chunk) statistics(n, u0, count);
       run([&](int t) {  // weights = (1/N) sum_n exp(scale S_n - lse_n)
         const acc_t* lse = top + n * kPixels;
-        pixel_key_share(s, tile, t, u0, count, [&](int m, int, int64_t u, bool inside) {
+        pixel_key_share(s, tile, t, u0, count, [&](int m, int64_t u, bool inside) {
           const int64_t at = u * kPixelLd + m;
           const acc_t a = inside ? exp_(scale * S[at] - lse[m]) : acc_t(0);
           const acc_t w = (n == 0 ? acc_t(0) : weights[at]) + a;
@@ -612,17 +602,18 @@ WA_FN void pixel_block(const Run& run, const Sizes& s, const Tensors<scalar_t, a
       }
       for (int n = 0; n < N; ++n) {
         chunk_logits(run, s, x, tile, n, u0, count, pop, kop, S);
-        run([&](int t) {  // S = a_n = exp(scale S - lse_n) in the window, else 0
-          pixel_key_share(s, tile, t, u0, count, [&](int m, int, int64_t u, bool inside) {
-            const int64_t at = u * kPixelLd + m;
-            S[at] = inside ? exp_(scale * S[at] - lse[n * kPixels + m]) : acc_t(0);
-          });
-        });
-        if (walk == 0 || one_chunk) {  // delta_n = sum_key a_n dW
-          run([&](int t) {
+        // a_n = exp(scale S - lse_n) in the window, else 0; delta_n = sum_key a_n dW.
+        auto weight = [&](int m, int64_t at, bool inside) {
+          return inside ? exp_(scale * S[at] - lse[n * kPixels + m]) : acc_t(0);
+        };
+        const bool with_delta = walk == 0 || one_chunk;  // else S still holds the logits
+        if (with_delta) {
+          run([&](int t) {  // S = a_n, and the thread's share of delta_n
             acc_t partial = acc_t(0);
-            pixel_key_share(s, tile, t, u0, count, [&](int m, int, int64_t u, bool) {
-              partial += S[u * kPixelLd + m] * dW[u * kPixelLd + m];
+            pixel_key_share(s, tile, t, u0, count, [&](int m, int64_t u, bool inside) {
+              const int64_t at = u * kPixelLd + m;
+              S[at] = weight(m, at, inside);
+              partial += S[at] * dW[at];
             });
             part_delta[t] = partial;
           });
@@ -635,9 +626,9 @@ WA_FN void pixel_block(const Run& run, const Sizes& s, const Tensors<scalar_t, a
         }
         if (walk == 0) continue;
         run([&](int t) {  // weights += a_n / N; S = ds_n = scale/N a_n (dW - delta_n)
-          pixel_key_share(s, tile, t, u0, count, [&](int m, int, int64_t u, bool) {
+          pixel_key_share(s, tile, t, u0, count, [&](int m, int64_t u, bool inside) {
             const int64_t at = u * kPixelLd + m;
-            const acc_t a = S[at];
+            const acc_t a = with_delta ? S[at] : weight(m, at, inside);
             const acc_t w = (n == 0 ? acc_t(0) : weights[at]) + a;
             weights[at] = n == N - 1 ? w * inv_heads : w;
             S[at] = coef * a * (dW[at] - delta[n * kPixels + m]);
@@ -647,14 +638,14 @@ WA_FN void pixel_block(const Run& run, const Sizes& s, const Tensors<scalar_t, a
           const int64_t ee = min_(kQKChunk, (n + 1) * s.dim - e0);
           run([&](int t) {
             load_keys_by_key(s, tile, x.k_cl, s.D, e0, ee, u0, count, kop, kQKLd, t);
+            load_pixels(s, tile, q_b, x.q_channel, x.q_pixel, e0, ee, pop, t);
           });
           const PixelMapResult<acc_t> dq{x.dq + tile.b * s.D * HW, tile, s.H, s.W, e0, ee, false};
-          run([&](int t) {  // dq[e][p] += sum_u ds[u][p] k[u][e]
+          const PartialRows<acc_t> dk{part, row_length, u0, e0, ee, count};
+          run([&](int t) {  // dq[e][p] += sum_u ds[u][p] k[u][e]; dk_n[u][e] = sum_p ds q
             gemm_nn(t, kPixels, ee, count, S, kPixelLd, kop, kQKLd, dq);
+            gemm_tn(t, ee, count, kPixels, pop, kPixelLd, S, kPixelLd, dk);
           });
-          run([&](int t) { load_pixels(s, tile, q_b, x.q_channel, x.q_pixel, e0, ee, pop, t); });
-          const PartialRows<acc_t> dk{part, row_length, u0, e0, ee, count};  // dk_n
-          run([&](int t) { gemm_tn(t, ee, count, kPixels, pop, kPixelLd, S, kPixelLd, dk); });
         }
       }
       if (walk == 0) continue;
