@@ -39,11 +39,32 @@ def window_attention_dense(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, nu
     return out.transpose(1, 2).reshape(B, v.shape[1], H, W)
 
 
+def _span_bound(out_len: int, in_len: int, tile: int, window_ratio: float) -> int:
+    """An upper bound (at most two more) of the widest key span over the tiles of ``tile``
+    consecutive output pixels along an axis, from the window rule in real numbers, as a Python
+    int: the tiles' shapes then never depend on tensor values (no wait for the GPU, and
+    ``torch.compile`` traces one graph).
+
+    A tile with first and last pixels i0, i1 (centres c0, c1) has span stop(i1) - start(i0) <
+    (min(c1 + r, 1) - max(c0 - r, 0)) h + 2, an integer, so at most the ceiling of that real
+    width plus one. The float32 rounding of the rule is covered by a 1e-6 relative margin.
+    """
+    if window_ratio == 0:
+        return in_len
+    widest = 0.0
+    for first in range(0, out_len, tile):
+        last = min(first + tile, out_len) - 1
+        hi = min((last + 0.5) / out_len + window_ratio, 1.0)
+        lo = max((first + 0.5) / out_len - window_ratio, 0.0)
+        widest = max(widest, (hi - lo) * in_len)
+    return min(in_len, math.ceil(widest * (1 + 1e-6) + 1e-6) + 1)
+
+
 def _tile_key_ranges(out_len: int, in_len: int, tile: int, window_ratio: float, device):
     """Per tile along one axis: key indices to gather and the per-pixel validity mask.
 
     Returns (index (T, K) int64 clamped into range, valid (T, tile, K) bool, T) where
-    T = ceil(out_len / tile) and K is the widest key span any tile needs.
+    T = ceil(out_len / tile) and K = :func:`_span_bound`; keys past a tile's span are masked.
     """
     start, stop = window_bounds_1d(out_len, in_len, window_ratio, device)
     num_tiles = math.ceil(out_len / tile)
@@ -53,9 +74,8 @@ def _tile_key_ranges(out_len: int, in_len: int, tile: int, window_ratio: float, 
     stop = torch.cat([stop, stop[-1:].expand(pad)]).view(num_tiles, tile)
     # Window bounds are monotone in the pixel index: a tile's span runs from its first
     # pixel's start to its last pixel's stop.
-    first = start[:, 0]
-    span = int((stop[:, -1] - first).max())
-    keys = first[:, None] + torch.arange(span, device=device)        # (T, K)
+    span = _span_bound(out_len, in_len, tile, window_ratio)
+    keys = start[:, :1] + torch.arange(span, device=device)          # (T, K)
     valid = (keys[:, None, :] >= start[:, :, None]) & (keys[:, None, :] < stop[:, :, None])
     return keys.clamp(max=in_len - 1), valid, num_tiles
 

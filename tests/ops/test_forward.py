@@ -1,10 +1,14 @@
 """Every backend's forward equals the independent dense float64 reference on odd shapes."""
 from __future__ import annotations
 
+import random
+
 import pytest
 import torch
 
 from anyup_neck.ops import window_attention
+from anyup_neck.ops.torch_backend import _span_bound
+from anyup_neck.ops.windows import window_bounds_1d
 from anyup_neck.upsampler.official import dense_attention
 from tests.ops.helpers import (CASE_IDS, CASES, compiled_op, cpu_isas, make_inputs, requires,
                                use_isa)
@@ -51,6 +55,34 @@ def test_kernels_choice_is_checked():
 @pytest.mark.parametrize('backend', ['torch', 'dense'])
 def test_pytorch_backends(case, backend):
     _check(backend, case, torch.float64, 1e-12)
+
+
+def test_torch_backend_span_bound_holds_every_tile():
+    """The tiled PyTorch backend sizes its tiles' key spans from the window rule in real numbers
+    (shapes that never wait for tensor values): never narrower than the float32 rule's widest
+    span, at most two wider."""
+    generator = random.Random(0)
+    for _ in range(500):
+        out_len, in_len = generator.randint(1, 300), generator.randint(1, 80)
+        tile = generator.randint(1, 32)
+        ratio = generator.choice([0.0, 0.05, 0.1, 0.13, 0.25, 0.5, generator.uniform(0, 0.6)])
+        start, stop = window_bounds_1d(out_len, in_len, ratio)
+        widest = max(int(stop[min(i + tile, out_len) - 1] - start[i])
+                     for i in range(0, out_len, tile))
+        bound = _span_bound(out_len, in_len, tile, ratio)
+        assert widest <= bound <= widest + 2, (out_len, in_len, tile, ratio, widest, bound)
+
+
+def test_torch_backend_compiles_in_one_graph():
+    """The default CUDA backend has no data-dependent shape, so torch.compile(fullgraph=True)
+    of a model using it works (on the CPU here; the same code runs on CUDA)."""
+    q, k, v = make_inputs(2, 2, 4, 6, (20, 24), (5, 6), dtype=torch.float32)
+
+    def attend(q, k, v):
+        return window_attention(q, k, v, num_heads=2, window_ratio=0.1, backend='torch')
+
+    compiled = torch.compile(attend, fullgraph=True, backend='aot_eager')
+    torch.testing.assert_close(compiled(q, k, v), attend(q, k, v), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize('backend', ['cpp', 'torch'])

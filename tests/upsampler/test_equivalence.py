@@ -123,3 +123,17 @@ def test_torch_compile_traces_the_whole_model():
         compiled = torch.compile(model, backend='aot_eager', fullgraph=True)
         got = compiled(image, feats, output_size=(13, 17))
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_torch_compile_traces_the_gpu_formulation():
+    """The GPU formulations of the primitives (taken on the CPU for bfloat16) and the tiled
+    PyTorch attention, CUDA's default backend, trace in one graph too."""
+    model = randomized_anyup(dtype=torch.bfloat16, qk_dim=16, lfu_basis=8, num_heads=2)
+    model.backend = 'torch'
+    image = torch.randn(2, 3, 24, 20, dtype=torch.bfloat16)
+    feats = torch.randn(2, 5, 3, 4, dtype=torch.bfloat16)
+    with torch.no_grad():
+        expected = model(image, feats, output_size=(13, 17))
+        compiled = torch.compile(model, backend='aot_eager', fullgraph=True)
+        got = compiled(image, feats, output_size=(13, 17))
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
