@@ -30,7 +30,8 @@ The primitives:
 * :func:`conv1x1_add_` -- ``acc += conv1x1(x)`` (oneDNN's convolution with a fused add).
 
 Memory: where a formulation works on a full-size map without autograd, it goes in pieces of
-at most :data:`max_piece_elements` values. Primitives with ``overwrite=True`` may write their
+at most :func:`piece_elements` values: small on the CPU, where pieces stay in cache; large on
+GPUs, where every piece costs its launches and only the temporaries' size matters. Primitives with ``overwrite=True`` may write their
 result over their input (the caller's temporary) when autograd does not record it; always use
 the returned tensor.
 """
@@ -43,8 +44,12 @@ from torch import nn
 from . import extension
 
 #: Largest piece, in values, of a full-size map that a primitive processes at once without
-#: autograd (16 MB in float32): its temporaries are this large instead of map-sized.
+#: autograd on the CPU (16 MB in float32): its temporaries are this large instead of map-sized.
 max_piece_elements: int = 1 << 22
+
+#: The same on other devices (256 MB in float32): a 448x448 map of 128 channels (26M values)
+#: is one piece, while the temporaries of very large outputs stay bounded.
+max_gpu_piece_elements: int = 1 << 26
 
 _KERNEL_DTYPES = (torch.float32, torch.float64)
 
@@ -70,6 +75,11 @@ def _may_write_out(*tensors: torch.Tensor) -> bool:
 def uses_gpu_formulation(x: torch.Tensor) -> bool:
     """Whether ``x`` goes through the GPU formulations rather than the plain PyTorch ops."""
     return x.device.type == 'cuda' or x.dtype not in _KERNEL_DTYPES
+
+
+def piece_elements(x: torch.Tensor) -> int:
+    """Largest piece, in values, of a full-size map on ``x``'s device."""
+    return max_piece_elements if x.device.type == 'cpu' else max_gpu_piece_elements
 
 
 def _statistics_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -380,7 +390,7 @@ def rotary_2d(x: torch.Tensor, row_angles: torch.Tensor, col_angles: torch.Tenso
     float32, float64 for float64 x). cos and sin of the sums come from the per-row and
     per-column tables by the angle-addition formulas, no transcendental per element.
     CPU kernel (channels-last x, ``overwrite``): one pass in place. Otherwise, without autograd,
-    blocks of rows of at most :data:`max_piece_elements` values, in place with ``overwrite``;
+    blocks of rows of at most :func:`piece_elements` values, in place with ``overwrite``;
     under autograd the whole map at once. The result has x's dtype.
     """
     B, D, H, W = x.shape
@@ -398,7 +408,7 @@ def rotary_2d(x: torch.Tensor, row_angles: torch.Tensor, col_angles: torch.Tenso
     in_place = overwrite and not records
     blocks = []
     # Under autograd every block's tables are saved anyway: one block, fewer launches.
-    step = H if records else max(1, max_piece_elements // (B * D * W))
+    step = H if records else max(1, piece_elements(x) // (B * D * W))
     for r0 in range(0, H, step):
         r = slice(r0, min(H, r0 + step))
         cos = (cos_r[r, None] * cos_c - sin_r[r, None] * sin_c).permute(2, 0, 1).to(x.dtype)
@@ -429,7 +439,7 @@ def basis_softmax_mean(features: torch.Tensor, basis: torch.Tensor,
 
     CPU kernel: per pixel in cache, the M*C responses never written to memory. Otherwise
     grouped convolutions (softmax in float32, float64 for float64), without autograd over
-    chunks of columns of at most :data:`max_piece_elements` responses; the result has the
+    chunks of columns of at most :func:`piece_elements` responses; the result has the
     features' dtype.
     """
     if cpu_kernels_usable(features, basis):
@@ -446,7 +456,7 @@ def basis_softmax_mean(features: torch.Tensor, basis: torch.Tensor,
     softmax_dtype = _statistics_dtype(features.dtype)
     # Under autograd every chunk's responses are saved anyway: one chunk, fewer launches.
     cols_per_chunk = (C if records_grad(features, basis)
-                      else max(1, max_piece_elements // (B * M * h * w)))
+                      else max(1, piece_elements(features) // (B * M * h * w)))
     total = features.new_zeros(B, M, h, w, dtype=softmax_dtype)
     for c0 in range(0, C, cols_per_chunk):
         flat = grid[:, c0:c0 + cols_per_chunk].reshape(-1)               # m-major
@@ -457,7 +467,8 @@ def basis_softmax_mean(features: torch.Tensor, basis: torch.Tensor,
     return (total / C).to(features.dtype)
 
 
-__all__ = ['max_piece_elements', 'records_grad', 'cpu_kernels_usable', 'uses_gpu_formulation',
+__all__ = ['max_piece_elements', 'max_gpu_piece_elements', 'piece_elements', 'records_grad',
+           'cpu_kernels_usable', 'uses_gpu_formulation',
            'group_norm_silu', 'group_norm_silu_by_reductions', 'preactivation_residual',
            'adaptive_pool', 'conv1x1_add_', 'rms_linear', 'conv3x3_rms_linear', 'rotary_2d',
            'basis_softmax_mean', 'channel_moments', 'group_norm_affine', 'affine_silu',

@@ -6,6 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from anyup_neck.ops import fused
 from anyup_neck.upsampler import LearnedFeatureUnification, RoPE
@@ -311,6 +313,25 @@ def test_rotary_2d_in_row_blocks_equals_the_whole_map(overwrite, monkeypatch):
         blocked = rope(scratch, overwrite=overwrite)
     assert (blocked.data_ptr() == scratch.data_ptr()) == overwrite
     torch.testing.assert_close(blocked, whole.detach(), rtol=1e-12, atol=1e-12)
+
+
+def test_gpu_maps_of_448x448_are_one_piece():
+    """On a GPU (faked here: shapes only) a 448x448 map of 128 channels is rotated in one piece
+    (one cat of the halves), not in the CPU's cache-sized blocks of rows."""
+    class CountCats(TorchDispatchMode):
+        cats = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.cats += func.overloadpacket == torch.ops.aten.cat
+            return func(*args, **(kwargs or {}))
+
+    with FakeTensorMode(), torch.device('cuda'), torch.no_grad():
+        rope, x = RoPE(128), torch.empty(1, 128, 448, 448)
+        assert fused.piece_elements(x) == fused.max_gpu_piece_elements > x.numel()
+        with CountCats() as counter:
+            rope(x, overwrite=True)
+    assert counter.cats == 1
+    assert fused.piece_elements(torch.empty(1)) == fused.max_piece_elements
 
 
 @pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
