@@ -53,10 +53,11 @@
 //     window are multiplied by zero weights). Traffic: the output written once (308 MB); q, k
 //     and v read once per tile (k, v mostly from L2).
 //   backward: dW 4, logits 1.3, dq 1.3, dk 1.3, dv 4 MFLOP per tile: 37 GFLOP; the partial
-//     rows 3136 x 81 x 512 x 4 B = 0.52 GB written and read once, in 4 bands of 0.13 GB.
+//     rows 3136 x 81 x 512 x 4 B = 0.52 GB written and read once, in 4 bands of 0.15 GB
+//     (0.24 ms of traffic at 4.3 TB/s).
 //   At the 4 x 4 tiles' ratio of shared-memory reads to multiply-adds the products can run at
 //   a large fraction of the fp32 FMA rate (67 TFLOP/s on an H200): the floors are about 0.25
-//   ms forward and 0.7 ms backward. None of it is measured on a GPU yet.
+//   ms forward and 0.8 ms backward. None of it is measured on a GPU yet.
 //
 // Shared memory per block in bytes (*_shared_bytes), N = 4: forward 78 KB (float32), backward
 // 110 KB, growing by 512 B per head; float64 doubles it. The CUDA launcher opts in to more than
