@@ -190,10 +190,11 @@ struct PixelTile {
     return i <= row_last && j <= col_last;
   }
 
-  // Span key u as (row, col), and a cursor at span key u.
-  WA_FN void key(int64_t u, int64_t& row, int64_t& col) const {
-    row = span.row0 + u / span.cols();
-    col = span.col0 + u % span.cols();
+  // Span key u's offset row * w + col in a key map of width w (32-bit division: spans are
+  // small, and 64-bit division is a long routine on the GPU), and a cursor at span key u.
+  WA_FN int64_t key_offset(int64_t u, int64_t w) const {
+    const int cols = static_cast<int>(span.cols()), index = static_cast<int>(u);
+    return (span.row0 + index / cols) * w + span.col0 + index % cols;
   }
   WA_FN KeyCursor cursor(int64_t u) const {
     KeyCursor c(span);
@@ -362,18 +363,24 @@ WA_FN void load_pixels(const Sizes& s, const PixelTile& tile, const scalar_t* ma
   }
 }
 
+// The loads below give each thread a few keys (one key position each) and, per key, channels
+// with a stride: consecutive threads read consecutive keys (channel-major maps) or channels
+// (channels-last maps), and no division runs per element.
+constexpr int kKeyLanes = 64, kChannelLanes = kThreads / kKeyLanes;  // channel-major maps
+constexpr int kKeyRows = kThreads / 32;                              // channels-last maps
+
 // Channels [c0, c0 + cc) of span keys [u0, u0 + count) of a channel-major key map (B, channels,
 // h, w) into dst[c * ld + u].
 template <typename scalar_t, typename acc_t>
 WA_FN void load_keys_by_channel(const Sizes& s, const PixelTile& tile, const scalar_t* map,
                                 int64_t channels, int64_t c0, int64_t cc, int64_t u0,
                                 int64_t count, acc_t* dst, int64_t ld, int t) {
-  const scalar_t* map_b = map + tile.b * channels * s.h * s.w;
-  for (int64_t index = t; index < cc * count; index += kThreads) {
-    const int64_t c = index / count, u = index % count;
-    int64_t row, col;
-    tile.key(u0 + u, row, col);
-    dst[c * ld + u] = static_cast<acc_t>(map_b[(c0 + c) * s.h * s.w + row * s.w + col]);
+  const int64_t hw = s.h * s.w;
+  const scalar_t* map_c = map + (tile.b * channels + c0) * hw;
+  for (int64_t u = t % kKeyLanes; u < count; u += kKeyLanes) {
+    const scalar_t* key = map_c + tile.key_offset(u0 + u, s.w);
+    for (int64_t c = t / kKeyLanes; c < cc; c += kChannelLanes)
+      dst[c * ld + u] = static_cast<acc_t>(key[c * hw]);
   }
 }
 
@@ -383,12 +390,10 @@ template <typename scalar_t, typename acc_t>
 WA_FN void load_keys_by_key(const Sizes& s, const PixelTile& tile, const scalar_t* map,
                             int64_t channels, int64_t c0, int64_t cc, int64_t u0, int64_t count,
                             acc_t* dst, int64_t ld, int t) {
-  const scalar_t* map_b = map + tile.b * s.h * s.w * channels;
-  for (int64_t index = t; index < count * cc; index += kThreads) {
-    const int64_t u = index / cc, c = index % cc;
-    int64_t row, col;
-    tile.key(u0 + u, row, col);
-    dst[u * ld + c] = static_cast<acc_t>(map_b[(row * s.w + col) * channels + c0 + c]);
+  const scalar_t* map_b = map + tile.b * s.h * s.w * channels + c0;
+  for (int64_t u = t / 32; u < count; u += kKeyRows) {
+    const scalar_t* key = map_b + tile.key_offset(u0 + u, s.w) * channels;
+    for (int64_t c = t % 32; c < cc; c += 32) dst[u * ld + c] = static_cast<acc_t>(key[c]);
   }
 }
 
