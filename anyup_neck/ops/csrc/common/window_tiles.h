@@ -443,7 +443,13 @@ WA_FN void softmax_statistics(const Run& run, const Sizes& s, const PixelTile& t
     acc_t m_t = -static_cast<acc_t>(INFINITY), l_t = acc_t(0);
     pixel_key_share(s, tile, t, u0, count, [&](int m, int64_t u, bool inside) {
       if (!inside) return;
-      merge_softmax(m_t, l_t, scale * S[u * kPixelLd + m], acc_t(1));
+      const acc_t logit = scale * S[u * kPixelLd + m];  // one exp per logit
+      if (logit > m_t) {
+        l_t = l_t * exp_(m_t - logit) + acc_t(1);
+        m_t = logit;
+      } else {
+        l_t += exp_(logit - m_t);
+      }
     });
     part_top[t] = m_t;
     part_sum[t] = l_t;
