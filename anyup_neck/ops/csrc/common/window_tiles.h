@@ -222,6 +222,19 @@ WA_FN void load4(const T* p, T* r) {
   for (int i = 0; i < 4; ++i) r[i] = p[i];
 }
 
+// 4 values to p (16-byte aligned, global memory): one vector store for float on the GPU (the
+// intrinsic: a plain float4 assignment is split into scalar stores by the compiler here).
+template <typename T>
+WA_FN void store4(T* p, const T* r) {
+#ifdef __CUDA_ARCH__
+  if constexpr (std::is_same<T, float>::value) {
+    __stcg(reinterpret_cast<float4*>(p), make_float4(r[0], r[1], r[2], r[3]));
+    return;
+  }
+#endif
+  for (int i = 0; i < 4; ++i) p[i] = r[i];
+}
+
 // A 4 x 4 tile of an M x N result: rows m(0..3), columns n(0..3).
 struct Micro {
   int64_t m0, dm, n0, dn;
@@ -302,8 +315,10 @@ struct SharedResult {
 };
 
 // A result over the tile's pixels (m) and channels [c0, c0 + N) (n) of a per-pixel map of one
-// batch element, element (c, i, j) at map[(c * H + i) * W + j]; init zeroes when `fresh`, else
-// continues the sums there. Pixels past the map's edge are skipped.
+// batch element (16-byte aligned), element (c, i, j) at map[(c * H + i) * W + j]; init zeroes
+// when `fresh`, else continues the sums there. Pixels past the map's edge are skipped. A packed
+// tile's 4 pixels lie in one row of the map; when W is a multiple of 4 and all 4 are inside,
+// they move as one aligned vector per channel (so a warp writes whole 32-byte sectors).
 template <typename acc_t>
 struct PixelMapResult {
   acc_t* map;
@@ -316,7 +331,24 @@ struct PixelMapResult {
     index = ((c0 + mt.n(j)) * H + pi) * W + pj;
     return true;
   }
+  // The first pixel p = i * W + j of the tile's 4 pixels when they move as one vector.
+  WA_FN bool quad(const Micro& mt, int64_t& pixel) const {
+    int64_t pi, pj, last_i, last_j;
+    if (W % 4 != 0 || mt.dm != 1 || !tile.pixel(mt.m0 + 3, last_i, last_j)) return false;
+    tile.pixel(mt.m0, pi, pj);
+    pixel = pi * W + pj;
+    return true;
+  }
   WA_FN void init(const Micro& mt, acc_t (&acc)[4][4]) const {
+    int64_t pixel;
+    if (!fresh && quad(mt, pixel)) {
+      for (int j = 0; j < 4; ++j) {
+        acc_t v[4] = {acc_t(0), acc_t(0), acc_t(0), acc_t(0)};
+        if (mt.n(j) < N) load4(map + (c0 + mt.n(j)) * H * W + pixel, v);
+        for (int i = 0; i < 4; ++i) acc[i][j] = v[i];
+      }
+      return;
+    }
     for (int i = 0; i < 4; ++i)
       for (int j = 0; j < 4; ++j) {
         int64_t index;
@@ -324,6 +356,15 @@ struct PixelMapResult {
       }
   }
   WA_FN void store(const Micro& mt, const acc_t (&acc)[4][4]) const {
+    int64_t pixel;
+    if (quad(mt, pixel)) {
+      for (int j = 0; j < 4; ++j) {
+        if (mt.n(j) >= N) continue;
+        const acc_t v[4] = {acc[0][j], acc[1][j], acc[2][j], acc[3][j]};
+        store4(map + (c0 + mt.n(j)) * H * W + pixel, v);
+      }
+      return;
+    }
     for (int i = 0; i < 4; ++i)
       for (int j = 0; j < 4; ++j) {
         int64_t index;
