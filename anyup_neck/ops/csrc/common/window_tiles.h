@@ -222,13 +222,18 @@ WA_FN void load4(const T* p, T* r) {
   for (int i = 0; i < 4; ++i) r[i] = p[i];
 }
 
-// 4 values to p (16-byte aligned, global memory): one vector store for float on the GPU (the
-// intrinsic: a plain float4 assignment is split into scalar stores by the compiler here).
-template <typename T>
+// 4 values to p (16-byte aligned; in global memory when kGlobal): one vector store for float
+// on the GPU (to global memory through the intrinsic: the compiler splits a plain float4
+// assignment there into scalar stores).
+template <bool kGlobal, typename T>
 WA_FN void store4(T* p, const T* r) {
 #ifdef __CUDA_ARCH__
   if constexpr (std::is_same<T, float>::value) {
-    __stcg(reinterpret_cast<float4*>(p), make_float4(r[0], r[1], r[2], r[3]));
+    const float4 v = make_float4(r[0], r[1], r[2], r[3]);
+    if constexpr (kGlobal)
+      __stcg(reinterpret_cast<float4*>(p), v);
+    else
+      *reinterpret_cast<float4*>(p) = v;
     return;
   }
 #endif
@@ -295,22 +300,26 @@ WA_FN void gemm_tn(int t, int64_t M, int64_t N, int64_t K, const acc_t* a, int64
   }
 }
 
-// A result kept in shared memory as out[n * ld + m] (m < M, n < N); init zeroes when `fresh`,
-// else continues the sums there.
+// A result over the tile's pixels (m < kPixels) kept in shared memory as out[n * ld + m] (n <
+// N); init zeroes when `fresh`, else continues the sums there. A packed tile's rows m0..m0+3
+// of a column are 4 consecutive values (ld a multiple of 4): one vector each way.
 template <typename acc_t>
 struct SharedResult {
   acc_t* out;
-  int64_t ld, M, N;
+  int64_t ld, N;
   bool fresh;
   WA_FN void init(const Micro& mt, acc_t (&acc)[4][4]) const {
-    for (int i = 0; i < 4; ++i)
-      for (int j = 0; j < 4; ++j)
-        acc[i][j] = fresh || mt.m(i) >= M || mt.n(j) >= N ? acc_t(0) : out[mt.n(j) * ld + mt.m(i)];
+    for (int j = 0; j < 4; ++j) {
+      acc_t v[4] = {acc_t(0), acc_t(0), acc_t(0), acc_t(0)};
+      if (!fresh && mt.n(j) < N) load4(out + mt.n(j) * ld + mt.m0, v);
+      for (int i = 0; i < 4; ++i) acc[i][j] = v[i];
+    }
   }
   WA_FN void store(const Micro& mt, const acc_t (&acc)[4][4]) const {
-    for (int i = 0; i < 4; ++i)
-      for (int j = 0; j < 4; ++j)
-        if (mt.m(i) < M && mt.n(j) < N) out[mt.n(j) * ld + mt.m(i)] = acc[i][j];
+    for (int j = 0; j < 4; ++j) {
+      const acc_t v[4] = {acc[0][j], acc[1][j], acc[2][j], acc[3][j]};
+      if (mt.n(j) < N) store4<false>(out + mt.n(j) * ld + mt.m0, v);
+    }
   }
 };
 
@@ -361,7 +370,7 @@ struct PixelMapResult {
       for (int j = 0; j < 4; ++j) {
         if (mt.n(j) >= N) continue;
         const acc_t v[4] = {acc[0][j], acc[1][j], acc[2][j], acc[3][j]};
-        store4(map + (c0 + mt.n(j)) * H * W + pixel, v);
+        store4<true>(map + (c0 + mt.n(j)) * H * W + pixel, v);
       }
       return;
     }
@@ -519,7 +528,7 @@ WA_FN void chunk_logits(const Run& run, const Sizes& s, const Tensors<scalar_t, 
       load_pixels(s, tile, q_b, x.q_channel, x.q_pixel, e0, ee, qop, t);
       load_keys_by_channel(s, tile, x.k, s.D, e0, ee, u0, count, kop, kKeyLd, t);
     });
-    const SharedResult<acc_t> logits{S, kPixelLd, kPixels, count, e0 == n * s.dim};
+    const SharedResult<acc_t> logits{S, kPixelLd, count, e0 == n * s.dim};
     run([&](int t) { gemm_nn(t, kPixels, count, ee, qop, kPixelLd, kop, kKeyLd, logits); });
   }
 }
@@ -650,7 +659,7 @@ WA_FN void pixel_block(const Run& run, const Sizes& s, const Tensors<scalar_t, a
           load_pixels(s, tile, g_b, HW, int64_t(1), c0, cc, pop, t);
           load_keys_by_channel(s, tile, x.v, s.C, c0, cc, u0, count, kop, kKeyLd, t);
         });
-        const SharedResult<acc_t> dws{dW, kPixelLd, kPixels, count, c0 == 0};
+        const SharedResult<acc_t> dws{dW, kPixelLd, count, c0 == 0};
         run([&](int t) { gemm_nn(t, kPixels, count, cc, pop, kPixelLd, kop, kKeyLd, dws); });
       }
       for (int n = 0; n < N; ++n) {
