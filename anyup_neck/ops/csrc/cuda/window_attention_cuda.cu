@@ -217,14 +217,18 @@ void launch_tiled(Kernel kernel, int64_t blocks, int64_t bytes, const char* name
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-// The tiled kernels' view of one call's tensors (outputs set by the caller).
+// The tiled kernels' view of one call's tensors; an undefined tensor gives a null pointer (the
+// backward's part and kv buffers are set by the caller).
 template <typename scalar_t, typename acc_t>
 tiles::Tensors<scalar_t, acc_t> tile_tensors(const Tensor& q, const Tensor& k, const Tensor& k_cl,
-                                             const Tensor& v, const Tensor& v_cl) {
+                                             const Tensor& v, const Tensor& v_cl,
+                                             const Tensor& g, const Tensor& out,
+                                             const Tensor& lse, const Tensor& dq) {
+  auto in = [](const Tensor& t) { return t.defined() ? t.data_ptr<scalar_t>() : nullptr; };
+  auto acc = [](const Tensor& t) { return t.defined() ? t.data_ptr<acc_t>() : nullptr; };
   const Layout ql = layout_of(q);
-  return {q.data_ptr<scalar_t>(), ql.batch, ql.channel, ql.pixel, k.data_ptr<scalar_t>(),
-          k_cl.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(), v_cl.data_ptr<scalar_t>(),
-          nullptr, nullptr, nullptr, nullptr, nullptr, nullptr};
+  return {in(q),  ql.batch, ql.channel, ql.pixel, in(k),   in(k_cl), in(v),   in(v_cl),
+          in(g),  acc(out), acc(lse),   acc(dq),  nullptr, nullptr};
 }
 
 void check_cuda(const Tensor& q) {
@@ -261,9 +265,8 @@ std::tuple<Tensor, Tensor> forward_cuda(const Tensor& q_in, const Tensor& k, con
     using acc_t = at::opmath_type<scalar_t>;
     if (choice == Kernels::tiled) {
       const Tensor k_channels = k.contiguous(), v_cl = v.permute({0, 2, 3, 1}).contiguous();
-      auto x = tile_tensors<scalar_t, acc_t>(q, k_channels, k_cl, v, v_cl);
-      x.out = out.data_ptr<acc_t>();
-      x.lse = lse.data_ptr<acc_t>();
+      const auto x = tile_tensors<scalar_t, acc_t>(q, k_channels, k_cl, v, v_cl, Tensor(), out,
+                                                   lse, Tensor());
       const tiles::Sizes ts = tile_sizes(s);
       launch_tiled(tiled_forward_kernel<scalar_t, acc_t>,
                    tiles::band_blocks(ts, tiles::whole_map(ts)),
@@ -306,9 +309,7 @@ std::tuple<Tensor, Tensor, Tensor> backward_cuda(const Tensor& grad_out, const T
     const auto sc = static_cast<acc_t>(scale);
     if (choice == Kernels::tiled) {
       const Tensor k_channels = k.contiguous(), v_cl = v.permute({0, 2, 3, 1}).contiguous();
-      auto x = tile_tensors<scalar_t, acc_t>(q, k_channels, k_cl, v, v_cl);
-      x.g = g.data_ptr<scalar_t>();
-      x.dq = dq.data_ptr<acc_t>();
+      auto x = tile_tensors<scalar_t, acc_t>(q, k_channels, k_cl, v, v_cl, g, Tensor(), lse, dq);
       const tiles::Sizes ts = tile_sizes(s);
       const int64_t rows = tiles::band_rows(ts), all = tiles::whole_map(ts).rows;
       // One band's partial rows at a time; dk | dv channels last, split and permuted after.
