@@ -60,7 +60,7 @@
 //   ms forward and 0.8 ms backward. None of it is measured on a GPU yet.
 //
 // Shared memory per block in bytes (*_shared_bytes), N = 4: forward 78 KB (float32), backward
-// 110 KB, growing by 512 B per head; float64 doubles it. The CUDA launcher opts in to more than
+// 113 KB, growing by 512 B per head; float64 doubles it. The CUDA launcher opts in to more than
 // 48 KB (cudaFuncSetAttribute) and checks the device's limit.
 #pragma once
 
