@@ -12,6 +12,7 @@
 
 #include "../common/window_attention.h"
 #include "../common/window_tiles.h"
+#include "../common/window_tiles_host.h"
 #include "window_attention_cpu.h"
 
 namespace anyup_neck {
@@ -75,25 +76,22 @@ void tiled_backward(Problem& p, const at::Tensor& k) {
   AT_DISPATCH_FLOATING_TYPES(p.q.scalar_type(), "window_attention_tiled_backward", [&] {
     auto x = tensors_of<scalar_t>(p, k);
     const auto scale = static_cast<scalar_t>(p.scale);
-    const int64_t rows = tiles::band_rows(s), all = tiles::whole_map(s).rows;
-    const at::Tensor part = at::empty(
-        {tiles::band_blocks(s, {0, rows}), tiles::slots(s), s.D + s.C}, p.q.options());
-    const at::Tensor kv = at::zeros({s.B, s.h, s.w, s.D + s.C}, p.q.options());
-    x.part = part.data_ptr<scalar_t>();
-    x.kv = kv.data_ptr<scalar_t>();
-    for (int64_t row0 = 0; row0 < all; row0 += rows) {
-      const tiles::Band band{row0, std::min(rows, all - row0)};
-      run_blocks<scalar_t>(tiles::band_blocks(s, band), tiles::pixel_shared_bytes<scalar_t>(s),
-                           [&](const SerialBlock& run, int64_t index, void* shared) {
-                             tiles::pixel_block(run, s, x, band, scale, index, shared);
-                           });
-      run_blocks<scalar_t>(s.B * s.h * s.w, tiles::reduce_shared_bytes<scalar_t>(s),
-                           [&](const SerialBlock& run, int64_t index, void* shared) {
-                             tiles::reduce_block(run, s, x, band, index, shared);
-                           });
-    }
-    p.dk.copy_(kv.narrow(3, 0, s.D).permute({0, 3, 1, 2}));
-    p.dv.copy_(kv.narrow(3, s.D, s.C).permute({0, 3, 1, 2}));
+    const auto [dk, dv] = tiles::backward_in_bands(
+        s, x, p.q.options(),
+        [&](const tiles::Band& band) {
+          run_blocks<scalar_t>(tiles::band_blocks(s, band), tiles::pixel_shared_bytes<scalar_t>(s),
+                               [&](const SerialBlock& run, int64_t index, void* shared) {
+                                 tiles::pixel_block(run, s, x, band, scale, index, shared);
+                               });
+        },
+        [&](const tiles::Band& band) {
+          run_blocks<scalar_t>(s.B * s.h * s.w, tiles::reduce_shared_bytes<scalar_t>(s),
+                               [&](const SerialBlock& run, int64_t index, void* shared) {
+                                 tiles::reduce_block(run, s, x, band, index, shared);
+                               });
+        });
+    p.dk.copy_(dk);
+    p.dv.copy_(dv);
   });
 }
 

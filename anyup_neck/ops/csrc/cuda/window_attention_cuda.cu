@@ -21,6 +21,7 @@
 #include "../common/window_attention.h"
 #include "../common/window_attention_math.h"
 #include "../common/window_tiles.h"
+#include "../common/window_tiles_host.h"
 
 namespace anyup_neck {
 namespace {
@@ -311,24 +312,18 @@ std::tuple<Tensor, Tensor, Tensor> backward_cuda(const Tensor& grad_out, const T
       const Tensor k_channels = k.contiguous(), v_cl = v.permute({0, 2, 3, 1}).contiguous();
       auto x = tile_tensors<scalar_t, acc_t>(q, k_channels, k_cl, v, v_cl, g, Tensor(), lse, dq);
       const tiles::Sizes ts = tile_sizes(s);
-      const int64_t rows = tiles::band_rows(ts), all = tiles::whole_map(ts).rows;
-      // One band's partial rows at a time; dk | dv channels last, split and permuted after.
-      const Tensor part = at::empty(
-          {tiles::band_blocks(ts, {0, rows}), tiles::slots(ts), s.D + s.C}, acc_options);
-      const Tensor kv = at::zeros({s.B, s.h, s.w, s.D + s.C}, acc_options);
-      x.part = part.data_ptr<acc_t>();
-      x.kv = kv.data_ptr<acc_t>();
-      for (int64_t row0 = 0; row0 < all; row0 += rows) {
-        const tiles::Band band{row0, std::min(rows, all - row0)};
-        launch_tiled(tiled_pixel_kernel<scalar_t, acc_t>, tiles::band_blocks(ts, band),
-                     tiles::pixel_shared_bytes<acc_t>(ts), "the backward pixel pass", ts, x,
-                     band, sc);
-        launch_tiled(tiled_reduce_kernel<scalar_t, acc_t>, s.B * s.h * s.w,
-                     tiles::reduce_shared_bytes<acc_t>(ts), "the backward reduction", ts, x,
-                     band);
-      }
-      dk = kv.narrow(3, 0, s.D).permute({0, 3, 1, 2}).contiguous();
-      dv = kv.narrow(3, s.D, s.C).permute({0, 3, 1, 2}).contiguous();
+      std::tie(dk, dv) = tiles::backward_in_bands(
+          ts, x, acc_options,
+          [&](const tiles::Band& band) {
+            launch_tiled(tiled_pixel_kernel<scalar_t, acc_t>, tiles::band_blocks(ts, band),
+                         tiles::pixel_shared_bytes<acc_t>(ts), "the backward pixel pass", ts, x,
+                         band, sc);
+          },
+          [&](const tiles::Band& band) {
+            launch_tiled(tiled_reduce_kernel<scalar_t, acc_t>, s.B * s.h * s.w,
+                         tiles::reduce_shared_bytes<acc_t>(ts), "the backward reduction", ts,
+                         x, band);
+          });
       return;
     }
     const Tensor delta = at::empty_like(lse);

@@ -1,0 +1,44 @@
+// Host side of the tiled backward (common/window_tiles.h), the same for the GPU launcher and
+// the CPU emulation: the partial-row buffer of one band, the band loop, and dk, dv from their
+// channels-last sums.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <utility>
+
+#include "window_tiles.h"
+
+namespace anyup_neck {
+namespace wa {
+inline namespace WA_ISA {
+namespace tiles {
+
+// Allocates one band's partial rows and the channels-last dk | dv sums (zero) in `options`
+// (the accumulation dtype) into x.part and x.kv, runs pixel_pass(band) then reduction(band)
+// for every band of tile rows in order, and returns dk (B, D, h, w) and dv (B, C, h, w),
+// contiguous.
+template <typename scalar_t, typename acc_t, typename PixelPass, typename Reduction>
+std::pair<at::Tensor, at::Tensor> backward_in_bands(const Sizes& s, Tensors<scalar_t, acc_t>& x,
+                                                    const at::TensorOptions& options,
+                                                    const PixelPass& pixel_pass,
+                                                    const Reduction& reduction) {
+  const int64_t rows = band_rows(s), all = whole_map(s).rows;
+  const at::Tensor part = at::empty({band_blocks(s, {0, rows}), slots(s), s.D + s.C}, options);
+  const at::Tensor kv = at::zeros({s.B, s.h, s.w, s.D + s.C}, options);
+  x.part = part.data_ptr<acc_t>();
+  x.kv = kv.data_ptr<acc_t>();
+  for (int64_t row0 = 0; row0 < all; row0 += rows) {
+    const Band band{row0, std::min(rows, all - row0)};
+    pixel_pass(band);
+    reduction(band);
+  }
+  return {kv.narrow(3, 0, s.D).permute({0, 3, 1, 2}).contiguous(),
+          kv.narrow(3, s.D, s.C).permute({0, 3, 1, 2}).contiguous()};
+}
+
+}  // namespace tiles
+}  // namespace WA_ISA
+}  // namespace wa
+}  // namespace anyup_neck
