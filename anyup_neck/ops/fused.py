@@ -124,21 +124,19 @@ def affine_silu(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor,
     return out
 
 
-def group_norm_silu_by_reductions(x: torch.Tensor, norm: nn.GroupNorm,
-                                  overwrite: bool = False) -> torch.Tensor:
-    """The GPU formulation of :func:`group_norm_silu` (runs on any device; tested on the CPU).
+def group_statistics(x: torch.Tensor, num_groups: int,
+                     eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, 1 / sqrt(var + eps)) of each (sample, group) of (B, C, ...) ``x``, each (B, G) in
+    the statistics dtype (float32; float64 for float64 x).
 
-    The statistics come from PyTorch's reductions over the (B, G, C/G, H, W) view of x (any
-    memory layout), which on CUDA split each long reduction over many thread blocks:
-    ``var_mean`` (Welford) for float32/float64; for float16/bfloat16 the sum and the sum of
-    squares accumulated in float32 straight from the reduced-precision values (no float32 copy
-    of x; their 8 or 11 significant bits make the one-pass variance as exact as the data).
-    Then one ``addcmul`` with per-(sample, channel) scale and shift in x's dtype, and SiLU;
-    the result has x's dtype and layout. Differentiable by autograd.
+    PyTorch's reductions over the (B, G, C/G, ...) view of x (any memory layout), which on CUDA
+    split each long reduction over many thread blocks: ``var_mean`` (Welford) for
+    float32/float64; for float16/bfloat16 the sum and the sum of squares accumulated in float32
+    straight from the reduced-precision values (no float32 copy of x; their 8 or 11 significant
+    bits make the one-pass variance as exact as the data).
     """
     B, C = x.shape[:2]
-    G = norm.num_groups
-    grouped = x.unflatten(1, (G, C // G))
+    grouped = x.unflatten(1, (num_groups, C // num_groups))
     dims = tuple(range(2, grouped.dim()))
     if x.dtype in _KERNEL_DTYPES:
         var, mean = torch.var_mean(grouped, dim=dims, correction=0)
@@ -147,16 +145,94 @@ def group_norm_silu_by_reductions(x: torch.Tensor, norm: nn.GroupNorm,
         mean = grouped.sum(dim=dims, dtype=torch.float32) / count
         mean_square = torch.linalg.vector_norm(grouped, dim=dims, dtype=torch.float32)
         var = (mean_square.square() / count - mean.square()).clamp_min(0)
-    rstd = (var + norm.eps).rsqrt()                                        # (B, G)
-    scale = norm.weight.view(G, -1) * rstd[:, :, None]                     # (B, G, C/G)
-    shift = torch.addcmul(norm.bias.view(G, -1), mean[:, :, None], scale, value=-1)
-    spatial = (1,) * (x.dim() - 2)
-    scale = scale.reshape(B, C, *spatial).to(x.dtype)
-    shift = shift.reshape(B, C, *spatial).to(x.dtype)
-    if overwrite and _may_write_out(x, norm.weight, norm.bias):
-        return F.silu(torch.addcmul(shift, x, scale, out=x), inplace=True)
-    y = torch.addcmul(shift, x, scale)
-    return F.silu(y, inplace=not records_grad(y))
+    return mean, (var + eps).rsqrt()
+
+
+def _per_channel(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """(B, G) or (B, C) ``t`` as (B, C, 1, ...), broadcastable against (B, C, ...) ``x``."""
+    B, C = x.shape[:2]
+    if t.shape[1] != C:
+        t = t.repeat_interleave(C // t.shape[1], dim=1)
+    return t.reshape(B, C, *(1,) * (x.dim() - 2))
+
+
+def _group_affine(mean: torch.Tensor, rstd: torch.Tensor, weight: torch.Tensor,
+                  bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale, shift), each (B, C) in the statistics' dtype, such that the affine GroupNorm of
+    x with these (B, G) statistics is ``x * scale + shift``."""
+    G = mean.shape[1]
+    scale = weight.to(rstd.dtype).view(G, -1) * rstd[:, :, None]          # (B, G, C/G)
+    shift = torch.addcmul(bias.to(rstd.dtype).view(G, -1), mean[:, :, None], scale, value=-1)
+    return scale.flatten(1), shift.flatten(1)
+
+
+def _apply_affine_silu(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor,
+                       into_x: bool = False) -> torch.Tensor:
+    """``silu(x * scale + shift)`` with (B, C) ``scale`` and ``shift``: one ``addcmul`` with
+    them in x's dtype, then SiLU in place; the result has x's dtype and layout, and is x itself
+    with ``into_x``. Without autograd only."""
+    scale, shift = _per_channel(scale, x).to(x.dtype), _per_channel(shift, x).to(x.dtype)
+    y = torch.addcmul(shift, x, scale, out=x) if into_x else torch.addcmul(shift, x, scale)
+    return F.silu(y, inplace=True)
+
+
+class _GroupNormSiLU(torch.autograd.Function):
+    """``silu(group_norm(x))`` for autograd, saving x and the (B, G) statistics only (autograd
+    through the PyTorch ops also saves the normalised map, a second full-size tensor); the
+    backward recomputes the normalised map from them. Its formulas: with ``g`` the gradient at
+    the GroupNorm's output, per (sample, channel) ``S1 = sum(g)``, ``S2 = sum(g * x)``, so
+    ``sum(g * xhat) = rstd (S2 - mean S1)``; per group ``A = sum_c w S1`` and
+    ``Bv = sum_c w rstd (S2 - mean S1)``; then ``dx = rstd w g - rstd A / n - rstd^2 (x - mean)
+    Bv / n`` for n values per group, ``dweight = sum_b rstd (S2 - mean S1)``,
+    ``dbias = sum_b S1``, all in the statistics dtype."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                num_groups: int, eps: float) -> torch.Tensor:
+        mean, rstd = group_statistics(x, num_groups, eps)
+        ctx.save_for_backward(x, weight, bias, mean, rstd)
+        return _apply_affine_silu(x, *_group_affine(mean, rstd, weight, bias))
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, weight, bias, mean, rstd = ctx.saved_tensors
+        scale, shift = _group_affine(mean, rstd, weight, bias)
+        z = torch.addcmul(_per_channel(shift, x), x, _per_channel(scale, x))  # statistics dtype
+        sigmoid = torch.sigmoid(z)
+        g = sigmoid.neg().add_(1).mul_(z).add_(1).mul_(sigmoid).mul_(grad)     # at the norm
+        del z, sigmoid
+        dims = tuple(range(2, x.dim()))
+        s1 = g.sum(dim=dims)                                                   # (B, C)
+        mean_c, rstd_c = _per_channel(mean, s1), _per_channel(rstd, s1)
+        s_xhat = rstd_c * (torch.linalg.vecdot(g.flatten(2), x.flatten(2).to(g.dtype)) -
+                           mean_c * s1)                                        # sum(g * xhat)
+        w = weight.to(g.dtype)
+        G = mean.shape[1]
+        n = x[0].numel() // G
+        a = (w * s1).unflatten(1, (G, -1)).sum(dim=2)                          # (B, G)
+        b = (w * s_xhat).unflatten(1, (G, -1)).sum(dim=2)
+        coef_x = -rstd * rstd * b / n
+        const = rstd * (rstd * mean * b - a) / n
+        dx = g.mul_(_per_channel(rstd_c * w, x)).addcmul_(x, _per_channel(coef_x, x))
+        dx = dx.add_(_per_channel(const, x)).to(x.dtype)
+        return (dx if ctx.needs_input_grad[0] else None,
+                s_xhat.sum(0).to(weight.dtype) if ctx.needs_input_grad[1] else None,
+                s1.sum(0).to(bias.dtype) if ctx.needs_input_grad[2] else None, None, None)
+
+
+def group_norm_silu_by_reductions(x: torch.Tensor, norm: nn.GroupNorm,
+                                  overwrite: bool = False) -> torch.Tensor:
+    """The GPU formulation of :func:`group_norm_silu` (runs on any device; tested on the CPU).
+
+    Statistics from :func:`group_statistics`, then one ``addcmul`` with per-(sample, channel)
+    scale and shift in x's dtype, and SiLU in place; the result has x's dtype and layout.
+    Under autograd :class:`_GroupNormSiLU`, which saves only x and the statistics.
+    """
+    if records_grad(x, norm.weight, norm.bias):
+        return _GroupNormSiLU.apply(x, norm.weight, norm.bias, norm.num_groups, norm.eps)
+    mean, rstd = group_statistics(x, norm.num_groups, norm.eps)
+    return _apply_affine_silu(x, *_group_affine(mean, rstd, norm.weight, norm.bias),
+                              into_x=overwrite and _may_write_out(x))
 
 
 def group_norm_silu(x: torch.Tensor, norm: nn.GroupNorm, overwrite: bool = False) -> torch.Tensor:
@@ -469,7 +545,8 @@ def basis_softmax_mean(features: torch.Tensor, basis: torch.Tensor,
 
 __all__ = ['max_piece_elements', 'max_gpu_piece_elements', 'piece_elements', 'records_grad',
            'cpu_kernels_usable', 'uses_gpu_formulation',
-           'group_norm_silu', 'group_norm_silu_by_reductions', 'preactivation_residual',
+           'group_norm_silu', 'group_norm_silu_by_reductions', 'group_statistics',
+           'preactivation_residual',
            'adaptive_pool', 'conv1x1_add_', 'rms_linear', 'conv3x3_rms_linear', 'rotary_2d',
            'basis_softmax_mean', 'channel_moments', 'group_norm_affine', 'affine_silu',
            'winograd_weights', 'conv3x3_winograd', 'image_pixels_contiguous']

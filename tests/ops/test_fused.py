@@ -218,16 +218,61 @@ def test_group_norm_silu_by_reductions_matches_torch(shape, groups, channels_las
             assert relative_error(result, F.silu(norm64(x.double())).detach()) < REDUCED[dtype]
 
 
-def test_group_norm_silu_by_reductions_gradcheck():
+@pytest.mark.parametrize('shape, groups, channels_last', [
+    ((2, 6, 3, 4), 3, False),
+    ((2, 6, 3, 4), 3, True),
+    ((1, 1, 1, 5), 1, False),        # one channel, 1xN
+    ((3, 8, 5, 2), 2, True),         # batch 3, non-square
+])
+def test_group_norm_silu_by_reductions_gradcheck(shape, groups, channels_last):
+    """Under autograd the formulation is one autograd.Function with its own backward."""
     torch.manual_seed(7)
-    norm = _group_norm(6, 3, torch.float64)
-    x = torch.randn(2, 6, 3, 4, dtype=torch.float64, requires_grad=True)
-    x_last = x.detach().contiguous(memory_format=torch.channels_last).requires_grad_()
-    for inputs in (x, x_last):
-        assert torch.autograd.gradcheck(
-            lambda t, w, b: fused.group_norm_silu_by_reductions(
-                t, _with_affine(norm, w, b), overwrite=True),   # ignored under autograd
-            (inputs, norm.weight, norm.bias))
+    norm = _group_norm(shape[1], groups, torch.float64)
+    x = 3 * torch.randn(shape, dtype=torch.float64) + 2
+    x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+    x.requires_grad_()
+    assert torch.autograd.gradcheck(
+        lambda t, w, b: fused.group_norm_silu_by_reductions(
+            t, _with_affine(norm, w, b), overwrite=True),   # ignored under autograd
+        (x, norm.weight, norm.bias))
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16, torch.float16])
+def test_group_norm_silu_by_reductions_gradients_in_every_dtype(dtype):
+    """Gradients of x (in x's dtype and layout), weight and bias against float64 autograd
+    through ``silu(group_norm(x))``."""
+    torch.manual_seed(8)
+    norm64 = _group_norm(16, 4, torch.float64)
+    x64 = (2 * torch.randn(2, 16, 9, 7, dtype=torch.float64) + 1).requires_grad_()
+    grad = torch.randn(2, 16, 9, 7, dtype=torch.float64)
+    F.silu(norm64(x64)).backward(grad)
+    norm = _group_norm(16, 4, torch.float32)
+    norm.load_state_dict(norm64.state_dict())
+    x = x64.detach().to(dtype).contiguous(memory_format=torch.channels_last).requires_grad_()
+    fused.group_norm_silu_by_reductions(x, norm).backward(grad.to(dtype))
+    assert x.grad.dtype == dtype and x.grad.stride() == x.stride()
+    tolerance = 1e-5 if dtype == torch.float32 else REDUCED[dtype]
+    for got, expected in ((x.grad, x64.grad), (norm.weight.grad, norm64.weight.grad),
+                          (norm.bias.grad, norm64.bias.grad)):
+        assert relative_error(got.double(), expected) < tolerance
+
+
+def test_group_norm_silu_by_reductions_saves_only_its_input():
+    """Autograd keeps x and the (B, G) statistics for the backward, not the normalised map
+    (autograd through the PyTorch ops keeps that too: twice the memory)."""
+    torch.manual_seed(9)
+    norm = _group_norm(16, 4, torch.float32)
+    x = torch.randn(2, 16, 12, 10, requires_grad=True)
+    saved = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        saved[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fused.group_norm_silu_by_reductions(x, norm)
+    large = [n for n in saved.values() if n >= x.numel() * x.element_size()]
+    assert large == [x.numel() * x.element_size()]
 
 
 def _with_affine(norm: torch.nn.GroupNorm, weight: torch.Tensor,
