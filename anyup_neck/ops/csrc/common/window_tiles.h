@@ -142,12 +142,14 @@ WA_FN int64_t widest_span(int64_t out_len, int64_t in_len, float ratio, int64_t 
 // ---------------------------------------------------------------------------------------------
 // Tiles, bands and the backward's partial rows.
 
-// Tile rows [row0, row0 + rows) of every batch element: the blocks of one launch.
+// Tile rows [row0, row0 + rows) of every batch element: the blocks of one launch. slots: the
+// backward's partial rows per tile (slots(s), computed once on the host: on the device it is a
+// loop over H / 8 + W / 8 window bounds per thread).
 struct Band {
-  int64_t row0, rows;
+  int64_t row0, rows, slots;
 };
 
-WA_FN Band whole_map(const Sizes& s) { return {0, tiles_along(s.H, kTileRows)}; }
+WA_FN Band whole_map(const Sizes& s) { return {0, tiles_along(s.H, kTileRows), 0}; }
 
 WA_FN int64_t band_blocks(const Sizes& s, const Band& band) {
   return s.B * band.rows * tiles_along(s.W, kTileCols);
@@ -216,10 +218,11 @@ WA_FN void load4(const T* p, T* r) {
     r[1] = v.y;
     r[2] = v.z;
     r[3] = v.w;
-    return;
-  }
+  } else
 #endif
-  for (int i = 0; i < 4; ++i) r[i] = p[i];
+  {
+    for (int i = 0; i < 4; ++i) r[i] = p[i];
+  }
 }
 
 // 4 values to p (16-byte aligned; in global memory when kGlobal): one vector store for float
@@ -234,10 +237,11 @@ WA_FN void store4(T* p, const T* r) {
       __stcg(reinterpret_cast<float4*>(p), v);
     else
       *reinterpret_cast<float4*>(p) = v;
-    return;
-  }
+  } else
 #endif
-  for (int i = 0; i < 4; ++i) p[i] = r[i];
+  {
+    for (int i = 0; i < 4; ++i) p[i] = r[i];
+  }
 }
 
 // A 4 x 4 tile of an M x N result: rows m(0..3), columns n(0..3).
@@ -620,7 +624,7 @@ WA_FN int64_t pixel_shared_bytes(const Sizes& s) {
 }
 
 // One tile of output pixels of `band`: dq (added to) and its partial rows: part[(block *
-// slots(s) + u) * (D + C) + e] for span key u, dk channels e < D, then dv channels.
+// band.slots + u) * (D + C) + e] for span key u, dk channels e < D, then dv channels.
 template <typename Run, typename scalar_t, typename acc_t>
 WA_FN void pixel_block(const Run& run, const Sizes& s, const Tensors<scalar_t, acc_t>& x,
                        const Band& band, acc_t scale, int64_t block, void* shared_memory) {
@@ -638,7 +642,7 @@ WA_FN void pixel_block(const Run& run, const Sizes& s, const Tensors<scalar_t, a
   acc_t* part_delta = delta + N * kPixels;                        // [kShares][kPixels]
   const scalar_t* q_b = x.q + tile.b * x.q_batch;
   const scalar_t* g_b = x.g + tile.b * s.C * HW;
-  acc_t* const part = x.part + block * slots(s) * row_length;
+  acc_t* const part = x.part + block * band.slots * row_length;
   run([&](int t) {
     for (int64_t index = t; index < N * kPixels; index += kThreads) {
       const int n = static_cast<int>(index / kPixels);
@@ -759,7 +763,7 @@ WA_FN void reduce_block(const Run& run, const Sizes& s, const Tensors<scalar_t, 
       const int64_t tile_block = (b * band.rows + tr - band.row0) * across + tc;
       const PixelTile tile(s, band, tile_block);
       const int64_t u = (y - tile.span.row0) * tile.span.cols() + xk - tile.span.col0;
-      offsets[t] = (tile_block * slots(s) + u) * row_length;
+      offsets[t] = (tile_block * band.slots + u) * row_length;
     });
     run([&](int t) {
       for (int64_t e = t; e < row_length; e += kThreads) {

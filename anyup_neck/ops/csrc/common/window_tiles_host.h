@@ -24,13 +24,14 @@ std::pair<at::Tensor, at::Tensor> backward_in_bands(const Sizes& s, Tensors<scal
                                                     const at::TensorOptions& options,
                                                     const PixelPass& pixel_pass,
                                                     const Reduction& reduction) {
-  const int64_t rows = band_rows(s), all = whole_map(s).rows;
-  const at::Tensor part = at::empty({band_blocks(s, {0, rows}), slots(s), s.D + s.C}, options);
+  const int64_t rows = band_rows(s), all = whole_map(s).rows, per_tile = slots(s);
+  const at::Tensor part = at::empty({band_blocks(s, {0, rows, per_tile}), per_tile, s.D + s.C},
+                                    options);
   const at::Tensor kv = at::zeros({s.B, s.h, s.w, s.D + s.C}, options);
   x.part = part.data_ptr<acc_t>();
   x.kv = kv.data_ptr<acc_t>();
   for (int64_t row0 = 0; row0 < all; row0 += rows) {
-    const Band band{row0, std::min(rows, all - row0)};
+    const Band band{row0, std::min(rows, all - row0), per_tile};
     pixel_pass(band);
     reduction(band);
   }
