@@ -26,7 +26,9 @@ attention; the op modes' baseline), ``cpp``/``cuda`` (the compiled op), ``torch`
 PyTorch), ``natten`` (approximation; needs natten). ``--bf16`` / ``--fp16`` add the
 whole-model modes under bfloat16 / float16 autocast (``downstream``: mmengine's
 AmpOptimWrapper on GPUs, the package's CPUAmpOptimWrapper for bf16 on CPUs; fp16 training on
-a CPU is not offered).
+a CPU is not offered). ``--cuda-fused-kernels`` adds the AnyUp modes of the non-official
+backends with the extension's CUDA kernels of the fused primitives switched on
+(``anyup_neck.ops.fused.use_cuda_kernels``; label ``+fused``).
 
 Each case runs in its own process: warm-up runs (``--warmup``, default 1 on CPU, 3 on GPU),
 then timed runs (at least one, up to ``--repeats`` or until ``--max-seconds``); the table shows
@@ -86,10 +88,12 @@ class Case:
     device: str = 'cpu'
     precision: str = 'fp32'   # fp32 | bf16 | fp16 (autocast; not in the op modes)
     batch: int = 1
+    cuda_fused: bool = False  # anyup_neck.ops.fused.use_cuda_kernels in the worker
 
     @property
     def label(self) -> str:
-        return self.backend + ('' if self.precision == 'fp32' else '+' + self.precision)
+        return (self.backend + ('' if self.precision == 'fp32' else '+' + self.precision)
+                + ('+fused' if self.cuda_fused else ''))
 
 
 @dataclass
@@ -288,6 +292,8 @@ def _timed(run, device) -> float:
 def worker(case: Case, repeats: int, max_seconds: float, warmup: int = 1) -> dict:
     """Measure one case in this process; returns a JSON-able dict."""
     import torch
+    from anyup_neck.ops import fused
+    fused.use_cuda_kernels = case.cuda_fused
     device = torch.device(case.device)
     run, out_bytes = _workload(case)
     if device.type == 'cuda':
@@ -358,10 +364,11 @@ def cases(args: argparse.Namespace) -> list[Case]:
             todo += [Case(mode, neck, size, size // PATCH, VIT_CHANNELS, args.device, p, batch)
                      for size in args.sizes for neck in args.necks for p in reduced]
             continue
-        todo += [Case(mode, backend, size, fmap, channels, args.device, p, batch)
+        fused = [False, True] if args.cuda_fused_kernels and mode in ANYUP_MODES else [False]
+        todo += [Case(mode, backend, size, fmap, channels, args.device, p, batch, on)
                  for size, fmap in pairs for channels in args.channels
                  for backend in args.backends if backend != 'official' or mode in ANYUP_MODES
-                 for p in reduced]
+                 for p in reduced for on in fused if not (on and backend == 'official')]
     return todo
 
 
@@ -432,6 +439,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help='also run the whole-model modes under bfloat16 autocast')
     parser.add_argument('--fp16', action='store_true',
                         help='also run the whole-model modes under float16 autocast')
+    parser.add_argument('--cuda-fused-kernels', action='store_true',
+                        help='also run the AnyUp modes with the fused CUDA kernels switched on')
     parser.add_argument('--rounds', type=int, default=1,
                         help='measure every case this many times, interleaved, keeping all '
                              'timings and the lowest peak (steadier on a shared machine)')
@@ -451,6 +460,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--worker', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     gpu = args.device == 'cuda'
+    if args.cuda_fused_kernels and not gpu:
+        parser.error('--cuda-fused-kernels: expected --device cuda, got --device cpu')
     if args.modes is None:
         args.modes = list(MODES) if gpu else list(OP_MODES + ANYUP_MODES[:2])
     if args.backends is None:

@@ -28,7 +28,8 @@ NVCC_FLAGS = ['-O3', '--expt-relaxed-constexpr', '--expt-extended-lambda']
 
 #: Sources of the CUDA compile-and-link check: the schema/helpers and the CUDA kernels, which
 #: together must resolve every symbol against torch and the CUDA runtime.
-CUDA_CHECK_SOURCES = ['common/window_attention.cpp', 'cuda/window_attention_cuda.cu']
+CUDA_CHECK_SOURCES = ['common/fused_ops.cpp', 'common/window_attention.cpp',
+                      'cuda/fused_cuda.cu', 'cuda/window_attention_cuda.cu']
 
 
 def sources(with_cuda: bool) -> list[str]:

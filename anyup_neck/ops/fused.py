@@ -13,7 +13,9 @@ by itself, from the tensors' device and dtype and whether autograd records them,
   differentiable by autograd. :func:`group_norm_silu` is the case that matters: PyTorch's CUDA
   GroupNorm reduces each (sample, group) in one thread block, 8 blocks at batch 1 for 8 groups;
   here the statistics are PyTorch's own reductions over a (B, G, n) view, which split one long
-  reduction over many blocks;
+  reduction over many blocks, and under autograd one Function saves only x and the
+  statistics. Its apply pass can run the extension's CUDA kernel (:data:`use_cuda_kernels`,
+  :func:`cuda_kernels_usable`; off until measured on a GPU);
 * **the plain PyTorch ops**, e.g. autograd's path on the CPU.
 
 The primitives:
@@ -31,9 +33,9 @@ The primitives:
 
 Memory: where a formulation works on a full-size map without autograd, it goes in pieces of
 at most :func:`piece_elements` values: small on the CPU, where pieces stay in cache; large on
-GPUs, where every piece costs its launches and only the temporaries' size matters. Primitives with ``overwrite=True`` may write their
-result over their input (the caller's temporary) when autograd does not record it; always use
-the returned tensor.
+GPUs, where every piece costs its launches and only the temporaries' size matters.
+Primitives with ``overwrite=True`` may write their result over their input (the caller's
+temporary) when autograd does not record it; always use the returned tensor.
 """
 from __future__ import annotations
 
@@ -51,6 +53,12 @@ max_piece_elements: int = 1 << 22
 #: is one piece, while the temporaries of very large outputs stay bounded.
 max_gpu_piece_elements: int = 1 << 26
 
+#: Whether GroupNorm+SiLU's apply pass on CUDA tensors runs the extension's CUDA kernel
+#: (``affine_silu``: one pass) instead of ``addcmul`` and an in-place SiLU (two passes). Off
+#: until the kernel has been measured on a GPU; ``tools/benchmark.py --cuda-fused-kernels``
+#: times the model with it, side by side.
+use_cuda_kernels: bool = False
+
 _KERNEL_DTYPES = (torch.float32, torch.float64)
 
 
@@ -64,6 +72,16 @@ def cpu_kernels_usable(*tensors: torch.Tensor) -> bool:
     if not extension.available() or torch.compiler.is_compiling() or records_grad(*tensors):
         return False
     return all(t.device.type == 'cpu' and t.dtype in _KERNEL_DTYPES for t in tensors)
+
+
+def cuda_kernels_usable(*tensors: torch.Tensor) -> bool:
+    """Whether the extension's CUDA kernels can stand in for the PyTorch ops on ``tensors``:
+    :data:`use_cuda_kernels` set, the extension built with CUDA, CUDA tensors, no gradient
+    recorded, not traced by ``torch.compile``."""
+    if (not use_cuda_kernels or not extension.has_cuda_kernels()
+            or torch.compiler.is_compiling() or records_grad(*tensors)):
+        return False
+    return all(t.device.type == 'cuda' for t in tensors)
 
 
 def _may_write_out(*tensors: torch.Tensor) -> bool:
@@ -115,9 +133,10 @@ def group_norm_affine(moments: torch.Tensor, pixels: int,
 
 def affine_silu(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor,
                 out: torch.Tensor | None = None) -> torch.Tensor:
-    """CPU kernel: ``silu(x * scale + shift)`` per (batch, channel) for NCHW or channels-last
-    (B, C, H, W) ``x``, ``scale``/``shift`` (B, C) float64, into ``out`` (default: a new tensor
-    of x's layout; pass ``x`` itself to update it in place)."""
+    """The extension's kernel for x's device (CPU: float32/float64; CUDA: also float16 and
+    bfloat16, float32 arithmetic): ``silu(x * scale + shift)`` per (batch, channel) for NCHW or
+    channels-last (B, C, H, W) ``x``, ``scale``/``shift`` (B, C) float64 on x's device, into
+    ``out`` (default: a new tensor of x's layout; pass ``x`` itself to update it in place)."""
     x = x if x.is_contiguous(memory_format=torch.channels_last) else x.contiguous()
     out = torch.empty_like(x) if out is None else out
     torch.ops.anyup_neck.affine_silu(x, scale, shift, out)
@@ -168,9 +187,12 @@ def _group_affine(mean: torch.Tensor, rstd: torch.Tensor, weight: torch.Tensor,
 
 def _apply_affine_silu(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor,
                        into_x: bool = False) -> torch.Tensor:
-    """``silu(x * scale + shift)`` with (B, C) ``scale`` and ``shift``: one ``addcmul`` with
-    them in x's dtype, then SiLU in place; the result has x's dtype and layout, and is x itself
-    with ``into_x``. Without autograd only."""
+    """``silu(x * scale + shift)`` with (B, C) ``scale`` and ``shift``: where
+    :func:`cuda_kernels_usable`, the CUDA kernel :func:`affine_silu` (float32 arithmetic);
+    otherwise one ``addcmul`` with them in x's dtype, then SiLU in place. The result has x's
+    dtype and layout, and is x itself with ``into_x``. Without autograd only."""
+    if cuda_kernels_usable(x) and x.dim() == 4:
+        return affine_silu(x, scale.double(), shift.double(), out=x if into_x else None)
     scale, shift = _per_channel(scale, x).to(x.dtype), _per_channel(shift, x).to(x.dtype)
     y = torch.addcmul(shift, x, scale, out=x) if into_x else torch.addcmul(shift, x, scale)
     return F.silu(y, inplace=True)
@@ -544,7 +566,8 @@ def basis_softmax_mean(features: torch.Tensor, basis: torch.Tensor,
 
 
 __all__ = ['max_piece_elements', 'max_gpu_piece_elements', 'piece_elements', 'records_grad',
-           'cpu_kernels_usable', 'uses_gpu_formulation',
+           'cpu_kernels_usable', 'cuda_kernels_usable', 'use_cuda_kernels',
+           'uses_gpu_formulation',
            'group_norm_silu', 'group_norm_silu_by_reductions', 'group_statistics',
            'preactivation_residual',
            'adaptive_pool', 'conv1x1_add_', 'rms_linear', 'conv3x3_rms_linear', 'rotary_2d',

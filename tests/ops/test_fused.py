@@ -470,6 +470,48 @@ def test_kernels_reject_bad_arguments(call, message):
         call()
 
 
+# -- affine_silu's CUDA kernel, its row code run on the CPU -----------------------------------
+def _misaligned(x: torch.Tensor) -> torch.Tensor:
+    """A copy of x (same layout) whose data starts one element into its storage."""
+    storage = torch.empty(x.numel() + 1, dtype=x.dtype)
+    copy = storage[1:].as_strided(x.shape, x.stride())
+    return copy.copy_(x)
+
+
+@pytest.mark.parametrize('dtype', [torch.float64, torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize('shape, channels_last', [
+    ((2, 16, 4, 6), False),      # rows of 24 pixels: whole vector runs
+    ((2, 16, 4, 6), True),       # rows of 16 channels
+    ((3, 5, 7, 3), False),       # rows of 21: a partial run ends each row
+    ((3, 13, 7, 3), True),       # 13 channels: partial runs
+    ((1, 1, 1, 9), False),       # one channel, 1xN
+    ((1, 1536, 2, 3), True),     # rows longer than a block's threads' runs
+    ((2, 3, 300, 1), False),     # long rows, W = 1
+])
+def test_affine_silu_cuda_row_code_on_the_cpu(dtype, shape, channels_last):
+    """The CUDA kernel's indexing and vector moves (common/affine_silu_rows.h) run on the CPU:
+    out of place, in place and from misaligned data, against float64."""
+    torch.manual_seed(16)
+    x = (3 * torch.randn(shape, dtype=torch.float64) + 1).to(dtype)
+    x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+    scale, shift = torch.randn(2, *shape[:2], dtype=torch.float64)
+    arithmetic = torch.float64 if dtype == torch.float64 else torch.float32
+    expected = F.silu(x.to(arithmetic) * scale.to(arithmetic)[:, :, None, None]
+                      + shift.to(arithmetic)[:, :, None, None]).to(dtype)
+    out = torch.empty_like(x)
+    in_place = x.clone(memory_format=torch.preserve_format)
+    misaligned = _misaligned(x)
+    torch.ops.anyup_neck._affine_silu_rows(x, scale, shift, out)
+    torch.ops.anyup_neck._affine_silu_rows(in_place, scale, shift, in_place)
+    torch.ops.anyup_neck._affine_silu_rows(misaligned, scale, shift, misaligned)
+    # float32 arithmetic in both; exp may differ in the last bit, then one rounding to dtype
+    tolerance = dict(rtol=1e-12, atol=1e-12) if dtype == torch.float64 else dict(
+        rtol=2 * torch.finfo(dtype).eps, atol=2 * torch.finfo(dtype).eps)
+    for got in (out, in_place, misaligned):
+        assert got.stride() == x.stride()
+        torch.testing.assert_close(got, expected, **tolerance)
+
+
 # -- on CUDA: each primitive against its CPU float64 result ----------------------------------
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
 
@@ -492,6 +534,35 @@ def test_group_norm_silu_on_cuda(dtype, channels_last):
     assert got.dtype == dtype and got.stride() == x.stride()
     tolerance = 1e-5 if dtype == torch.float32 else REDUCED[dtype]
     assert relative_error(got.cpu(), expected) < tolerance
+
+
+@requires_cuda
+@pytest.mark.parametrize('dtype', [torch.float64, torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize('shape, channels_last', [
+    ((2, 32, 45, 50), False), ((2, 32, 45, 50), True), ((3, 13, 7, 3), True),
+    ((1, 1, 1, 9), False), ((1, 1536, 2, 3), True)])
+def test_affine_silu_cuda_kernel_is_its_cpu_emulation(dtype, shape, channels_last, monkeypatch):
+    """The CUDA kernel against its row code on the CPU, and GroupNorm+SiLU through it."""
+    torch.manual_seed(17)
+    x = (3 * torch.randn(shape, dtype=torch.float64) + 1).to(dtype)
+    x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+    scale, shift = torch.randn(2, *shape[:2], dtype=torch.float64)
+    expected = torch.empty_like(x)
+    torch.ops.anyup_neck._affine_silu_rows(x, scale, shift, expected)
+    got = fused.affine_silu(x.cuda(), scale.cuda(), shift.cuda()).cpu()
+    assert got.stride() == x.stride()
+    eps = 1e-12 if dtype == torch.float64 else 2 * torch.finfo(dtype).eps
+    torch.testing.assert_close(got, expected, rtol=eps, atol=eps)
+    monkeypatch.setattr(fused, 'use_cuda_kernels', True)
+    norm64 = _group_norm(shape[1], 1, torch.float64)
+    norm = _group_norm(shape[1], 1, torch.float32).cuda()
+    norm.load_state_dict(norm64.state_dict())
+    with torch.no_grad():
+        assert fused.cuda_kernels_usable(x.cuda())
+        result = fused.group_norm_silu(x.cuda(), norm).cpu()
+    reference = F.silu(norm64(x.double())).detach()
+    tolerance = {torch.float64: 1e-10, torch.float32: 1e-5}.get(dtype) or REDUCED[dtype]
+    assert relative_error(result, reference) < tolerance
 
 
 @requires_cuda

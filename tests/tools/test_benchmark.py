@@ -89,6 +89,19 @@ def test_defaults_per_device():
         ('bilinear', 'fp32', 32, 384, 8), ('bilinear', 'fp16', 32, 384, 8)]
 
 
+def test_fused_cuda_kernels_are_cases_of_their_own():
+    """--cuda-fused-kernels adds each AnyUp mode's non-official backends with the kernels on,
+    labelled; the op modes and the official formulation stay as they are; GPU only."""
+    args = benchmark.parse_args(['--device', 'cuda', '--modes', 'op', 'forward', '--sizes', '448',
+                                 '--maps', '32', '--channels', '384', '--backends', 'official',
+                                 'torch', '--cuda-fused-kernels'])
+    assert [(c.mode, c.label) for c in benchmark.cases(args)] == [
+        ('op', 'torch'), ('forward', 'official'), ('forward', 'torch'),
+        ('forward', 'torch+fused')]
+    with pytest.raises(SystemExit):
+        benchmark.parse_args(['--cuda-fused-kernels'])
+
+
 def test_cases_that_cannot_fit_are_skipped_and_said_so():
     args = benchmark.parse_args(['--modes', 'op', '--sizes', '2048', '--maps', '64',
                                  '--channels', '1024', '--backends', 'dense',
@@ -110,15 +123,18 @@ def test_rounds_keep_the_lower_first_peak_and_the_higher_repeats_peak():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
 def test_modes_on_cuda(tmp_path, capsys):
-    """CUDA events, max_memory_allocated, autocast, the official formulation and the downstream
-    step (AmpOptimWrapper) on a GPU. (throughput is forward at a larger batch.)"""
+    """CUDA events, max_memory_allocated, autocast, the official formulation, the fused CUDA
+    kernels and the downstream step (AmpOptimWrapper) on a GPU. (throughput is forward at a
+    larger batch.)"""
     records, table = _run(tmp_path, capsys, '--device', 'cuda', '--modes', 'op-train',
                           'forward', 'train', 'downstream', '--backends', 'official', 'cuda',
                           '--sizes', '28', '--maps', '4', '--channels', '8', '--grid', 'full',
-                          '--batch', '2', '--bf16', '--fp16', '--warmup', '1')
-    assert len(records) == 1 + 3 * 2 + 3 * 2 + 3 * 2
+                          '--batch', '2', '--bf16', '--fp16', '--warmup', '1',
+                          '--cuda-fused-kernels')
+    assert len(records) == 1 + 3 * 3 + 3 * 3 + 3 * 2
     assert all(r['status'] == 'ok' and r['best_s'] > 0 and r['peak_gb'] > 0 for r in records), \
         [(r['mode'], r['backend'], r['precision'], r['note']) for r in records
          if r['status'] != 'ok']
     assert '| forward | 28 | 4 | 8 | 1 | official+bf16 |' in table
+    assert '| train | 28 | 4 | 8 | 1 | cuda+bf16+fused |' in table
     assert '| downstream | 28 | 2 | 384 | 2 | anyup+fp16 |' in table

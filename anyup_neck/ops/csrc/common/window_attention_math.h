@@ -19,11 +19,9 @@
 #include <cstdint>
 #include <cstring>
 
-#ifdef __CUDACC__
-#define WA_FN __host__ __device__ inline
-#else
-#define WA_FN inline
-#endif
+#include "host_device.h"
+
+#define WA_FN ANYUP_NECK_HD
 
 // Translation units built for a specific instruction set (the CPU kernels) define WA_ISA before
 // including this header, so that their copies of these inline functions get distinct symbols
@@ -41,8 +39,8 @@ inline namespace WA_ISA {
 constexpr int kMaxHeads = 64;
 
 // exp for float in plain arithmetic (Cephes' expf: Cody-Waite reduction, degree-5 polynomial,
-// about 1 ulp), so that loops over it vectorise on the CPU and the GPU computes the very same
-// values. Arguments below -87.3 give exp(-87.3) ~ 1e-38 instead of a denormal or 0 (also for
+// about 1 ulp), so that loops over it vectorise on the CPU and the GPU computes the same
+// formula (nvcc fuses its multiply-adds, so GPU values may differ by an ulp). Arguments below -87.3 give exp(-87.3) ~ 1e-38 instead of a denormal or 0 (also for
 // -inf), which no softmax weight can tell apart; above 88 it returns exp(88). NaN propagates
 // through the polynomial. (Comparisons, not fminf/fmaxf, so that it vectorises.)
 WA_FN float exp_(float x) {

@@ -1,28 +1,11 @@
-// Schema and CPU entry points of the fused inference ops (kernels: fused_cpu_kernels.h).
-//
-//   channel_moments(x) -> (B, 2, C) float64
-//       per channel, the sum and the sum of squares over the pixels (GroupNorm statistics);
-//   affine_silu(x, scale, shift, out)
-//       out <- silu(x * scale + shift), scale and shift (B, C) float64; with the two, GroupNorm
-//       + SiLU takes two passes. x (B, C, H, W) NCHW- or channels-last-contiguous, out of the
-//       same shape and memory format (x itself for an in-place update).
-//   rms_linear(x, weight, bias, eps, out)
-//       out <- bias + weight x / sqrt(mean(x^2) + eps) per pixel: RMSNorm (gain folded into
-//       weight (C_out, C)) and a linear map in one pass; x (B, C, H, W) and out (B, C_out, H, W)
-//       with each image's pixels channels-last-contiguous (out may be rows of a larger map).
-//   rotary_2d_(x, cos_rows, sin_rows, cos_cols, sin_cols)
-//       2-D rotary encoding in place; x (B, D, H, W) channels-last, tables (H, D) and (W, D).
-//   basis_softmax_mean(features, basis, per_channel) -> (B, M, h, w)
-//       responses of every feature channel to every k x k basis kernel, softmax, mean (the
-//       feature-agnostic layer of AnyUp; see LearnedFeatureUnification for the two groupings).
-//
-// Float32 and float64; no autograd (the Python callers use them only when no gradient is
-// needed). The Python side validates user input; the checks here guard the kernels.
+// CPU entry points of the fused ops (contracts and schema: common/fused_ops.h, .cpp; kernels:
+// fused_cpu_kernels.h): float32 and float64.
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
 #include "cpu_isa.h"
 #include "fused_cpu.h"
+#include "../common/fused_ops.h"
 #include "../common/window_attention.h"
 
 namespace anyup_neck {
@@ -49,21 +32,8 @@ Tensor channel_moments(const Tensor& x) {
 }
 
 void affine_silu(const Tensor& x, const Tensor& scale, const Tensor& shift, const Tensor& out) {
-  const char* op = "affine_silu";
-  check_flat_pixels(x, op);
-  for (const Tensor* t : {&scale, &shift}) {
-    TORCH_CHECK(t->scalar_type() == at::kDouble && t->is_contiguous() && t->dim() == 2 &&
-                    t->size(0) == x.size(0) && t->size(1) == x.size(1),
-                op, ": scale and shift must be contiguous float64 (", x.size(0), ", ", x.size(1),
-                ") tensors, got ", t->sizes(), " ", t->scalar_type());
-  }
-  TORCH_CHECK(out.sizes() == x.sizes() && out.scalar_type() == x.scalar_type() &&
-                  out.device() == x.device(),
-              op, ": out must have x's shape and dtype");
-  check_flat_pixels(out, op);
-  const Layout lx = layout_of(x), lo = layout_of(out);
-  TORCH_CHECK(lx.batch == lo.batch && lx.channel == lo.channel && lx.pixel == lo.pixel, op,
-              ": out must have x's memory format");
+  check_map(x, "affine_silu");
+  check_affine_silu_args(x, scale, shift, out);
   if (x.numel() > 0) ANYUP_NECK_CPU_DISPATCH(affine_silu, x, scale, shift, out)
 }
 
@@ -131,15 +101,6 @@ Tensor basis_softmax_mean(const Tensor& features, const Tensor& basis, bool per_
 }
 
 }  // namespace
-
-TORCH_LIBRARY_FRAGMENT(anyup_neck, m) {
-  m.def("channel_moments(Tensor x) -> Tensor");
-  m.def("affine_silu(Tensor x, Tensor scale, Tensor shift, Tensor(a!) out) -> ()");
-  m.def("rms_linear(Tensor x, Tensor weight, Tensor bias, float eps, Tensor(a!) out) -> ()");
-  m.def("rotary_2d_(Tensor(a!) x, Tensor cos_rows, Tensor sin_rows, Tensor cos_cols, "
-        "Tensor sin_cols) -> ()");
-  m.def("basis_softmax_mean(Tensor features, Tensor basis, bool per_channel) -> Tensor");
-}
 
 TORCH_LIBRARY_IMPL(anyup_neck, CPU, m) {
   m.impl("channel_moments", &channel_moments);

@@ -1,5 +1,5 @@
 // Fused CPU kernels for inference of the layers around the attention: each replaces several
-// full-size passes of PyTorch ops over memory by one or two (see fused_cpu.cpp for the ops'
+// full-size passes of PyTorch ops over memory by one or two (see common/fused_ops.h for the ops'
 // contracts), and the Winograd 3x3 convolution (winograd_cpu.cpp).
 // fused_cpu_kernels.h and winograd_cpu_kernels.h are compiled once per instruction set, like the
 // attention's.

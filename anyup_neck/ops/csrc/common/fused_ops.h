@@ -1,0 +1,34 @@
+// The fused ops around the attention (schema in fused_ops.cpp; CPU kernels registered by
+// cpu/fused_cpu.cpp, CUDA kernels by cuda/fused_cuda.cu):
+//
+//   channel_moments(x) -> (B, 2, C) float64                                        CPU
+//       per channel, the sum and the sum of squares over the pixels (GroupNorm statistics);
+//   affine_silu(x, scale, shift, out)                                              CPU, CUDA
+//       out <- silu(x * scale + shift), scale and shift (B, C) float64 (rounded once to the
+//       accumulation type: float32, float64 for float64 x); GroupNorm + SiLU is then one pass
+//       after the statistics. x (B, C, H, W) NCHW- or channels-last-contiguous, out of the
+//       same shape, dtype and memory format (x itself for an in-place update);
+//   rms_linear(x, weight, bias, eps, out)                                          CPU
+//       out <- bias + weight x / sqrt(mean(x^2) + eps) per pixel: RMSNorm (gain folded into
+//       weight (C_out, C)) and a linear map in one pass; x (B, C, H, W) and out (B, C_out, H, W)
+//       with each image's pixels channels-last-contiguous (out may be rows of a larger map);
+//   rotary_2d_(x, cos_rows, sin_rows, cos_cols, sin_cols)                          CPU
+//       2-D rotary encoding in place; x (B, D, H, W) channels-last, tables (H, D) and (W, D);
+//   basis_softmax_mean(features, basis, per_channel) -> (B, M, h, w)               CPU
+//       responses of every feature channel to every k x k basis kernel, softmax, mean (the
+//       feature-agnostic layer of AnyUp; see LearnedFeatureUnification for the two groupings).
+//
+// No autograd (the Python callers use them only when no gradient is recorded). The Python side
+// validates user input; the checks here guard the kernels.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+namespace anyup_neck {
+
+// The device-independent checks of affine_silu's arguments (shapes, layouts, scale/shift);
+// each device checks its own dtypes and device.
+void check_affine_silu_args(const at::Tensor& x, const at::Tensor& scale,
+                            const at::Tensor& shift, const at::Tensor& out);
+
+}  // namespace anyup_neck
