@@ -13,6 +13,7 @@ import copy
 import pytest
 import torch
 
+from anyup_neck.ops import fused
 from tests.conftest import randomized_anyup
 from tests.numerics import relative_error
 
@@ -28,6 +29,23 @@ CASE_IDS = ['b2-c384-64x48', 'c1-smaller-output', 'c1536']
 #: Scale-relative tolerance of the autocast forward: bfloat16 keeps 8 mantissa bits (unit
 #: roundoff 3.9e-3), float16 11 bits (4.9e-4); statistics and softmax stay in float32.
 AUTOCAST_TOLERANCE = {torch.bfloat16: 2e-2, torch.float16: 1e-2}
+#: How the model runs: (attention backend, fused.use_cuda_kernels). The defaults, then the
+#: kernels not yet measured on a GPU (the tiled attention; the fused primitives' kernels).
+SETUPS = {'defaults': ('auto', False), 'fused-kernels': ('auto', True),
+          'cuda-tiled': ('cuda_tiled', False)}
+
+
+@pytest.fixture(params=list(SETUPS))
+def on_gpu_model(request, monkeypatch):
+    """Makes the CUDA copy of a reference model for one of SETUPS."""
+    backend, kernels = SETUPS[request.param]
+    monkeypatch.setattr(fused, 'use_cuda_kernels', kernels)
+
+    def make(reference: torch.nn.Module) -> torch.nn.Module:
+        model = copy.deepcopy(reference).float().cuda()
+        model.backend = backend
+        return model
+    return make
 
 
 def case_inputs(batch, channels, image_size, feature_size, seed=0):
@@ -38,10 +56,10 @@ def case_inputs(batch, channels, image_size, feature_size, seed=0):
 
 
 @pytest.mark.parametrize('case', CASES, ids=CASE_IDS)
-def test_float32_forward_and_gradients_match_float64_on_the_cpu(case, no_tf32):
+def test_float32_forward_and_gradients_match_float64_on_the_cpu(case, no_tf32, on_gpu_model):
     batch, channels, image_size, feature_size, output_size = case
     reference = randomized_anyup(seed=1)
-    on_gpu = copy.deepcopy(reference).float().cuda()
+    on_gpu = on_gpu_model(reference)
     image, features = case_inputs(batch, channels, image_size, feature_size)
     size = output_size or image_size
     grad_out = torch.randn(batch, channels, *size, dtype=torch.float64)
@@ -66,10 +84,10 @@ def test_float32_forward_and_gradients_match_float64_on_the_cpu(case, no_tf32):
 
 @pytest.mark.parametrize('dtype', list(AUTOCAST_TOLERANCE), ids=str)
 @pytest.mark.parametrize('case', CASES, ids=CASE_IDS)
-def test_autocast_forward_matches_float64_on_the_cpu(case, dtype):
+def test_autocast_forward_matches_float64_on_the_cpu(case, dtype, on_gpu_model):
     batch, channels, image_size, feature_size, output_size = case
     reference = randomized_anyup(seed=2)
-    on_gpu = copy.deepcopy(reference).float().cuda()
+    on_gpu = on_gpu_model(reference)
     image, features = case_inputs(batch, channels, image_size, feature_size, seed=1)
     with torch.no_grad():
         expected = reference(image, features, output_size)
