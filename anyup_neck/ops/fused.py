@@ -535,10 +535,12 @@ def basis_softmax_mean(features: torch.Tensor, basis: torch.Tensor,
       the order of the channels);
     * ``per_channel=False``: the flat responses read in order as an (M, C) array.
 
-    CPU kernel: per pixel in cache, the M*C responses never written to memory. Otherwise
-    grouped convolutions (softmax in float32, float64 for float64), without autograd over
-    chunks of columns of at most :func:`piece_elements` responses; the result has the
-    features' dtype.
+    CPU kernel: per pixel in cache, the M*C responses never written to memory. Otherwise one
+    grouped convolution (each channel against the M kernels: responses already in flat
+    order, nothing gathered), the division by the tap counts, the softmax (float32, float64
+    for float64) and the mean over the (B, M, C) or (B, C, M) view; without autograd in
+    blocks of rows of at most :func:`piece_elements` responses (each block's convolution reads
+    its rows and the k // 2 rows either side). The result has the features' dtype.
     """
     if cpu_kernels_usable(features, basis):
         return torch.ops.anyup_neck.basis_softmax_mean(features, basis.to(features.dtype),
@@ -549,19 +551,22 @@ def basis_softmax_mean(features: torch.Tensor, basis: torch.Tensor,
     padded = F.pad(features, (pad, pad, pad, pad))
     taps = F.conv2d(F.pad(features.new_ones(1, 1, h, w), (pad, pad, pad, pad)),
                     features.new_ones(1, 1, k, k))                       # (1, 1, h, w)
-    grid = torch.arange(M * C, device=features.device)
-    grid = grid.view(C, M).t() if per_channel else grid.view(M, C)       # flat index per cell
+    kernels = basis.to(padded.dtype).repeat(C, 1, 1, 1)                  # output c * M + m
+    # The (M, C) grid over the flat responses: column c is channel c's responses (per_channel),
+    # or the flat order read as M rows of C.
+    grid, softmax_dim = ((C, M), 2) if per_channel else ((M, C), 1)
     softmax_dtype = _statistics_dtype(features.dtype)
-    # Under autograd every chunk's responses are saved anyway: one chunk, fewer launches.
-    cols_per_chunk = (C if records_grad(features, basis)
-                      else max(1, piece_elements(features) // (B * M * h * w)))
-    total = features.new_zeros(B, M, h, w, dtype=softmax_dtype)
-    for c0 in range(0, C, cols_per_chunk):
-        flat = grid[:, c0:c0 + cols_per_chunk].reshape(-1)               # m-major
-        responses = F.conv2d(padded[:, flat // M], basis.to(padded.dtype)[flat % M],
-                             groups=flat.numel())
-        responses = (responses / taps).view(B, M, -1, h, w)
-        total = total + responses.softmax(dim=1, dtype=softmax_dtype).sum(dim=2)
+    # Under autograd every block's responses are saved anyway: one block, fewer launches.
+    rows = (h if records_grad(features, basis)
+            else max(1, piece_elements(features) // (B * M * C * w)))
+    blocks = []
+    for r0 in range(0, h, rows):
+        r1 = min(h, r0 + rows)
+        responses = F.conv2d(padded[:, :, r0:r1 + 2 * pad], kernels, groups=C)
+        responses = (responses / taps[:, :, r0:r1]).view(B, *grid, r1 - r0, w)
+        blocks.append(responses.softmax(dim=softmax_dim, dtype=softmax_dtype)
+                      .sum(dim=3 - softmax_dim))
+    total = blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=2)
     return (total / C).to(features.dtype)
 
 

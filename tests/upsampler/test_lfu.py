@@ -1,6 +1,7 @@
 """The two LFU modes: the official regrouping rule and the paper's channel-order invariance."""
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -57,16 +58,18 @@ def test_paper_mode_is_invariant_to_channel_order_official_is_not():
     assert not torch.allclose(official(feats[:, perm]), official(feats), atol=1e-6)
 
 
-def test_chunked_columns_equal_one_shot(monkeypatch):
-    """Without the CPU kernel and without autograd, many channels go through several column
-    chunks (under autograd: one); the result must not depend on it."""
+@pytest.mark.parametrize('mode', ['official', 'paper'])
+def test_row_blocks_equal_one_shot(mode, monkeypatch):
+    """Without the CPU kernel and without autograd, the responses go in blocks of rows (here 2
+    of 7 rows, the last one short; each block's convolution reads 2 rows either side); under
+    autograd one block. The result must not depend on it."""
     torch.manual_seed(4)
-    lfu = LearnedFeatureUnification(16, 5).double()
-    feats = torch.randn(1, 1536, 3, 5, dtype=torch.float64)
-    whole = lfu(feats)                                                # autograd: one chunk
-    small = LearnedFeatureUnification(16, 5).double()
+    lfu = LearnedFeatureUnification(16, 5, mode=mode).double()
+    feats = torch.randn(1, 1536, 7, 5, dtype=torch.float64)
+    whole = lfu(feats)                                                # autograd: one block
+    small = LearnedFeatureUnification(16, 5, mode=mode).double()
     small.load_state_dict(lfu.state_dict())
     use_paths(monkeypatch, 'pytorch')
-    monkeypatch.setattr(fused, 'max_piece_elements', 16 * 15 * 7)   # 7 columns per chunk
+    monkeypatch.setattr(fused, 'max_piece_elements', 16 * 1536 * 5 * 2)   # 2 rows per block
     with torch.no_grad():
-        torch.testing.assert_close(small(feats), whole.detach())
+        torch.testing.assert_close(small(feats), whole.detach(), rtol=1e-12, atol=1e-12)
