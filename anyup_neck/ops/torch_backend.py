@@ -114,14 +114,17 @@ def window_attention_tiled(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, nu
         t1 = min(Tr, t0 + chunk)
         kc = k_cols[:, :, :, rows[t0:t1]]                             # (B, N, d, t, KH, Tc, KW)
         kc = kc.permute(0, 3, 5, 1, 2, 4, 6).reshape(B, t1 - t0, Tc, num_heads, d, KH * KW)
+        kc = kc * scale                      # scaled here, on the keys, not on the logits
         # This chunk's queries as (B, t, Tc, N, th*tw, d), zero-padded to whole tiles.
         qc = q[:, :, t0 * th:t1 * th]
         qc = torch.nn.functional.pad(qc, (0, Tc * tw - W, 0, (t1 - t0) * th - qc.shape[2]))
         qc = qc.reshape(B, num_heads, d, t1 - t0, th, Tc, tw).permute(0, 3, 5, 1, 4, 6, 2)
         qc = qc.reshape(B, t1 - t0, Tc, num_heads, th * tw, d)
-        logits = torch.matmul(qc, kc) * scale                         # (B, t, Tc, N, P, K)
-        logits = logits.view(B, t1 - t0, Tc, num_heads, th, tw, KH, KW)
-        logits = logits + row_bias[t0:t1] + col_bias
+        logits = torch.matmul(qc, kc).view(B, t1 - t0, Tc, num_heads, th, tw, KH, KW)
+        # One pass over the logits adds both axes' masks, whose sum has no batch or head
+        # dimension; in place where autograd does not record it.
+        bias = row_bias[t0:t1] + col_bias                             # (t, Tc, 1, th, tw, KH, KW)
+        logits = logits + bias if logits.requires_grad else logits.add_(bias)
         weights = logits.view(B, t1 - t0, Tc, num_heads, th * tw, KH * KW)
         weights = weights.softmax(dim=-1).mean(dim=3)                 # (B, t, Tc, P, K)
         vc = v_cols[:, :, rows[t0:t1]]                                # (B, C, t, KH, Tc, KW)
