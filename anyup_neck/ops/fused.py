@@ -29,7 +29,7 @@ The primitives:
 * :func:`rotary_2d` -- a 2-D rotary encoding (angle = row angle + column angle per channel);
 * :func:`basis_softmax_mean` -- every channel convolved with every kernel of a basis, softmax
   over groups of the responses, mean over the groups, never holding all responses at once;
-* :func:`conv1x1_add_` -- ``acc += conv1x1(x)`` (oneDNN's convolution with a fused add).
+* :func:`conv1x1_add` -- ``acc + conv1x1(x)`` (a convolution or GEMM with a fused add).
 
 Memory: where a formulation works on a full-size map without autograd, it goes in pieces of
 at most :func:`piece_elements` values: small on the CPU, where pieces stay in cache; large on
@@ -135,8 +135,9 @@ def affine_silu(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor,
                 out: torch.Tensor | None = None) -> torch.Tensor:
     """The extension's kernel for x's device (CPU: float32/float64; CUDA: also float16 and
     bfloat16, float32 arithmetic): ``silu(x * scale + shift)`` per (batch, channel) for NCHW or
-    channels-last (B, C, H, W) ``x``, ``scale``/``shift`` (B, C) float64 on x's device, into
-    ``out`` (default: a new tensor of x's layout; pass ``x`` itself to update it in place)."""
+    channels-last (B, C, H, W) ``x``, ``scale``/``shift`` (B, C) float32 or float64 on x's
+    device (taken in the arithmetic's type), into ``out`` (default: a new tensor of x's
+    layout; pass ``x`` itself to update it in place)."""
     x = x if x.is_contiguous(memory_format=torch.channels_last) else x.contiguous()
     out = torch.empty_like(x) if out is None else out
     torch.ops.anyup_neck.affine_silu(x, scale, shift, out)
@@ -192,7 +193,7 @@ def _apply_affine_silu(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor
     otherwise one ``addcmul`` with them in x's dtype, then SiLU in place. The result has x's
     dtype and layout, and is x itself with ``into_x``. Without autograd only."""
     if cuda_kernels_usable(x) and x.dim() == 4:
-        return affine_silu(x, scale.double(), shift.double(), out=x if into_x else None)
+        return affine_silu(x, scale, shift, out=x if into_x else None)
     scale, shift = _per_channel(scale, x).to(x.dtype), _per_channel(shift, x).to(x.dtype)
     y = torch.addcmul(shift, x, scale, out=x) if into_x else torch.addcmul(shift, x, scale)
     return F.silu(y, inplace=True)
@@ -283,23 +284,65 @@ def adaptive_pool(x: torch.Tensor, size: tuple[int, int] | None) -> torch.Tensor
     return F.adaptive_avg_pool2d(x, size)
 
 
-def conv1x1_add_(acc: torch.Tensor, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """``acc += conv2d(x, weight)`` for a bias-free 1x1 ``weight`` (C_out, C_in, 1, 1), x
-    (B, C_in, H, W), acc (B, C_out, H, W); returns ``acc``. Without autograd only.
+def conv1x1_add(acc: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
+                in_place: bool = False) -> torch.Tensor:
+    """``acc + conv2d(x, weight)`` for a bias-free 1x1 ``weight`` (C_out, C_in, 1, 1), x
+    (B, C_in, H, W), acc (B, C_out, H, W); ``in_place`` (without autograd only): into acc.
 
-    For float32 channels-last CPU maps the sum is oneDNN's post-op of the convolution, applied
-    as each output block is produced: one pass over ``acc`` less than a conv and an ``add_``,
-    same values. Otherwise those two ops.
+    * float32 channels-last CPU maps, in place: oneDNN's convolution with the add as its
+      post-op, applied as each output block is produced (one pass over acc less than a conv and
+      an ``add_``, same values);
+    * float16/bfloat16 maps (the reduced-precision path, e.g. on a GPU under autocast), both
+      NCHW- or both channels-last-contiguous: one GEMM whose epilogue reads acc (``addmm`` over
+      the pixels of channels-last maps, ``baddbmm`` per image of NCHW ones): one pass over the
+      map less, and in place no temporary at all. float32 keeps the convolution, whose TF32
+      setting on CUDA (cuDNN's) is not matmul's;
+    * otherwise the conv, then the add.
+
+    The result has acc's layout; differentiable by autograd where not in place.
     """
-    if _onednn_conv_add(acc, x, weight):
+    if in_place and _onednn_conv_add(acc, x, weight):
         return torch.ops.mkldnn._convolution_pointwise_.binary(
             acc, x, weight, None, [0, 0], [1, 1], [1, 1], 1, 'add', 1.0, None, [], None)
-    return acc.add_(F.conv2d(x, weight))
+    layout = _gemm_layout(acc, x, weight)
+    if layout is not None:
+        B, C_out, H, W = acc.shape
+        matrix = weight.to(x.dtype).view(C_out, -1)
+        if layout == torch.channels_last:     # pixels as rows: acc + x W^T
+            acc_m, a, b = acc.permute(0, 2, 3, 1).view(-1, C_out), x.permute(0, 2, 3, 1), matrix.t()
+            a = a.reshape(-1, x.shape[1])
+            gemm, gemm_ = torch.addmm, torch.Tensor.addmm_
+        else:                                 # per image: acc + W x
+            acc_m, a, b = acc.view(B, C_out, H * W), matrix.expand(B, -1, -1), x.view(B, -1, H * W)
+            gemm, gemm_ = torch.baddbmm, torch.Tensor.baddbmm_
+        if in_place:
+            gemm_(acc_m, a, b)
+            return acc
+        summed = gemm(acc_m, a, b)
+        if layout == torch.channels_last:
+            return summed.view(B, H, W, C_out).permute(0, 3, 1, 2)
+        return summed.view(B, C_out, H, W)
+    conv = F.conv2d(x, weight)
+    return acc.add_(conv) if in_place else acc + conv
+
+
+def _gemm_layout(acc: torch.Tensor, x: torch.Tensor,
+                 weight: torch.Tensor) -> torch.memory_format | None:
+    """The memory format in which :func:`conv1x1_add` runs as one GEMM (float16/bfloat16 maps
+    of one dtype, both channels-last- or both NCHW-contiguous), else None."""
+    if not (acc.dtype == x.dtype and x.dtype in (torch.float16, torch.bfloat16)
+            and acc.shape == x.shape[:1] + weight.shape[:1] + x.shape[2:]):
+        return None
+    for layout in (torch.channels_last, torch.contiguous_format):
+        if acc.is_contiguous(memory_format=layout) and x.is_contiguous(memory_format=layout):
+            return layout
+    return None
 
 
 def _onednn_conv_add(acc: torch.Tensor, x: torch.Tensor, weight: torch.Tensor) -> bool:
     """Whether oneDNN's in-place fused convolution + add can compute ``acc += conv(x)``."""
-    return (acc.dtype == x.dtype == weight.dtype == torch.float32
+    return (not torch.compiler.is_compiling()
+            and acc.dtype == x.dtype == weight.dtype == torch.float32
             and acc.device.type == 'cpu' and torch.backends.mkldnn.is_available()
             and hasattr(torch.ops.mkldnn, '_convolution_pointwise_')
             and acc.shape == x.shape[:1] + weight.shape[:1] + x.shape[2:]
@@ -309,6 +352,12 @@ def _onednn_conv_add(acc: torch.Tensor, x: torch.Tensor, weight: torch.Tensor) -
 
 def _pointwise(conv: nn.Conv2d) -> bool:
     return conv.kernel_size == (1, 1)
+
+
+def _plain_pointwise(conv: nn.Conv2d) -> bool:
+    """A 1x1 convolution that is a per-pixel matrix product and nothing else."""
+    return (_pointwise(conv) and conv.bias is None and conv.stride == (1, 1)
+            and conv.padding == (0, 0) and conv.groups == 1)
 
 
 def preactivation_residual(x: torch.Tensor, norm1: nn.GroupNorm, conv1: nn.Conv2d,
@@ -336,7 +385,13 @@ def preactivation_residual(x: torch.Tensor, norm1: nn.GroupNorm, conv1: nn.Conv2
     hidden = group_norm_silu(conv1(group_norm_silu(x, norm1)), norm2, overwrite=True)
     if pool and pointwise:
         return conv2(adaptive_pool(hidden, pool_to)) + shortcut(adaptive_pool(x, pool_to))
-    if records_grad(hidden, x, *_params(conv2, shortcut)):
+    grad = records_grad(hidden, x, *_params(conv2, shortcut))
+    if _plain_pointwise(conv2):  # the shortcut's map, or x itself when ``overwrite``, takes the sum
+        identity = isinstance(shortcut, nn.Identity)
+        in_place = not grad and (overwrite or not identity)
+        summed = conv1x1_add(shortcut(x), hidden, conv2.weight, in_place=in_place)
+        return adaptive_pool(summed, pool_to)
+    if grad:
         return adaptive_pool(conv2(hidden) + shortcut(x), pool_to)
     return adaptive_pool(conv2(hidden).add_(shortcut(x)), pool_to)
 
@@ -367,8 +422,8 @@ def _residual_in_pieces(x: torch.Tensor, norm1: nn.GroupNorm, conv1: nn.Conv2d,
     for n, (b, piece) in enumerate(pieces):
         y, hidden[n] = hidden[n], None   # dropped as soon as it is consumed
         if pool_to is None:
-            conv1x1_add_(piece, affine_silu(y, scale[b:b + 1], shift[b:b + 1], out=y),
-                         conv2.weight)
+            conv1x1_add(piece, affine_silu(y, scale[b:b + 1], shift[b:b + 1], out=y),
+                        conv2.weight, in_place=True)
         else:                            # the hidden map goes into x, pooled afterwards
             affine_silu(y, scale[b:b + 1], shift[b:b + 1], out=piece)
     if pool_to is None:
@@ -575,6 +630,6 @@ __all__ = ['max_piece_elements', 'max_gpu_piece_elements', 'piece_elements', 're
            'uses_gpu_formulation',
            'group_norm_silu', 'group_norm_silu_by_reductions', 'group_statistics',
            'preactivation_residual',
-           'adaptive_pool', 'conv1x1_add_', 'rms_linear', 'conv3x3_rms_linear', 'rotary_2d',
+           'adaptive_pool', 'conv1x1_add', 'rms_linear', 'conv3x3_rms_linear', 'rotary_2d',
            'basis_softmax_mean', 'channel_moments', 'group_norm_affine', 'affine_silu',
            'winograd_weights', 'conv3x3_winograd', 'image_pixels_contiguous']

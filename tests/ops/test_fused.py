@@ -90,24 +90,54 @@ def test_basis_softmax_mean_matches_the_lfu_layer(isa, dtype, mode, M, k, shape)
     torch.testing.assert_close(got, expected, **TOLERANCE[dtype])
 
 
-@pytest.mark.parametrize('dtype, channels_last, onednn', [
-    (torch.float32, True, torch.backends.mkldnn.is_available()),  # oneDNN's fused post-op
-    (torch.float32, False, False),                                # conv + add_
-    (torch.float64, True, False),
+@pytest.mark.parametrize('dtype, channels_last, path', [
+    (torch.float32, True, 'onednn' if torch.backends.mkldnn.is_available() else 'conv'),
+    (torch.float32, False, 'conv'),                               # conv + add_
+    (torch.float64, True, 'conv'),
+    (torch.bfloat16, True, 'gemm'),                               # addmm over the pixels
+    (torch.float16, True, 'gemm'),
+    (torch.bfloat16, False, 'gemm'),                              # baddbmm per image
+    (torch.bfloat16, None, 'conv'),                               # mixed layouts
 ])
 @pytest.mark.parametrize('shape, out_channels', [((2, 16, 5, 7), 16), ((1, 3, 1, 9), 5)])
-def test_conv1x1_add_matches_conv_then_add(dtype, channels_last, onednn, shape, out_channels):
+def test_conv1x1_add_matches_conv_then_add(dtype, channels_last, path, shape, out_channels):
+    """In place and not, against float64; the result keeps acc's layout."""
     torch.manual_seed(3)
-    layout = torch.channels_last if channels_last else torch.contiguous_format
-    x = torch.randn(shape, dtype=dtype).contiguous(memory_format=layout)
-    weight = torch.randn(out_channels, shape[1], 1, 1, dtype=dtype)
-    acc = torch.randn(shape[0], out_channels, *shape[2:], dtype=dtype)
-    acc = acc.contiguous(memory_format=layout)
+    layout = torch.contiguous_format if channels_last is False else torch.channels_last
+    x = torch.randn(shape, dtype=torch.float64).contiguous(memory_format=layout)
+    weight = torch.randn(out_channels, shape[1], 1, 1, dtype=torch.float64)
+    acc = torch.randn(shape[0], out_channels, *shape[2:], dtype=torch.float64)
+    acc = acc.contiguous(memory_format=torch.contiguous_format if channels_last is None else layout)
     expected = acc + F.conv2d(x, weight)
-    assert fused._onednn_conv_add(acc, x, weight) == onednn
+    x, weight, acc = x.to(dtype), weight.to(dtype), acc.to(dtype)
+    assert fused._onednn_conv_add(acc, x, weight) == (path == 'onednn')
+    assert (fused._gemm_layout(acc, x, weight) is not None) == (path == 'gemm')
     with torch.no_grad():
-        assert fused.conv1x1_add_(acc, x, weight) is acc
-    torch.testing.assert_close(acc, expected, **TOLERANCE[dtype])
+        summed = fused.conv1x1_add(acc, x, weight)
+        assert summed is not acc
+        assert channels_last is None or summed.stride() == acc.stride()
+        assert fused.conv1x1_add(acc, x, weight, in_place=True) is acc
+    for got in (summed, acc):
+        if dtype in TOLERANCE:
+            torch.testing.assert_close(got, expected.to(dtype), **TOLERANCE[dtype])
+        else:
+            assert relative_error(got.double(), expected) < REDUCED[dtype]
+
+
+@pytest.mark.parametrize('layout', [torch.channels_last, torch.contiguous_format])
+def test_conv1x1_add_gemm_gradients(layout):
+    """The GEMM paths under autograd: gradients of acc, x and the weight against float64."""
+    torch.manual_seed(4)
+    acc, x = (torch.randn(2, c, 5, 3).contiguous(memory_format=layout) for c in (8, 6))
+    weight = torch.randn(8, 6, 1, 1)
+    grad = torch.randn(2, 8, 5, 3)
+    reduced = [t.bfloat16().requires_grad_() for t in (acc, x, weight)]
+    assert fused._gemm_layout(*reduced) == layout
+    fused.conv1x1_add(*reduced).backward(grad.bfloat16())
+    exact = [t.double().requires_grad_() for t in (acc, x, weight)]
+    (exact[0] + F.conv2d(exact[1], exact[2])).backward(grad.double())
+    for got, expected in zip(reduced, exact):
+        assert relative_error(got.grad.double(), expected.grad) < REDUCED[torch.bfloat16]
 
 
 @pytest.mark.parametrize('isa', cpu_isas())
@@ -425,10 +455,11 @@ def _channels_last(*shape: int) -> torch.Tensor:
 @pytest.mark.parametrize('call, message', [
     (lambda: torch.ops.anyup_neck.affine_silu(torch.zeros(1, 4, 2, 2), _doubles(1, 3),
                                               _doubles(1, 4), torch.zeros(1, 4, 2, 2)),
-     r'scale and shift must be contiguous float64 \(1, 4\) tensors'),
-    (lambda: torch.ops.anyup_neck.affine_silu(torch.zeros(1, 4, 2, 2), *[torch.zeros(1, 4)] * 2,
+     r'scale and shift must be contiguous float32 or float64 \(1, 4\) tensors'),
+    (lambda: torch.ops.anyup_neck.affine_silu(torch.zeros(1, 4, 2, 2),
+                                              *[torch.zeros(1, 4, dtype=torch.bfloat16)] * 2,
                                               torch.zeros(1, 4, 2, 2)),
-     'scale and shift must be contiguous float64'),
+     'scale and shift must be contiguous float32 or float64'),
     (lambda: torch.ops.anyup_neck.affine_silu(torch.zeros(1, 4, 2, 2), _doubles(1, 4),
                                               _doubles(1, 4), torch.zeros(1, 4, 2, 3)),
      "out must have x's shape"),
@@ -494,10 +525,10 @@ def test_affine_silu_cuda_row_code_on_the_cpu(dtype, shape, channels_last):
     torch.manual_seed(16)
     x = (3 * torch.randn(shape, dtype=torch.float64) + 1).to(dtype)
     x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
-    scale, shift = torch.randn(2, *shape[:2], dtype=torch.float64)
     arithmetic = torch.float64 if dtype == torch.float64 else torch.float32
-    expected = F.silu(x.to(arithmetic) * scale.to(arithmetic)[:, :, None, None]
-                      + shift.to(arithmetic)[:, :, None, None]).to(dtype)
+    scale, shift = torch.randn(2, *shape[:2], dtype=arithmetic)       # as the model passes them
+    expected = F.silu(x.to(arithmetic) * scale[:, :, None, None]
+                      + shift[:, :, None, None]).to(dtype)
     out = torch.empty_like(x)
     in_place = x.clone(memory_format=torch.preserve_format)
     misaligned = _misaligned(x)

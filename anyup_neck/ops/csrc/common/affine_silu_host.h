@@ -13,7 +13,8 @@ namespace anyup_neck {
 namespace silu_rows {
 
 // Checks affine_silu's arguments and calls launch(map) with the silu_rows::Map of
-// out <- silu(x * scale + shift); scale and shift are rounded once to the accumulation type.
+// out <- silu(x * scale + shift); scale and shift are taken in the accumulation type (a copy
+// only where their dtype differs).
 template <typename scalar_t, typename Launch>
 void with_map(const at::Tensor& x, const at::Tensor& scale, const at::Tensor& shift,
               const at::Tensor& out, Launch&& launch) {

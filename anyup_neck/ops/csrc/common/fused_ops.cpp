@@ -15,12 +15,12 @@ void check_affine_silu_args(const Tensor& x, const Tensor& scale, const Tensor& 
   TORCH_CHECK(x.is_contiguous() || x.is_contiguous(at::MemoryFormat::ChannelsLast), op,
               ": x must be NCHW- or channels-last-contiguous");
   for (const Tensor* t : {&scale, &shift}) {
-    TORCH_CHECK(t->scalar_type() == at::kDouble && t->is_contiguous() && t->dim() == 2 &&
-                    t->size(0) == x.size(0) && t->size(1) == x.size(1) &&
-                    t->device() == x.device(),
-                op, ": scale and shift must be contiguous float64 (", x.size(0), ", ", x.size(1),
-                ") tensors on x's device, got ", t->sizes(), " ", t->scalar_type(), " on ",
-                t->device());
+    TORCH_CHECK((t->scalar_type() == at::kDouble || t->scalar_type() == at::kFloat) &&
+                    t->is_contiguous() && t->dim() == 2 && t->size(0) == x.size(0) &&
+                    t->size(1) == x.size(1) && t->device() == x.device(),
+                op, ": scale and shift must be contiguous float32 or float64 (", x.size(0), ", ",
+                x.size(1), ") tensors on x's device, got ", t->sizes(), " ", t->scalar_type(),
+                " on ", t->device());
   }
   TORCH_CHECK(out.sizes() == x.sizes() && out.scalar_type() == x.scalar_type() &&
                   out.device() == x.device(),

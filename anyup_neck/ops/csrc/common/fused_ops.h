@@ -4,7 +4,7 @@
 //   channel_moments(x) -> (B, 2, C) float64                                        CPU
 //       per channel, the sum and the sum of squares over the pixels (GroupNorm statistics);
 //   affine_silu(x, scale, shift, out)                                              CPU, CUDA
-//       out <- silu(x * scale + shift), scale and shift (B, C) float64 (rounded once to the
+//       out <- silu(x * scale + shift), scale and shift (B, C) float32 or float64 (taken in the
 //       accumulation type: float32, float64 for float64 x); GroupNorm + SiLU is then one pass
 //       after the statistics. x (B, C, H, W) NCHW- or channels-last-contiguous, out of the
 //       same shape, dtype and memory format (x itself for an in-place update);

@@ -34,7 +34,8 @@ Tensor channel_moments(const Tensor& x) {
 void affine_silu(const Tensor& x, const Tensor& scale, const Tensor& shift, const Tensor& out) {
   check_map(x, "affine_silu");
   check_affine_silu_args(x, scale, shift, out);
-  if (x.numel() > 0) ANYUP_NECK_CPU_DISPATCH(affine_silu, x, scale, shift, out)
+  const Tensor scale64 = scale.to(at::kDouble), shift64 = shift.to(at::kDouble);  // the kernels'
+  if (x.numel() > 0) ANYUP_NECK_CPU_DISPATCH(affine_silu, x, scale64, shift64, out)
 }
 
 // Whether each image of (B, C, H, W) t has its pixels channels-last-contiguous (strides of
