@@ -7,7 +7,9 @@ iteration, per backend, against the official model's formulation measured in the
 
 Modes:
 
-* ``op``, ``op-train``: the window-attention op's forward, and forward + backward.
+* ``op``, ``op-train``: the window-attention op's forward, and forward + backward, at each of
+  ``--op-batches`` (default 1); with ``--bf16`` / ``--fp16`` also with q, k, v in that dtype
+  (on the CPU for the ``torch`` and ``dense`` backends: the C++ kernels have no such dtypes).
 * ``forward``: the whole AnyUp forward without autograd (random weights), batch 1.
 * ``train``: AnyUp forward + backward of a loss, weights requiring grad, batch 1.
 * ``throughput``: the whole AnyUp forward at ``--batch`` images (default 8); images/s.
@@ -155,16 +157,17 @@ def _peak_gb(device) -> float:
 
 
 def _op_workload(case: Case, device, gen):
-    """One call of the op (forward, or forward + backward), batch 1."""
+    """One call of the op (forward, or forward + backward) on ``case.batch`` images, with q,
+    k, v in the case's precision."""
     import torch
     from anyup_neck import window_attention
     train = case.mode == 'op-train'
-    q = torch.randn(1, QK_DIM, case.size, case.size, device=device, generator=gen,
-                    requires_grad=train)
-    k = torch.randn(1, QK_DIM, case.map, case.map, device=device, generator=gen,
-                    requires_grad=train)
-    v = torch.randn(1, case.channels, case.map, case.map, device=device, generator=gen,
-                    requires_grad=train)
+    dtype = getattr(torch, AUTOCAST.get(case.precision, 'float32'))
+
+    def tensor(channels: int, size: int) -> torch.Tensor:
+        t = torch.randn(case.batch, channels, size, size, device=device, generator=gen)
+        return t.to(dtype).requires_grad_(train)
+    q, k, v = tensor(QK_DIM, case.size), tensor(QK_DIM, case.map), tensor(case.channels, case.map)
 
     def run():
         q.grad = k.grad = v.grad = None  # each run is one step
@@ -266,7 +269,8 @@ def _workload(case: Case):
     """(function running one iteration, output bytes) for a case."""
     import torch
     device = torch.device(case.device)
-    out_bytes = case.batch * case.channels * case.size ** 2 * 4
+    reduced = case.mode in OP_MODES and case.precision != 'fp32'   # else float32 outputs
+    out_bytes = case.batch * case.channels * case.size ** 2 * (2 if reduced else 4)
     if case.mode == 'downstream':  # data made on the CPU, as a data loader does
         return _downstream_workload(case, device, torch.Generator().manual_seed(0)), out_bytes
     workload = _op_workload if case.mode in OP_MODES else _anyup_workload
@@ -322,6 +326,8 @@ def run_case(case: Case, args: argparse.Namespace) -> Result:
         return Result(case, 'skipped', f'needs ~{estimate:.0f} GB > {args.memory_gb:.0f} GB')
     if case.mode == 'downstream' and case.device == 'cpu' and case.precision == 'fp16':
         return Result(case, 'skipped', 'fp16 training needs a GPU (AmpOptimWrapper)')
+    if case.mode in OP_MODES and case.backend == 'cpp' and case.precision != 'fp32':
+        return Result(case, 'skipped', 'the C++ kernels take float32/float64')
     env = runtime.environment(malloc=args.malloc == 'tuned')
     command = [sys.executable, str(Path(__file__).resolve()), '--worker', json.dumps(asdict(case)),
                '--repeats', str(args.repeats), '--max-seconds', str(args.max_seconds),
@@ -358,17 +364,18 @@ def cases(args: argparse.Namespace) -> list[Case]:
     precisions = ['fp32'] + ['bf16'] * args.bf16 + ['fp16'] * args.fp16
     todo = []
     for mode in args.modes:
-        batch = args.batch if mode in ('throughput', 'downstream') else 1
-        reduced = precisions if mode not in OP_MODES else ['fp32']
+        batches = ([args.batch] if mode in ('throughput', 'downstream')
+                   else args.op_batches if mode in OP_MODES else [1])
         if mode == 'downstream':
-            todo += [Case(mode, neck, size, size // PATCH, VIT_CHANNELS, args.device, p, batch)
-                     for size in args.sizes for neck in args.necks for p in reduced]
+            todo += [Case(mode, neck, size, size // PATCH, VIT_CHANNELS, args.device, p,
+                          args.batch) for size in args.sizes for neck in args.necks
+                     for p in precisions]
             continue
         fused = [False, True] if args.cuda_fused_kernels and mode in ANYUP_MODES else [False]
         todo += [Case(mode, backend, size, fmap, channels, args.device, p, batch, on)
-                 for size, fmap in pairs for channels in args.channels
+                 for size, fmap in pairs for channels in args.channels for batch in batches
                  for backend in args.backends if backend != 'official' or mode in ANYUP_MODES
-                 for p in reduced for on in fused if not (on and backend == 'official')]
+                 for p in precisions for on in fused if not (on and backend == 'official')]
     return todo
 
 
@@ -434,11 +441,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help=f'default: the pairs {DEFAULT_PAIRS}; full: every size x map')
     parser.add_argument('--batch', type=int, default=8,
                         help='images per iteration of the throughput and downstream modes')
+    parser.add_argument('--op-batches', nargs='+', type=int, default=[1],
+                        help='batch sizes of the op modes')
     parser.add_argument('--device', choices=('cpu', 'cuda'), default='cpu')
     parser.add_argument('--bf16', action='store_true',
-                        help='also run the whole-model modes under bfloat16 autocast')
+                        help='also run the whole-model modes under bfloat16 autocast, the op '
+                             'modes in bfloat16')
     parser.add_argument('--fp16', action='store_true',
-                        help='also run the whole-model modes under float16 autocast')
+                        help='also run the whole-model modes under float16 autocast, the op '
+                             'modes in float16')
     parser.add_argument('--cuda-fused-kernels', action='store_true',
                         help='also run the AnyUp modes with the fused CUDA kernels switched on')
     parser.add_argument('--rounds', type=int, default=1,

@@ -53,6 +53,22 @@ def test_train_and_throughput_under_each_precision(tmp_path, capsys):
     assert '| train | 24 | 4 | 8 | 1 | cpp+bf16 |' in table
 
 
+def test_op_modes_at_each_batch_and_precision(tmp_path, capsys):
+    """--op-batches and the reduced dtypes reach the op modes (q, k, v made in the dtype);
+    the C++ kernels' cases without such dtypes are skipped and say why."""
+    records, table = _run(tmp_path, capsys, '--modes', 'op', '--sizes', '24', '--maps', '4',
+                          '--channels', '8', '--grid', 'full', '--backends', 'cpp', 'torch',
+                          '--op-batches', '1', '2', '--bf16')
+    assert [(r['batch'], r['backend'], r['precision'], r['status']) for r in records] == [
+        (batch, backend, precision, 'skipped' if (backend, precision) == ('cpp', 'bf16')
+         else 'ok')
+        for batch in (1, 2) for backend in ('cpp', 'torch') for precision in ('fp32', 'bf16')]
+    torch_bf16 = [r for r in records if r['backend'] == 'torch' and r['precision'] == 'bf16']
+    assert [r['output_gb'] * 1024 ** 3 for r in torch_bf16] == [b * 8 * 24 * 24 * 2 for b in (1, 2)]
+    assert '| op | 24 | 4 | 8 | 2 | torch+bf16 |' in table
+    assert 'skipped: the C++ kernels take float32/float64' in table
+
+
 def test_each_precision_is_compared_with_the_baseline_at_that_precision():
     def result(backend, precision, seconds):
         return benchmark.Result(benchmark.Case('forward', backend, 24, 4, 8, precision=precision),
