@@ -7,11 +7,13 @@ iteration, per backend, against the official model's formulation measured in the
 
 Modes:
 
-* ``op``, ``op-train``: the window-attention op's forward, and forward + backward, at each of
-  ``--op-batches`` (default 1); with ``--bf16`` / ``--fp16`` also with q, k, v in that dtype
-  (on the CPU for the ``torch`` and ``dense`` backends: the C++ kernels have no such dtypes).
-* ``forward``: the whole AnyUp forward without autograd (random weights), batch 1.
-* ``train``: AnyUp forward + backward of a loss, weights requiring grad, batch 1.
+* ``op``, ``op-train``: the window-attention op's forward, and forward + backward; with
+  ``--bf16`` / ``--fp16`` also with q, k, v in that dtype (on the CPU for the ``torch`` and
+  ``dense`` backends: the C++ kernels have no such dtypes).
+* ``forward``: the whole AnyUp forward without autograd (random weights).
+* ``train``: AnyUp forward + backward of a loss, weights requiring grad.
+
+These four run at each batch size of ``--batches`` (default 1).
 * ``throughput``: the whole AnyUp forward at ``--batch`` images (default 8); images/s.
 * ``downstream``: one training iteration of the headline segmentation config
   (configs/ade20k_dinov2_anyup.py: frozen DINOv2 ViT-S/14 -> frozen AnyUp neck -> linear
@@ -364,8 +366,7 @@ def cases(args: argparse.Namespace) -> list[Case]:
     precisions = ['fp32'] + ['bf16'] * args.bf16 + ['fp16'] * args.fp16
     todo = []
     for mode in args.modes:
-        batches = ([args.batch] if mode in ('throughput', 'downstream')
-                   else args.op_batches if mode in OP_MODES else [1])
+        batches = [args.batch] if mode in ('throughput', 'downstream') else args.batches
         if mode == 'downstream':
             todo += [Case(mode, neck, size, size // PATCH, VIT_CHANNELS, args.device, p,
                           args.batch) for size in args.sizes for neck in args.necks
@@ -441,8 +442,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help=f'default: the pairs {DEFAULT_PAIRS}; full: every size x map')
     parser.add_argument('--batch', type=int, default=8,
                         help='images per iteration of the throughput and downstream modes')
-    parser.add_argument('--op-batches', nargs='+', type=int, default=[1],
-                        help='batch sizes of the op modes')
+    parser.add_argument('--batches', nargs='+', type=int, default=[1],
+                        help='batch sizes of the op, op-train, forward and train modes')
     parser.add_argument('--device', choices=('cpu', 'cuda'), default='cpu')
     parser.add_argument('--bf16', action='store_true',
                         help='also run the whole-model modes under bfloat16 autocast, the op '

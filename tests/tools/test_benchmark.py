@@ -54,11 +54,11 @@ def test_train_and_throughput_under_each_precision(tmp_path, capsys):
 
 
 def test_op_modes_at_each_batch_and_precision(tmp_path, capsys):
-    """--op-batches and the reduced dtypes reach the op modes (q, k, v made in the dtype);
+    """--batches and the reduced dtypes reach the op modes (q, k, v made in the dtype);
     the C++ kernels' cases without such dtypes are skipped and say why."""
     records, table = _run(tmp_path, capsys, '--modes', 'op', '--sizes', '24', '--maps', '4',
                           '--channels', '8', '--grid', 'full', '--backends', 'cpp', 'torch',
-                          '--op-batches', '1', '2', '--bf16')
+                          '--batches', '1', '2', '--bf16')
     assert [(r['batch'], r['backend'], r['precision'], r['status']) for r in records] == [
         (batch, backend, precision, 'skipped' if (backend, precision) == ('cpp', 'bf16')
          else 'ok')
