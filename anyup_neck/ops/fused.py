@@ -218,17 +218,16 @@ class _GroupNormSiLU(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
+        # Full-map passes (reads + writes): z 2, g 3 (written over z), S1 1, S2 4, dx 5
+        # (written over g).
         x, weight, bias, mean, rstd = ctx.saved_tensors
         scale, shift = _group_affine(mean, rstd, weight, bias)
         z = torch.addcmul(_per_channel(shift, x), x, _per_channel(scale, x))  # statistics dtype
-        sigmoid = torch.sigmoid(z)
-        g = sigmoid.neg().add_(1).mul_(z).add_(1).mul_(sigmoid).mul_(grad)     # at the norm
-        del z, sigmoid
+        g = torch.ops.aten.silu_backward.grad_input(grad, z, grad_input=z)   # at the norm
         dims = tuple(range(2, x.dim()))
         s1 = g.sum(dim=dims)                                                   # (B, C)
         mean_c, rstd_c = _per_channel(mean, s1), _per_channel(rstd, s1)
-        s_xhat = rstd_c * (torch.linalg.vecdot(g.flatten(2), x.flatten(2).to(g.dtype)) -
-                           mean_c * s1)                                        # sum(g * xhat)
+        s_xhat = rstd_c * ((g * x).sum(dim=dims) - mean_c * s1)                # sum(g * xhat)
         w = weight.to(g.dtype)
         G = mean.shape[1]
         n = x[0].numel() // G
@@ -236,8 +235,8 @@ class _GroupNormSiLU(torch.autograd.Function):
         b = (w * s_xhat).unflatten(1, (G, -1)).sum(dim=2)
         coef_x = -rstd * rstd * b / n
         const = rstd * (rstd * mean * b - a) / n
-        dx = g.mul_(_per_channel(rstd_c * w, x)).addcmul_(x, _per_channel(coef_x, x))
-        dx = dx.add_(_per_channel(const, x)).to(x.dtype)
+        dx = torch.addcmul(_per_channel(const, x), g, _per_channel(rstd_c * w, x), out=g)
+        dx = dx.addcmul_(x, _per_channel(coef_x, x)).to(x.dtype)
         return (dx if ctx.needs_input_grad[0] else None,
                 s_xhat.sum(0).to(weight.dtype) if ctx.needs_input_grad[1] else None,
                 s1.sum(0).to(bias.dtype) if ctx.needs_input_grad[2] else None, None, None)
