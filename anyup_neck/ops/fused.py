@@ -14,8 +14,8 @@ by itself, from the tensors' device and dtype and whether autograd records them,
   GroupNorm reduces each (sample, group) in one thread block, 8 blocks at batch 1 for 8 groups;
   here the statistics are PyTorch's own reductions over a (B, G, n) view, which split one long
   reduction over many blocks, and under autograd one Function saves only x and the
-  statistics. Its apply pass can run the extension's CUDA kernel (:data:`use_cuda_kernels`,
-  :func:`cuda_kernels_usable`; off until measured on a GPU);
+  statistics. Its full-map passes can run the extension's CUDA kernels
+  (:data:`use_cuda_kernels`, :func:`cuda_kernels_usable`; off until measured on a GPU);
 * **the plain PyTorch ops**, e.g. autograd's path on the CPU.
 
 The primitives:
@@ -53,10 +53,11 @@ max_piece_elements: int = 1 << 22
 #: is one piece, while the temporaries of very large outputs stay bounded.
 max_gpu_piece_elements: int = 1 << 26
 
-#: Whether GroupNorm+SiLU's apply pass on CUDA tensors runs the extension's CUDA kernel
-#: (``affine_silu``: one pass) instead of ``addcmul`` and an in-place SiLU (two passes). Off
-#: until the kernel has been measured on a GPU; ``tools/benchmark.py --cuda-fused-kernels``
-#: times the model with it, side by side.
+#: Whether GroupNorm+SiLU on CUDA tensors runs the extension's CUDA kernels: ``affine_silu``
+#: for the apply pass (one pass instead of ``addcmul`` and an in-place SiLU), and under
+#: autograd ``affine_silu_backward`` and ``group_norm_input_grad`` for the backward's two
+#: full-map passes (3 memory passes each instead of 5). Off until they have been measured on
+#: a GPU; ``tools/benchmark.py --cuda-fused-kernels`` times the model with them, side by side.
 use_cuda_kernels: bool = False
 
 _KERNEL_DTYPES = (torch.float32, torch.float64)
@@ -168,12 +169,23 @@ def group_statistics(x: torch.Tensor, num_groups: int,
     return mean, (var + eps).rsqrt()
 
 
+def _channels(t: torch.Tensor, C: int) -> torch.Tensor:
+    """(B, G) or (B, C) ``t`` as a contiguous (B, C) tensor (a group's value per channel)."""
+    return t.repeat_interleave(C // t.shape[1], dim=1) if t.shape[1] != C else t.contiguous()
+
+
 def _per_channel(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """(B, G) or (B, C) ``t`` as (B, C, 1, ...), broadcastable against (B, C, ...) ``x``."""
     B, C = x.shape[:2]
-    if t.shape[1] != C:
-        t = t.repeat_interleave(C // t.shape[1], dim=1)
-    return t.reshape(B, C, *(1,) * (x.dim() - 2))
+    return _channels(t, C).reshape(B, C, *(1,) * (x.dim() - 2))
+
+
+def _flat_pixels_format(x: torch.Tensor) -> torch.memory_format | None:
+    """The memory format in which (B, C, H, W) ``x`` is contiguous (NCHW first), or None."""
+    for layout in (torch.contiguous_format, torch.channels_last):
+        if x.dim() == 4 and x.is_contiguous(memory_format=layout):
+            return layout
+    return None
 
 
 def _group_affine(mean: torch.Tensor, rstd: torch.Tensor, weight: torch.Tensor,
@@ -193,7 +205,8 @@ def _apply_affine_silu(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor
     otherwise one ``addcmul`` with them in x's dtype, then SiLU in place. The result has x's
     dtype and layout, and is x itself with ``into_x``. Without autograd only."""
     if cuda_kernels_usable(x) and x.dim() == 4:
-        return affine_silu(x, scale, shift, out=x if into_x else None)
+        return affine_silu(x, scale.contiguous(), shift.contiguous(),
+                           out=x if into_x else None)
     scale, shift = _per_channel(scale, x).to(x.dtype), _per_channel(shift, x).to(x.dtype)
     y = torch.addcmul(shift, x, scale, out=x) if into_x else torch.addcmul(shift, x, scale)
     return F.silu(y, inplace=True)
@@ -218,25 +231,36 @@ class _GroupNormSiLU(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        # Full-map passes (reads + writes): z 2, g 3 (written over z), S1 1, S2 4, dx 5
-        # (written over g).
+        # Full-map passes (reads + writes): g 5 (z, then g over it; the CUDA kernel: 3), S1 1,
+        # S2 4, dx 5 (over g; the CUDA kernel: 3).
         x, weight, bias, mean, rstd = ctx.saved_tensors
         scale, shift = _group_affine(mean, rstd, weight, bias)
-        z = torch.addcmul(_per_channel(shift, x), x, _per_channel(scale, x))  # statistics dtype
-        g = torch.ops.aten.silu_backward.grad_input(grad, z, grad_input=z)   # at the norm
+        layout = _flat_pixels_format(x)
+        kernels = layout is not None and cuda_kernels_usable(x, grad)
+        if kernels:                                   # in the statistics dtype, x's layout
+            grad = grad.contiguous(memory_format=layout)
+            g = torch.ops.anyup_neck.affine_silu_backward(x, grad, scale, shift)
+        else:
+            z = torch.addcmul(_per_channel(shift, x), x, _per_channel(scale, x))
+            g = torch.ops.aten.silu_backward.grad_input(grad, z, grad_input=z)
         dims = tuple(range(2, x.dim()))
+        B, C = x.shape[:2]
         s1 = g.sum(dim=dims)                                                   # (B, C)
-        mean_c, rstd_c = _per_channel(mean, s1), _per_channel(rstd, s1)
+        mean_c, rstd_c = _channels(mean, C), _channels(rstd, C)
         s_xhat = rstd_c * ((g * x).sum(dim=dims) - mean_c * s1)                # sum(g * xhat)
         w = weight.to(g.dtype)
         G = mean.shape[1]
         n = x[0].numel() // G
         a = (w * s1).unflatten(1, (G, -1)).sum(dim=2)                          # (B, G)
         b = (w * s_xhat).unflatten(1, (G, -1)).sum(dim=2)
-        coef_x = -rstd * rstd * b / n
-        const = rstd * (rstd * mean * b - a) / n
-        dx = torch.addcmul(_per_channel(const, x), g, _per_channel(rstd_c * w, x), out=g)
-        dx = dx.addcmul_(x, _per_channel(coef_x, x)).to(x.dtype)
+        coef_g, coef_x = rstd_c * w, _channels(-rstd * rstd * b / n, C)
+        coef = _channels(rstd * (rstd * mean * b - a) / n, C)
+        if kernels:
+            dx = torch.ops.anyup_neck.group_norm_input_grad(g, x, coef_g, coef_x, coef)
+        else:
+            spatial = (1,) * (x.dim() - 2)
+            dx = torch.addcmul(coef.view(B, C, *spatial), g, coef_g.view(B, C, *spatial), out=g)
+            dx = dx.addcmul_(x, coef_x.view(B, C, *spatial)).to(x.dtype)
         return (dx if ctx.needs_input_grad[0] else None,
                 s_xhat.sum(0).to(weight.dtype) if ctx.needs_input_grad[1] else None,
                 s1.sum(0).to(bias.dtype) if ctx.needs_input_grad[2] else None, None, None)

@@ -455,11 +455,23 @@ def _channels_last(*shape: int) -> torch.Tensor:
 @pytest.mark.parametrize('call, message', [
     (lambda: torch.ops.anyup_neck.affine_silu(torch.zeros(1, 4, 2, 2), _doubles(1, 3),
                                               _doubles(1, 4), torch.zeros(1, 4, 2, 2)),
-     r'scale and shift must be contiguous float32 or float64 \(1, 4\) tensors'),
+     r'affine_silu: coefficients must be contiguous float32 or float64 \(1, 4\) tensors'),
     (lambda: torch.ops.anyup_neck.affine_silu(torch.zeros(1, 4, 2, 2),
                                               *[torch.zeros(1, 4, dtype=torch.bfloat16)] * 2,
                                               torch.zeros(1, 4, 2, 2)),
-     'scale and shift must be contiguous float32 or float64'),
+     'coefficients must be contiguous float32 or float64'),
+    (lambda: torch.ops.anyup_neck.affine_silu_backward(
+        torch.zeros(1, 4, 2, 2), torch.zeros(1, 4, 2, 2, dtype=torch.float64),
+        *[torch.zeros(1, 4)] * 2), "affine_silu_backward: grad must have x's dtype"),
+    (lambda: torch.ops.anyup_neck.affine_silu_backward(
+        torch.zeros(1, 4, 2, 2), torch.zeros(1, 4, 2, 2).to(memory_format=torch.channels_last),
+        *[torch.zeros(1, 4)] * 2), "grad must have x's memory format"),
+    (lambda: torch.ops.anyup_neck.group_norm_input_grad(
+        *[torch.zeros(1, 4, 2, 2, dtype=torch.bfloat16)] * 2, *[torch.zeros(1, 4)] * 3),
+     'g must have the accumulation dtype of x, Float'),
+    (lambda: torch.ops.anyup_neck.group_norm_input_grad(
+        torch.zeros(1, 4, 2, 3), torch.zeros(1, 4, 2, 2), *[torch.zeros(1, 4)] * 3),
+     "g must have x's shape and device"),
     (lambda: torch.ops.anyup_neck.affine_silu(torch.zeros(1, 4, 2, 2), _doubles(1, 4),
                                               _doubles(1, 4), torch.zeros(1, 4, 2, 3)),
      "out must have x's shape"),
@@ -501,7 +513,7 @@ def test_kernels_reject_bad_arguments(call, message):
         call()
 
 
-# -- affine_silu's CUDA kernel, its row code run on the CPU -----------------------------------
+# -- the channel-row ops: the CUDA kernels' row code, run on the CPU ----------------------------
 def _misaligned(x: torch.Tensor) -> torch.Tensor:
     """A copy of x (same layout) whose data starts one element into its storage."""
     storage = torch.empty(x.numel() + 1, dtype=x.dtype)
@@ -509,38 +521,110 @@ def _misaligned(x: torch.Tensor) -> torch.Tensor:
     return copy.copy_(x)
 
 
-@pytest.mark.parametrize('dtype', [torch.float64, torch.float32, torch.bfloat16, torch.float16])
-@pytest.mark.parametrize('shape, channels_last', [
-    ((2, 16, 4, 6), False),      # rows of 24 pixels: whole vector runs
-    ((2, 16, 4, 6), True),       # rows of 16 channels
-    ((3, 5, 7, 3), False),       # rows of 21: a partial run ends each row
-    ((3, 13, 7, 3), True),       # 13 channels: partial runs
-    ((1, 1, 1, 9), False),       # one channel, 1xN
-    ((1, 1536, 2, 3), True),     # rows longer than a block's threads' runs
-    ((2, 3, 300, 1), False),     # long rows, W = 1
-])
-def test_affine_silu_cuda_row_code_on_the_cpu(dtype, shape, channels_last):
-    """The CUDA kernel's indexing and vector moves (common/affine_silu_rows.h) run on the CPU:
-    out of place, in place and from misaligned data, against float64."""
-    torch.manual_seed(16)
+#: (shape, channels_last): rows of whole vector runs, partial runs, one channel, rows longer than
+#: a block's runs, long rows of W = 1
+ROW_CASES = [((2, 16, 4, 6), False), ((2, 16, 4, 6), True), ((3, 5, 7, 3), False),
+             ((3, 13, 7, 3), True), ((1, 1, 1, 9), False), ((1, 1536, 2, 3), True),
+             ((2, 3, 300, 1), False)]
+ROW_DTYPES = [torch.float64, torch.float32, torch.bfloat16, torch.float16]
+
+
+def _row_inputs(shape, channels_last, dtype, count, seed):
+    """x (dtype, layout), ``count`` (B, C) coefficients in the arithmetic's dtype, and that
+    dtype."""
+    torch.manual_seed(seed)
     x = (3 * torch.randn(shape, dtype=torch.float64) + 1).to(dtype)
     x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
     arithmetic = torch.float64 if dtype == torch.float64 else torch.float32
-    scale, shift = torch.randn(2, *shape[:2], dtype=arithmetic)       # as the model passes them
-    expected = F.silu(x.to(arithmetic) * scale[:, :, None, None]
-                      + shift[:, :, None, None]).to(dtype)
+    return x, torch.randn(count, *shape[:2], dtype=arithmetic), arithmetic
+
+
+def _row_tolerance(dtype):
+    """Same arithmetic; exp may differ in the last bit, then one rounding to dtype."""
+    eps = 1e-12 if dtype == torch.float64 else 2 * torch.finfo(dtype).eps
+    return dict(rtol=eps, atol=eps)
+
+
+def _channel(t: torch.Tensor) -> torch.Tensor:
+    return t[:, :, None, None]
+
+
+@pytest.mark.parametrize('dtype', ROW_DTYPES)
+@pytest.mark.parametrize('shape, channels_last', ROW_CASES)
+def test_affine_silu_row_code(dtype, shape, channels_last):
+    """affine_silu's CUDA element code on the CPU: out of place, in place and from misaligned
+    data."""
+    x, (scale, shift), arithmetic = _row_inputs(shape, channels_last, dtype, 2, 16)
+    expected = F.silu(x.to(arithmetic) * _channel(scale) + _channel(shift)).to(dtype)
     out = torch.empty_like(x)
     in_place = x.clone(memory_format=torch.preserve_format)
     misaligned = _misaligned(x)
     torch.ops.anyup_neck._affine_silu_rows(x, scale, shift, out)
     torch.ops.anyup_neck._affine_silu_rows(in_place, scale, shift, in_place)
     torch.ops.anyup_neck._affine_silu_rows(misaligned, scale, shift, misaligned)
-    # float32 arithmetic in both; exp may differ in the last bit, then one rounding to dtype
-    tolerance = dict(rtol=1e-12, atol=1e-12) if dtype == torch.float64 else dict(
-        rtol=2 * torch.finfo(dtype).eps, atol=2 * torch.finfo(dtype).eps)
     for got in (out, in_place, misaligned):
         assert got.stride() == x.stride()
-        torch.testing.assert_close(got, expected, **tolerance)
+        torch.testing.assert_close(got, expected, **_row_tolerance(dtype))
+
+
+@pytest.mark.parametrize('dtype', ROW_DTYPES)
+@pytest.mark.parametrize('shape, channels_last', ROW_CASES)
+def test_affine_silu_backward_row_code(dtype, shape, channels_last):
+    """grad * silu'(x * scale + shift) in the arithmetic's dtype, x's layout; aligned and not."""
+    x, (scale, shift), arithmetic = _row_inputs(shape, channels_last, dtype, 2, 17)
+    grad = torch.randn(shape, dtype=torch.float64).to(dtype).contiguous(
+        memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    z = x.to(arithmetic) * _channel(scale) + _channel(shift)
+    expected = torch.ops.aten.silu_backward(grad.to(arithmetic), z)
+    for xs, grads in ((x, grad), (_misaligned(x), _misaligned(grad))):
+        got = torch.ops.anyup_neck.affine_silu_backward(xs, grads, scale, shift)
+        assert got.dtype == arithmetic and got.stride() == x.stride()
+        # a few roundings in the derivative's formula, each side its own order
+        eps = 1e-12 if arithmetic == torch.float64 else 16 * torch.finfo(arithmetic).eps
+        torch.testing.assert_close(got, expected, rtol=eps, atol=eps)
+
+
+@pytest.mark.parametrize('dtype', ROW_DTYPES)
+@pytest.mark.parametrize('shape, channels_last', ROW_CASES)
+def test_group_norm_input_grad_row_code(dtype, shape, channels_last):
+    """coef_g * g + coef_x * x + coef, in x's dtype and layout; aligned and not."""
+    x, (coef_g, coef_x, coef), arithmetic = _row_inputs(shape, channels_last, dtype, 3, 18)
+    g = torch.randn(shape, dtype=arithmetic).contiguous(
+        memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    expected = (_channel(coef_g) * g + _channel(coef_x) * x.to(arithmetic)
+                + _channel(coef)).to(dtype)
+    for gs, xs in ((g, x), (_misaligned(g), _misaligned(x))):
+        got = torch.ops.anyup_neck.group_norm_input_grad(gs, xs, coef_g, coef_x, coef)
+        assert got.dtype == dtype and got.stride() == x.stride()
+        torch.testing.assert_close(got, expected, **_row_tolerance(dtype))
+
+
+@pytest.mark.parametrize('channels_last', [False, True])
+def test_group_norm_silu_through_the_kernels(channels_last, monkeypatch):
+    """The GPU formulation with its kernels (here their CPU versions: the same row code):
+    gradcheck in float64, and float32 against the PyTorch path."""
+    monkeypatch.setattr(fused, 'cuda_kernels_usable', lambda *t: not fused.records_grad(*t))
+    torch.manual_seed(19)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    norm = _group_norm(6, 3, torch.float64)
+    x = (3 * torch.randn(2, 6, 3, 5, dtype=torch.float64) + 2).contiguous(memory_format=layout)
+    assert torch.autograd.gradcheck(
+        lambda t, w, b: fused.group_norm_silu_by_reductions(t, _with_affine(norm, w, b)),
+        (x.requires_grad_(), norm.weight, norm.bias))
+    norm32 = _group_norm(16, 4, torch.float32)
+    x32 = torch.randn(2, 16, 9, 7).contiguous(memory_format=layout).requires_grad_()
+    grad = torch.randn(2, 16, 9, 7)
+    results = []
+    for kernels in (True, False):
+        if not kernels:
+            monkeypatch.setattr(fused, 'cuda_kernels_usable', lambda *t: False)
+        x32.grad = None
+        norm32.zero_grad()
+        y = fused.group_norm_silu_by_reductions(x32, norm32)
+        y.backward(grad)
+        results.append([y.detach(), x32.grad, norm32.weight.grad, norm32.bias.grad])
+    for got, expected in zip(*results):
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
 
 # -- on CUDA: each primitive against its CPU float64 result ----------------------------------
@@ -568,32 +652,51 @@ def test_group_norm_silu_on_cuda(dtype, channels_last):
 
 
 @requires_cuda
-@pytest.mark.parametrize('dtype', [torch.float64, torch.float32, torch.bfloat16, torch.float16])
-@pytest.mark.parametrize('shape, channels_last', [
-    ((2, 32, 45, 50), False), ((2, 32, 45, 50), True), ((3, 13, 7, 3), True),
-    ((1, 1, 1, 9), False), ((1, 1536, 2, 3), True)])
-def test_affine_silu_cuda_kernel_is_its_cpu_emulation(dtype, shape, channels_last, monkeypatch):
-    """The CUDA kernel against its row code on the CPU, and GroupNorm+SiLU through it."""
-    torch.manual_seed(17)
-    x = (3 * torch.randn(shape, dtype=torch.float64) + 1).to(dtype)
-    x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
-    scale, shift = torch.randn(2, *shape[:2], dtype=torch.float64)
-    expected = torch.empty_like(x)
-    torch.ops.anyup_neck._affine_silu_rows(x, scale, shift, expected)
-    got = fused.affine_silu(x.cuda(), scale.cuda(), shift.cuda()).cpu()
-    assert got.stride() == x.stride()
-    eps = 1e-12 if dtype == torch.float64 else 2 * torch.finfo(dtype).eps
-    torch.testing.assert_close(got, expected, rtol=eps, atol=eps)
+@pytest.mark.parametrize('dtype', ROW_DTYPES)
+@pytest.mark.parametrize('shape, channels_last', [((2, 32, 45, 50), False), *ROW_CASES])
+def test_channel_row_cuda_kernels_are_their_cpu_versions(dtype, shape, channels_last):
+    """The three CUDA kernels against the same row code on the CPU."""
+    x, coefs, arithmetic = _row_inputs(shape, channels_last, dtype, 3, 20)
+    grad = torch.randn_like(x, dtype=torch.float64).to(dtype)
+    g = torch.randn_like(x, dtype=arithmetic)
+    expected = [torch.empty_like(x)]
+    torch.ops.anyup_neck._affine_silu_rows(x, coefs[0], coefs[1], expected[0])
+    expected += [torch.ops.anyup_neck.affine_silu_backward(x, grad, coefs[0], coefs[1]),
+                 torch.ops.anyup_neck.group_norm_input_grad(g, x, *coefs)]
+    cx, cgrad, cg, ccoefs = x.cuda(), grad.cuda(), g.cuda(), [c.cuda() for c in coefs]
+    got = [fused.affine_silu(cx, ccoefs[0], ccoefs[1]),
+           torch.ops.anyup_neck.affine_silu_backward(cx, cgrad, ccoefs[0], ccoefs[1]),
+           torch.ops.anyup_neck.group_norm_input_grad(cg, cx, *ccoefs)]
+    for got_, expected_ in zip(got, expected):
+        assert got_.stride() == expected_.stride() and got_.dtype == expected_.dtype
+        eps = 1e-12 if expected_.dtype == torch.float64 else 16 * torch.finfo(expected_.dtype).eps
+        torch.testing.assert_close(got_.cpu(), expected_, rtol=eps, atol=eps)
+
+
+@requires_cuda
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize('channels_last', [False, True])
+def test_group_norm_silu_with_cuda_kernels(dtype, channels_last, monkeypatch):
+    """GroupNorm+SiLU forward and backward on CUDA through the kernels, against float64."""
     monkeypatch.setattr(fused, 'use_cuda_kernels', True)
-    norm64 = _group_norm(shape[1], 1, torch.float64)
-    norm = _group_norm(shape[1], 1, torch.float32).cuda()
+    torch.manual_seed(21)
+    norm64 = _group_norm(32, 8, torch.float64)
+    x64 = (3 * torch.randn(2, 32, 45, 50, dtype=torch.float64) + 2).requires_grad_()
+    grad = torch.randn(2, 32, 45, 50, dtype=torch.float64)
+    F.silu(norm64(x64)).backward(grad)
+    norm = _group_norm(32, 8, torch.float32).cuda()
     norm.load_state_dict(norm64.state_dict())
-    with torch.no_grad():
-        assert fused.cuda_kernels_usable(x.cuda())
-        result = fused.group_norm_silu(x.cuda(), norm).cpu()
-    reference = F.silu(norm64(x.double())).detach()
-    tolerance = {torch.float64: 1e-10, torch.float32: 1e-5}.get(dtype) or REDUCED[dtype]
-    assert relative_error(result, reference) < tolerance
+    x = x64.detach().to(dtype).cuda()
+    x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+    x.requires_grad_()
+    assert fused.cuda_kernels_usable(x.detach())
+    y = fused.group_norm_silu(x, norm)
+    y.backward(grad.to(dtype).cuda())
+    tolerance = 1e-5 if dtype == torch.float32 else REDUCED[dtype]
+    for got, expected in ((y, F.silu(norm64(x64))), (x.grad, x64.grad),
+                          (norm.weight.grad, norm64.weight.grad),
+                          (norm.bias.grad, norm64.bias.grad)):
+        assert relative_error(got.detach().cpu().double(), expected.detach()) < tolerance
 
 
 @requires_cuda

@@ -8,28 +8,37 @@
 
 namespace anyup_neck {
 
-void check_affine_silu_args(const Tensor& x, const Tensor& scale, const Tensor& shift,
-                            const Tensor& out) {
-  const char* op = "affine_silu";
-  TORCH_CHECK(x.dim() == 4, op, ": expected a 4-D x, got ", x.sizes());
-  TORCH_CHECK(x.is_contiguous() || x.is_contiguous(at::MemoryFormat::ChannelsLast), op,
-              ": x must be NCHW- or channels-last-contiguous");
-  for (const Tensor* t : {&scale, &shift}) {
+void check_map(const char* op, const char* name, const Tensor& t, const Tensor& x) {
+  TORCH_CHECK(t.dim() == 4 && t.sizes() == x.sizes() && t.device() == x.device(), op, ": ",
+              name, " must have x's shape and device, 4-D, got ", t.sizes(), " on ",
+              t.device());
+  TORCH_CHECK(t.is_contiguous() || t.is_contiguous(at::MemoryFormat::ChannelsLast), op, ": ",
+              name, " must be NCHW- or channels-last-contiguous");
+  const Layout lt = layout_of(t), lx = layout_of(x);
+  TORCH_CHECK(lt.batch == lx.batch && lt.channel == lx.channel && lt.pixel == lx.pixel, op,
+              ": ", name, " must have x's memory format");
+}
+
+void check_coefficients(const char* op, const Tensor& x,
+                        std::initializer_list<const Tensor*> coefficients) {
+  for (const Tensor* t : coefficients) {
     TORCH_CHECK((t->scalar_type() == at::kDouble || t->scalar_type() == at::kFloat) &&
                     t->is_contiguous() && t->dim() == 2 && t->size(0) == x.size(0) &&
                     t->size(1) == x.size(1) && t->device() == x.device(),
-                op, ": scale and shift must be contiguous float32 or float64 (", x.size(0), ", ",
+                op, ": coefficients must be contiguous float32 or float64 (", x.size(0), ", ",
                 x.size(1), ") tensors on x's device, got ", t->sizes(), " ", t->scalar_type(),
                 " on ", t->device());
   }
-  TORCH_CHECK(out.sizes() == x.sizes() && out.scalar_type() == x.scalar_type() &&
-                  out.device() == x.device(),
-              op, ": out must have x's shape, dtype and device");
-  TORCH_CHECK(out.is_contiguous() || out.is_contiguous(at::MemoryFormat::ChannelsLast), op,
-              ": out must be NCHW- or channels-last-contiguous");
-  const Layout lx = layout_of(x), lo = layout_of(out);
-  TORCH_CHECK(lx.batch == lo.batch && lx.channel == lo.channel && lx.pixel == lo.pixel, op,
-              ": out must have x's memory format");
+}
+
+void check_affine_silu_args(const Tensor& x, const Tensor& scale, const Tensor& shift,
+                            const Tensor& out) {
+  const char* op = "affine_silu";
+  check_map(op, "x", x, x);
+  check_map(op, "out", out, x);
+  TORCH_CHECK(out.scalar_type() == x.scalar_type(), op, ": out must have x's dtype ",
+              x.scalar_type(), ", got ", out.scalar_type());
+  check_coefficients(op, x, {&scale, &shift});
 }
 
 TORCH_LIBRARY_FRAGMENT(anyup_neck, m) {
@@ -39,7 +48,10 @@ TORCH_LIBRARY_FRAGMENT(anyup_neck, m) {
   m.def("rotary_2d_(Tensor(a!) x, Tensor cos_rows, Tensor sin_rows, Tensor cos_cols, "
         "Tensor sin_cols) -> ()");
   m.def("basis_softmax_mean(Tensor features, Tensor basis, bool per_channel) -> Tensor");
-  // affine_silu through the CUDA kernel's row code, run on the CPU (tests only).
+  m.def("affine_silu_backward(Tensor x, Tensor grad, Tensor scale, Tensor shift) -> Tensor");
+  m.def("group_norm_input_grad(Tensor g, Tensor x, Tensor coef_g, Tensor coef_x, Tensor coef) "
+        "-> Tensor");
+  // affine_silu through the row code on the CPU (tests only; affine_silu's CPU kernel is SIMD).
   m.def("_affine_silu_rows(Tensor x, Tensor scale, Tensor shift, Tensor(a!) out) -> ()");
 }
 

@@ -8,6 +8,12 @@
 //       accumulation type: float32, float64 for float64 x); GroupNorm + SiLU is then one pass
 //       after the statistics. x (B, C, H, W) NCHW- or channels-last-contiguous, out of the
 //       same shape, dtype and memory format (x itself for an in-place update);
+//   affine_silu_backward(x, grad, scale, shift) -> g                              CPU, CUDA
+//       g <- grad * silu'(x * scale + shift): the gradient at the output of GroupNorm's affine
+//       step; g in the accumulation type (float32; float64 for float64 x), x's layout;
+//   group_norm_input_grad(g, x, coef_g, coef_x, coef) -> dx                        CPU, CUDA
+//       dx <- coef_g * g + coef_x * x + coef, coefficients (B, C); dx of x's dtype and layout:
+//       GroupNorm's input gradient, whose per-(b, c) coefficients come from sums over g;
 //   rms_linear(x, weight, bias, eps, out)                                          CPU
 //       out <- bias + weight x / sqrt(mean(x^2) + eps) per pixel: RMSNorm (gain folded into
 //       weight (C_out, C)) and a linear map in one pass; x (B, C, H, W) and out (B, C_out, H, W)
@@ -18,16 +24,28 @@
 //       responses of every feature channel to every k x k basis kernel, softmax, mean (the
 //       feature-agnostic layer of AnyUp; see LearnedFeatureUnification for the two groupings).
 //
+// The three per-(b, c) ops run the row code of channel_rows.h on both devices (affine_silu's
+// CPU kernel is a SIMD one; the row code is also the CPU op _affine_silu_rows, for the tests).
+// Their maps are (B, C, H, W), NCHW- or channels-last-contiguous, all in one memory format;
+// coefficients (B, C) float32 or float64, taken in the accumulation type.
 // No autograd (the Python callers use them only when no gradient is recorded). The Python side
 // validates user input; the checks here guard the kernels.
 #pragma once
 
 #include <ATen/core/Tensor.h>
 
+#include <initializer_list>
+
 namespace anyup_neck {
 
-// The device-independent checks of affine_silu's arguments (shapes, layouts, scale/shift);
-// each device checks its own dtypes and device.
+// `t` (argument `name` of `op`) has x's shape and device, and flat pixels in x's memory format.
+void check_map(const char* op, const char* name, const at::Tensor& t, const at::Tensor& x);
+
+// Each of `coefficients` is a contiguous float32 or float64 (B, C) tensor on x's device.
+void check_coefficients(const char* op, const at::Tensor& x,
+                        std::initializer_list<const at::Tensor*> coefficients);
+
+// affine_silu's checks: x and out (x's dtype) maps, scale and shift coefficients.
 void check_affine_silu_args(const at::Tensor& x, const at::Tensor& scale,
                             const at::Tensor& shift, const at::Tensor& out);
 

@@ -11,7 +11,7 @@
 namespace anyup_neck {
 namespace {
 
-void check_map(const Tensor& x, const char* op) {
+void check_cpu_map(const Tensor& x, const char* op) {
   TORCH_CHECK(x.device().is_cpu() && x.dim() == 4, op, ": expected a 4-D CPU tensor, got ",
               x.sizes(), " on ", x.device());
   TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble, op,
@@ -19,7 +19,7 @@ void check_map(const Tensor& x, const char* op) {
 }
 
 void check_flat_pixels(const Tensor& x, const char* op) {
-  check_map(x, op);
+  check_cpu_map(x, op);
   TORCH_CHECK(x.is_contiguous() || x.is_contiguous(at::MemoryFormat::ChannelsLast), op,
               ": x must be NCHW- or channels-last-contiguous");
 }
@@ -32,7 +32,7 @@ Tensor channel_moments(const Tensor& x) {
 }
 
 void affine_silu(const Tensor& x, const Tensor& scale, const Tensor& shift, const Tensor& out) {
-  check_map(x, "affine_silu");
+  check_cpu_map(x, "affine_silu");
   check_affine_silu_args(x, scale, shift, out);
   const Tensor scale64 = scale.to(at::kDouble), shift64 = shift.to(at::kDouble);  // the kernels'
   if (x.numel() > 0) ANYUP_NECK_CPU_DISPATCH(affine_silu, x, scale64, shift64, out)
@@ -49,8 +49,8 @@ bool image_pixels_contiguous(const Tensor& t) {
 void rms_linear(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps,
                 const Tensor& out) {
   const char* op = "rms_linear";
-  check_map(x, op);
-  check_map(out, op);
+  check_cpu_map(x, op);
+  check_cpu_map(out, op);
   TORCH_CHECK(image_pixels_contiguous(x) && image_pixels_contiguous(out), op,
               ": x and out must have each image's pixels channels-last-contiguous");
   const int64_t C_out = out.size(1);
@@ -70,7 +70,7 @@ void rms_linear(const Tensor& x, const Tensor& weight, const Tensor& bias, doubl
 void rotary_2d_(const Tensor& x, const Tensor& cos_rows, const Tensor& sin_rows,
                 const Tensor& cos_cols, const Tensor& sin_cols) {
   const char* op = "rotary_2d_";
-  check_map(x, op);
+  check_cpu_map(x, op);
   TORCH_CHECK(x.is_contiguous(at::MemoryFormat::ChannelsLast) && x.size(1) % 2 == 0, op,
               ": x must be channels-last-contiguous with an even channel count, got ", x.sizes());
   for (const Tensor* t : {&cos_rows, &sin_rows, &cos_cols, &sin_cols}) {
@@ -88,7 +88,7 @@ void rotary_2d_(const Tensor& x, const Tensor& cos_rows, const Tensor& sin_rows,
 
 Tensor basis_softmax_mean(const Tensor& features, const Tensor& basis, bool per_channel) {
   const char* op = "basis_softmax_mean";
-  check_map(features, op);
+  check_cpu_map(features, op);
   TORCH_CHECK(basis.dim() == 4 && basis.size(1) == 1 && basis.size(2) == basis.size(3) &&
                   basis.size(2) % 2 == 1 && basis.scalar_type() == features.scalar_type(),
               op, ": basis must be (M, 1, k, k) with odd k, like features, got ", basis.sizes());

@@ -1,10 +1,11 @@
-// CUDA entry point of affine_silu (contract: common/fused_ops.h): GroupNorm + SiLU's apply pass
-// as one elementwise kernel, the row kernel of common/affine_silu_rows.h (runs of 8 elements
-// per thread, no index division per element). float32, float16 and bfloat16 with float32
-// arithmetic; float64 in float64. Compiled and emulated on the CPU in the tests; not yet run
-// on a GPU, so the Python layer uses it only when told to (anyup_neck.ops.fused).
+// CUDA kernels of the channel-row ops (contracts: common/fused_ops.h; element code:
+// common/channel_rows.h, runs of 8 elements per thread, no index division per element):
+// affine_silu (GroupNorm + SiLU's apply pass), affine_silu_backward and group_norm_input_grad
+// (its backward's two full-map passes). float32, float16 and bfloat16 with float32 arithmetic;
+// float64 in float64. Compiled here and run on the CPU through the same row code in the tests;
+// not yet run on a GPU, so the Python layer uses them only when told to
+// (anyup_neck.ops.fused.use_cuda_kernels).
 #include <ATen/ATen.h>
-#include <ATen/Dispatch.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -12,45 +13,70 @@
 
 #include <algorithm>
 
-#include "../common/affine_silu_host.h"
+#include "../common/channel_rows_host.h"
 
 namespace anyup_neck {
 namespace {
 
-namespace rows = silu_rows;
+namespace rows = channel_rows;
 
-template <typename scalar_t, typename acc_t>
-__global__ void __launch_bounds__(rows::kThreads)
-    affine_silu_kernel(const rows::Map<scalar_t, acc_t> m) {
+template <typename Op>
+__global__ void __launch_bounds__(rows::kThreads) rows_kernel(const rows::Rows r, const Op op) {
   const int64_t col = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) * rows::kRun;
-  if (col >= m.length) return;  // no barrier follows
+  if (col >= r.length) return;  // no barrier follows
   const int64_t stride = static_cast<int64_t>(gridDim.y) * blockDim.y;
-  for (int64_t row = static_cast<int64_t>(blockIdx.y) * blockDim.y + threadIdx.y; row < m.rows;
+  for (int64_t row = static_cast<int64_t>(blockIdx.y) * blockDim.y + threadIdx.y; row < r.rows;
        row += stride) {
-    rows::apply_run(m, row, col);
+    op(rows::run_at(r, row, col));
   }
 }
 
 constexpr int64_t kMaxGridY = 65535;
 
+struct OnGpu {
+  template <typename Op>
+  void operator()(const rows::Rows& r, const Op& op) const {
+    const rows::BlockShape shape = rows::block_shape(r.length);
+    const int64_t runs = (r.length + rows::kRun - 1) / rows::kRun;
+    const dim3 grid(static_cast<unsigned>((runs + shape.x - 1) / shape.x),
+                    static_cast<unsigned>(std::min((r.rows + shape.y - 1) / shape.y, kMaxGridY)));
+    rows_kernel<<<grid, dim3(shape.x, shape.y), 0, c10::cuda::getCurrentCUDAStream()>>>(r, op);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
+};
+
+void check_cuda(const at::Tensor& x, const char* op) {
+  TORCH_CHECK(x.is_cuda(), op, ": expected a CUDA tensor, got one on ", x.device());
+}
+
 void affine_silu(const at::Tensor& x, const at::Tensor& scale, const at::Tensor& shift,
                  const at::Tensor& out) {
-  TORCH_CHECK(x.is_cuda(), "affine_silu: expected a CUDA tensor, got one on ", x.device());
+  check_cuda(x, "affine_silu");
   const c10::cuda::CUDAGuard guard(x.device());
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "affine_silu", [&] {
-    rows::with_map<scalar_t>(x, scale, shift, out, [&](const auto& m) {
-      const rows::BlockShape shape = rows::block_shape(m.length);
-      const int64_t runs = (m.length + rows::kRun - 1) / rows::kRun;
-      const dim3 grid(static_cast<unsigned>((runs + shape.x - 1) / shape.x),
-                      static_cast<unsigned>(std::min((m.rows + shape.y - 1) / shape.y, kMaxGridY)));
-      affine_silu_kernel<<<grid, dim3(shape.x, shape.y), 0, c10::cuda::getCurrentCUDAStream()>>>(m);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
-    });
-  });
+  rows::affine_silu(x, scale, shift, out, OnGpu());
+}
+
+at::Tensor affine_silu_backward(const at::Tensor& x, const at::Tensor& grad,
+                                const at::Tensor& scale, const at::Tensor& shift) {
+  check_cuda(x, "affine_silu_backward");
+  const c10::cuda::CUDAGuard guard(x.device());
+  return rows::affine_silu_backward(x, grad, scale, shift, OnGpu());
+}
+
+at::Tensor group_norm_input_grad(const at::Tensor& g, const at::Tensor& x,
+                                 const at::Tensor& coef_g, const at::Tensor& coef_x,
+                                 const at::Tensor& coef) {
+  check_cuda(x, "group_norm_input_grad");
+  const c10::cuda::CUDAGuard guard(x.device());
+  return rows::group_norm_input_grad(g, x, coef_g, coef_x, coef, OnGpu());
 }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(anyup_neck, CUDA, m) { m.impl("affine_silu", &affine_silu); }
+TORCH_LIBRARY_IMPL(anyup_neck, CUDA, m) {
+  m.impl("affine_silu", &affine_silu);
+  m.impl("affine_silu_backward", &affine_silu_backward);
+  m.impl("group_norm_input_grad", &group_norm_input_grad);
+}
 
 }  // namespace anyup_neck

@@ -1,0 +1,123 @@
+// Host side of the channel-row ops (channel_rows.h; contracts in fused_ops.h), shared by their
+// CPU and CUDA entry points: argument checks, the row view, the dtype dispatch. Each device
+// passes its launcher, launch(rows, op), which applies op to every run of every row.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "channel_rows.h"
+#include "fused_ops.h"
+#include "window_attention.h"
+
+namespace anyup_neck {
+namespace channel_rows {
+
+template <typename T>
+bool aligned(const T* p) {
+  return reinterpret_cast<uintptr_t>(p) % alignof(Run<T>) == 0;
+}
+
+// The row view of a map checked by check_like (its memory format decides the rows);
+// `vectors`: every tensor of the op is Run-aligned.
+inline Rows rows_of(const at::Tensor& x, bool vectors) {
+  const int64_t B = x.size(0), C = x.size(1), P = x.size(2) * x.size(3);
+  const bool channels_last = layout_of(x).channel == 1 && C > 1;
+  const int64_t length = channels_last ? C : P;
+  return {channels_last ? B * P : B * C, length, C, P, channels_last,
+          vectors && length % kRun == 0};
+}
+
+// A new tensor with t's sizes and strides (flat pixels in t's memory format), of `dtype`.
+inline at::Tensor empty_like_layout(const at::Tensor& t, at::ScalarType dtype) {
+  return at::empty_strided(t.sizes(), t.strides(), t.options().dtype(dtype));
+}
+
+// Calls fn(scalar_t{}) for x's floating dtype.
+template <typename Fn>
+void dispatch(const at::Tensor& x, const char* op, Fn&& fn) {
+  TORCH_CHECK(at::isFloatingType(x.scalar_type()), op,
+              ": expected float64, float32, float16 or bfloat16, got ", x.scalar_type());
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "channel_rows",
+                                  [&] { fn(scalar_t{}); });
+}
+
+// Coefficients (B, C) in acc_t; `keep` holds the converted copies while the op runs.
+template <typename acc_t>
+const acc_t* coefficients(const at::Tensor& t, std::vector<at::Tensor>& keep) {
+  keep.push_back(t.to(c10::CppTypeToScalarType<acc_t>::value));
+  return keep.back().const_data_ptr<acc_t>();
+}
+
+template <typename Launch>
+void affine_silu(const at::Tensor& x, const at::Tensor& scale, const at::Tensor& shift,
+                 const at::Tensor& out, Launch&& launch) {
+  check_affine_silu_args(x, scale, shift, out);
+  if (x.numel() == 0) return;
+  dispatch(x, "affine_silu", [&](auto tag) {
+    using scalar_t = decltype(tag);
+    using acc_t = at::opmath_type<scalar_t>;
+    std::vector<at::Tensor> keep;
+    const AffineSilu<scalar_t, acc_t> op{x.const_data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
+                                         coefficients<acc_t>(scale, keep),
+                                         coefficients<acc_t>(shift, keep)};
+    launch(rows_of(x, aligned(op.x) && aligned(op.out)), op);
+  });
+}
+
+template <typename Launch>
+at::Tensor affine_silu_backward(const at::Tensor& x, const at::Tensor& grad,
+                                const at::Tensor& scale, const at::Tensor& shift,
+                                Launch&& launch) {
+  const char* name = "affine_silu_backward";
+  check_map(name, "x", x, x);
+  check_map(name, "grad", grad, x);
+  TORCH_CHECK(grad.scalar_type() == x.scalar_type(), name, ": grad must have x's dtype ",
+              x.scalar_type(), ", got ", grad.scalar_type());
+  check_coefficients(name, x, {&scale, &shift});
+  at::Tensor g = empty_like_layout(x, at::toOpMathType(x.scalar_type()));
+  if (x.numel() == 0) return g;
+  dispatch(x, name, [&](auto tag) {
+    using scalar_t = decltype(tag);
+    using acc_t = at::opmath_type<scalar_t>;
+    std::vector<at::Tensor> keep;
+    const AffineSiluBackward<scalar_t, acc_t> op{
+        x.const_data_ptr<scalar_t>(), grad.const_data_ptr<scalar_t>(), g.data_ptr<acc_t>(),
+        coefficients<acc_t>(scale, keep), coefficients<acc_t>(shift, keep)};
+    launch(rows_of(x, aligned(op.x) && aligned(op.grad) && aligned(op.g)), op);
+  });
+  return g;
+}
+
+template <typename Launch>
+at::Tensor group_norm_input_grad(const at::Tensor& g, const at::Tensor& x,
+                                 const at::Tensor& coef_g, const at::Tensor& coef_x,
+                                 const at::Tensor& coef, Launch&& launch) {
+  const char* name = "group_norm_input_grad";
+  check_map(name, "x", x, x);
+  check_map(name, "g", g, x);
+  TORCH_CHECK(g.scalar_type() == at::toOpMathType(x.scalar_type()), name,
+              ": g must have the accumulation dtype of x, ", at::toOpMathType(x.scalar_type()),
+              ", got ", g.scalar_type());
+  check_coefficients(name, x, {&coef_g, &coef_x, &coef});
+  at::Tensor dx = empty_like_layout(x, x.scalar_type());
+  if (x.numel() == 0) return dx;
+  dispatch(x, name, [&](auto tag) {
+    using scalar_t = decltype(tag);
+    using acc_t = at::opmath_type<scalar_t>;
+    std::vector<at::Tensor> keep;
+    const GroupNormInputGrad<scalar_t, acc_t> op{
+        g.const_data_ptr<acc_t>(), x.const_data_ptr<scalar_t>(), dx.data_ptr<scalar_t>(),
+        coefficients<acc_t>(coef_g, keep), coefficients<acc_t>(coef_x, keep),
+        coefficients<acc_t>(coef, keep)};
+    launch(rows_of(x, aligned(op.g) && aligned(op.x) && aligned(op.dx)), op);
+  });
+  return dx;
+}
+
+}  // namespace channel_rows
+}  // namespace anyup_neck
