@@ -31,6 +31,18 @@ def test_opcheck(channels_last):
     torch.library.opcheck(BACKWARD, (grad, q.detach(), k.detach(), v.detach(), lse, 2, 0.1, 0.5))
 
 
+@pytest.mark.parametrize('channels_last', [False, True])
+def test_opcheck_fused_group_norm_backward_ops(channels_last):
+    """Schema, fake kernels (dtype, strides) and the real CPU kernels agree."""
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(2, 4, 3, 5, dtype=torch.bfloat16).contiguous(memory_format=layout)
+    grad, g = torch.randn_like(x), torch.randn_like(x, dtype=torch.float32)
+    coefs = [torch.randn(2, 4) for _ in range(3)]
+    torch.library.opcheck(torch.ops.anyup_neck.affine_silu_backward.default,
+                          (x, grad, *coefs[:2]))
+    torch.library.opcheck(torch.ops.anyup_neck.group_norm_input_grad.default, (g, x, *coefs))
+
+
 @pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
 def test_fake_kernels_match_real_outputs(dtype):
     q, k, v = make_inputs(2, 4, 8, 5, (9, 11), (4, 3), dtype=dtype)
