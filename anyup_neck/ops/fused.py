@@ -56,8 +56,9 @@ max_gpu_piece_elements: int = 1 << 26
 #: Whether GroupNorm+SiLU on CUDA tensors runs the extension's CUDA kernels: ``affine_silu``
 #: for the apply pass (one pass instead of ``addcmul`` and an in-place SiLU), and under
 #: autograd ``affine_silu_backward`` and ``group_norm_input_grad`` for the backward's two
-#: full-map passes (3 memory passes each instead of 5). Off until they have been measured on
-#: a GPU; ``tools/benchmark.py --cuda-fused-kernels`` times the model with them, side by side.
+#: full-map passes (3 memory passes each instead of 5); and ``rotary_2d_`` for RoPE without
+#: autograd (2 passes in place instead of about 20). Off until they have been measured on a
+#: GPU; ``tools/benchmark.py --cuda-fused-kernels`` times the model with them, side by side.
 use_cuda_kernels: bool = False
 
 _KERNEL_DTYPES = (torch.float32, torch.float64)
@@ -565,7 +566,8 @@ def rotary_2d(x: torch.Tensor, row_angles: torch.Tensor, col_angles: torch.Tenso
     ``row_angles`` (H, D), ``col_angles`` (W, D), any float dtype (their cos/sin are taken in
     float32, float64 for float64 x). cos and sin of the sums come from the per-row and
     per-column tables by the angle-addition formulas, no transcendental per element.
-    CPU kernel (channels-last x, ``overwrite``): one pass in place. Otherwise, without autograd,
+    CPU kernel (channels-last x, ``overwrite``): one pass in place; likewise the CUDA kernel
+    (NCHW or channels-last x) where :func:`cuda_kernels_usable`. Otherwise, without autograd,
     blocks of rows of at most :func:`piece_elements` values, in place with ``overwrite``;
     under autograd the whole map at once. The result has x's dtype.
     """
@@ -573,6 +575,10 @@ def rotary_2d(x: torch.Tensor, row_angles: torch.Tensor, col_angles: torch.Tenso
     tables = _statistics_dtype(x.dtype)
     row, col = row_angles.to(tables), col_angles.to(tables)
     cos_r, sin_r, cos_c, sin_c = row.cos(), row.sin(), col.cos(), col.sin()
+    if overwrite and _flat_pixels_format(x) is not None and cuda_kernels_usable(x, cos_r, cos_c):
+        torch.ops.anyup_neck.rotary_2d_(x, cos_r.contiguous(), sin_r.contiguous(),
+                                        cos_c.contiguous(), sin_c.contiguous())
+        return x
     if (overwrite and x.is_contiguous(memory_format=torch.channels_last)
             and cpu_kernels_usable(x, cos_r)):
         torch.ops.anyup_neck.rotary_2d_(x, cos_r.to(x.dtype).contiguous(),

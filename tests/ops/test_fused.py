@@ -599,6 +599,46 @@ def test_group_norm_input_grad_row_code(dtype, shape, channels_last):
         torch.testing.assert_close(got, expected, **_row_tolerance(dtype))
 
 
+@pytest.mark.parametrize('dtype', ROW_DTYPES)
+@pytest.mark.parametrize('shape, channels_last', [
+    ((2, 32, 4, 6), False), ((2, 32, 4, 6), True),     # whole runs: 16 channels, 24 pixels
+    ((1, 8, 5, 3), False), ((1, 8, 5, 3), True),       # partial runs: 4 channels, 15 pixels
+    ((3, 4, 1, 13), True), ((1, 128, 9, 7), False),    # 1xN; runs crossing image rows
+])
+def test_rotary_2d_row_code(dtype, shape, channels_last):
+    """rotary_2d_'s CUDA element code on the CPU, in place, aligned and not, against the
+    PyTorch formulation in float64."""
+    torch.manual_seed(22)
+    B, D, H, W = shape
+    rows, cols = torch.randn(H, D, dtype=torch.float64), torch.randn(W, D, dtype=torch.float64)
+    x64 = torch.randn(shape, dtype=torch.float64)
+    expected = fused.rotary_2d(x64, rows, cols)
+    arithmetic = torch.float64 if dtype == torch.float64 else torch.float32
+    tables = [t.to(arithmetic) for t in (rows.cos(), rows.sin(), cols.cos(), cols.sin())]
+    x = x64.to(dtype).contiguous(
+        memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    for got in (x.clone(memory_format=torch.preserve_format), _misaligned(x)):
+        torch.ops.anyup_neck._rotary_2d_rows_(got, *tables)
+        assert got.stride() == x.stride()
+        if dtype == torch.float64:
+            torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+        else:   # x rounded to dtype, float32 arithmetic, one rounding of the result
+            assert relative_error(got.double(), expected) < 4 * torch.finfo(dtype).eps
+
+
+def test_rope_through_the_kernel(monkeypatch):
+    """The layer with the kernel path taken (here the CPU's channels-last kernel)."""
+    torch.manual_seed(23)
+    rope = RoPE(16).double()
+    x = torch.randn(2, 16, 5, 7, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        expected = rope(x)
+        monkeypatch.setattr(fused, 'cuda_kernels_usable', lambda *t: not fused.records_grad(*t))
+        scratch = x.clone(memory_format=torch.preserve_format)
+        assert rope(scratch, overwrite=True) is scratch
+    torch.testing.assert_close(scratch, expected, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize('channels_last', [False, True])
 def test_group_norm_silu_through_the_kernels(channels_last, monkeypatch):
     """The GPU formulation with its kernels (here their CPU versions: the same row code):
@@ -671,6 +711,35 @@ def test_channel_row_cuda_kernels_are_their_cpu_versions(dtype, shape, channels_
         assert got_.stride() == expected_.stride() and got_.dtype == expected_.dtype
         eps = 1e-12 if expected_.dtype == torch.float64 else 16 * torch.finfo(expected_.dtype).eps
         torch.testing.assert_close(got_.cpu(), expected_, rtol=eps, atol=eps)
+
+
+@requires_cuda
+@pytest.mark.parametrize('dtype', ROW_DTYPES)
+@pytest.mark.parametrize('channels_last', [False, True])
+@pytest.mark.parametrize('shape', [(2, 128, 45, 50), (1, 8, 5, 3), (3, 4, 1, 13)])
+def test_rotary_cuda_kernel_is_its_cpu_version(dtype, channels_last, shape, monkeypatch):
+    """rotary_2d_ on CUDA against the same row code on the CPU, and RoPE on CUDA through it."""
+    torch.manual_seed(24)
+    B, D, H, W = shape
+    arithmetic = torch.float64 if dtype == torch.float64 else torch.float32
+    tables = [torch.randn(n, D, dtype=arithmetic) for n in (H, H, W, W)]
+    x = torch.randn(shape, dtype=torch.float64).to(dtype).contiguous(
+        memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    expected = x.clone(memory_format=torch.preserve_format)
+    torch.ops.anyup_neck._rotary_2d_rows_(expected, *tables)
+    got = x.cuda()
+    torch.ops.anyup_neck.rotary_2d_(got, *[t.cuda() for t in tables])
+    eps = 1e-12 if dtype == torch.float64 else 16 * torch.finfo(dtype).eps
+    torch.testing.assert_close(got.cpu(), expected, rtol=eps, atol=eps)
+    monkeypatch.setattr(fused, 'use_cuda_kernels', True)
+    rope = RoPE(D).to(arithmetic)
+    with torch.no_grad():
+        reference = rope.double()(x.double())
+        on_gpu = RoPE(D).cuda()
+        on_gpu.load_state_dict(rope.state_dict())
+        result = on_gpu(x.cuda(), overwrite=True)
+    tolerance = 1e-5 if dtype in (torch.float32, torch.float64) else REDUCED[dtype]
+    assert relative_error(result.cpu().double(), reference) < tolerance
 
 
 @requires_cuda

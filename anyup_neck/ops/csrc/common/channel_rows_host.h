@@ -53,6 +53,15 @@ const acc_t* coefficients(const at::Tensor& t, std::vector<at::Tensor>& keep) {
   return keep.back().const_data_ptr<acc_t>();
 }
 
+// The rows of Rotary2d over x (B, D, H, W), NCHW- or channels-last-contiguous.
+inline Rows rotary_rows(const at::Tensor& x, bool vectors) {
+  const int64_t B = x.size(0), D = x.size(1), P = x.size(2) * x.size(3);
+  const bool channels_last = layout_of(x).channel == 1 && D > 1;
+  const int64_t length = channels_last ? D / 2 : P;
+  return {channels_last ? B * P : B * (D / 2), length, D, P, channels_last,
+          vectors && length % kRun == 0};
+}
+
 template <typename Launch>
 void affine_silu(const at::Tensor& x, const at::Tensor& scale, const at::Tensor& shift,
                  const at::Tensor& out, Launch&& launch) {
@@ -117,6 +126,32 @@ at::Tensor group_norm_input_grad(const at::Tensor& g, const at::Tensor& x,
     launch(rows_of(x, aligned(op.g) && aligned(op.x) && aligned(op.dx)), op);
   });
   return dx;
+}
+
+template <typename Launch>
+void rotary_2d_(const at::Tensor& x, const at::Tensor& cos_rows, const at::Tensor& sin_rows,
+                const at::Tensor& cos_cols, const at::Tensor& sin_cols, Launch&& launch) {
+  const char* name = "rotary_2d_";
+  check_map(name, "x", x, x);
+  TORCH_CHECK(x.size(1) % 2 == 0, name, ": x must have an even channel count, got ", x.size(1));
+  const at::ScalarType acc = at::toOpMathType(x.scalar_type());
+  for (const at::Tensor* t : {&cos_rows, &sin_rows, &cos_cols, &sin_cols}) {
+    const int64_t n = t == &cos_rows || t == &sin_rows ? x.size(2) : x.size(3);
+    TORCH_CHECK(t->is_contiguous() && t->scalar_type() == acc && t->dim() == 2 &&
+                    t->size(0) == n && t->size(1) == x.size(1) && t->device() == x.device(),
+                name, ": tables must be contiguous (", n, ", ", x.size(1), ") ", acc,
+                " tensors on x's device, got ", t->sizes(), " ", t->scalar_type());
+  }
+  if (x.numel() == 0) return;
+  dispatch(x, name, [&](auto tag) {
+    using scalar_t = decltype(tag);
+    using acc_t = at::opmath_type<scalar_t>;
+    const Rotary2d<scalar_t, acc_t> op{x.data_ptr<scalar_t>(),     cos_rows.const_data_ptr<acc_t>(),
+                                       sin_rows.const_data_ptr<acc_t>(),
+                                       cos_cols.const_data_ptr<acc_t>(),
+                                       sin_cols.const_data_ptr<acc_t>(), x.size(1), x.size(3)};
+    launch(rotary_rows(x, aligned(op.x)), op);
+  });
 }
 
 }  // namespace channel_rows

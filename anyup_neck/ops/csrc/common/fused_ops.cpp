@@ -51,8 +51,11 @@ TORCH_LIBRARY_FRAGMENT(anyup_neck, m) {
   m.def("affine_silu_backward(Tensor x, Tensor grad, Tensor scale, Tensor shift) -> Tensor");
   m.def("group_norm_input_grad(Tensor g, Tensor x, Tensor coef_g, Tensor coef_x, Tensor coef) "
         "-> Tensor");
-  // affine_silu through the row code on the CPU (tests only; affine_silu's CPU kernel is SIMD).
+  // affine_silu and rotary_2d_ through the row code on the CPU (tests only; those ops' CPU
+  // kernels are SIMD).
   m.def("_affine_silu_rows(Tensor x, Tensor scale, Tensor shift, Tensor(a!) out) -> ()");
+  m.def("_rotary_2d_rows_(Tensor(a!) x, Tensor cos_rows, Tensor sin_rows, Tensor cos_cols, "
+        "Tensor sin_cols) -> ()");
 }
 
 }  // namespace anyup_neck

@@ -18,14 +18,17 @@
 //       out <- bias + weight x / sqrt(mean(x^2) + eps) per pixel: RMSNorm (gain folded into
 //       weight (C_out, C)) and a linear map in one pass; x (B, C, H, W) and out (B, C_out, H, W)
 //       with each image's pixels channels-last-contiguous (out may be rows of a larger map);
-//   rotary_2d_(x, cos_rows, sin_rows, cos_cols, sin_cols)                          CPU
-//       2-D rotary encoding in place; x (B, D, H, W) channels-last, tables (H, D) and (W, D);
+//   rotary_2d_(x, cos_rows, sin_rows, cos_cols, sin_cols)                          CPU, CUDA
+//       2-D rotary encoding in place; x (B, D, H, W), tables (H, D) and (W, D) in the
+//       accumulation type (float32; float64 for float64 x); CPU: channels-last x, CUDA: NCHW
+//       or channels-last (the row code);
 //   basis_softmax_mean(features, basis, per_channel) -> (B, M, h, w)               CPU
 //       responses of every feature channel to every k x k basis kernel, softmax, mean (the
 //       feature-agnostic layer of AnyUp; see LearnedFeatureUnification for the two groupings).
 //
-// The three per-(b, c) ops run the row code of channel_rows.h on both devices (affine_silu's
-// CPU kernel is a SIMD one; the row code is also the CPU op _affine_silu_rows, for the tests).
+// The per-(b, c) ops and rotary_2d_ on CUDA run the row code of channel_rows.h (the CPU kernels
+// of affine_silu and rotary_2d_ are SIMD ones; for the tests the row code is also the CPU ops
+// _affine_silu_rows and _rotary_2d_rows_).
 // Their maps are (B, C, H, W), NCHW- or channels-last-contiguous, all in one memory format;
 // coefficients (B, C) float32 or float64, taken in the accumulation type.
 // No autograd (the Python callers use them only when no gradient is recorded). The Python side

@@ -1,7 +1,7 @@
 // CPU kernels of the channel-row ops (common/channel_rows.h): affine_silu_backward,
-// group_norm_input_grad, and _affine_silu_rows (affine_silu through the row code, for the
-// tests; the op's own CPU kernel is SIMD). Every (row, run) a GPU thread would take, with the
-// same indexing, vector moves and arithmetic.
+// group_norm_input_grad, and for the tests _affine_silu_rows and _rotary_2d_rows_ (affine_silu
+// and rotary_2d_ through the row code; those ops' own CPU kernels are SIMD). Every (row, run)
+// a GPU thread would take, with the same indexing, vector moves and arithmetic.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -18,7 +18,7 @@ struct OnCpu {
   void operator()(const rows::Rows& r, const Op& op) const {
     at::parallel_for(0, r.rows, 1, [&](int64_t begin, int64_t end) {
       for (int64_t row = begin; row < end; ++row) {
-        for (int64_t col = 0; col < r.length; col += rows::kRun) op(rows::run_at(r, row, col));
+        for (int64_t col = 0; col < r.length; col += rows::kRun) op(r, row, col);
       }
     });
   }
@@ -47,10 +47,17 @@ at::Tensor group_norm_input_grad(const at::Tensor& g, const at::Tensor& x,
   return rows::group_norm_input_grad(g, x, coef_g, coef_x, coef, OnCpu());
 }
 
+void rotary_2d_rows_(const at::Tensor& x, const at::Tensor& cos_rows, const at::Tensor& sin_rows,
+                     const at::Tensor& cos_cols, const at::Tensor& sin_cols) {
+  check_cpu(x, "_rotary_2d_rows_");
+  rows::rotary_2d_(x, cos_rows, sin_rows, cos_cols, sin_cols, OnCpu());
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(anyup_neck, CPU, m) {
   m.impl("_affine_silu_rows", &affine_silu_rows);
+  m.impl("_rotary_2d_rows_", &rotary_2d_rows_);
   m.impl("affine_silu_backward", &affine_silu_backward);
   m.impl("group_norm_input_grad", &group_norm_input_grad);
 }

@@ -1,7 +1,8 @@
 // CUDA kernels of the channel-row ops (contracts: common/fused_ops.h; element code:
 // common/channel_rows.h, runs of 8 elements per thread, no index division per element):
 // affine_silu (GroupNorm + SiLU's apply pass), affine_silu_backward and group_norm_input_grad
-// (its backward's two full-map passes). float32, float16 and bfloat16 with float32 arithmetic;
+// (its backward's two full-map passes), rotary_2d_ (the 2-D rotary encoding in place, NCHW or
+// channels-last, angle tables in float32). float32, float16 and bfloat16 with float32 arithmetic;
 // float64 in float64. Compiled here and run on the CPU through the same row code in the tests;
 // not yet run on a GPU, so the Python layer uses them only when told to
 // (anyup_neck.ops.fused.use_cuda_kernels).
@@ -27,7 +28,7 @@ __global__ void __launch_bounds__(rows::kThreads) rows_kernel(const rows::Rows r
   const int64_t stride = static_cast<int64_t>(gridDim.y) * blockDim.y;
   for (int64_t row = static_cast<int64_t>(blockIdx.y) * blockDim.y + threadIdx.y; row < r.rows;
        row += stride) {
-    op(rows::run_at(r, row, col));
+    op(r, row, col);
   }
 }
 
@@ -71,9 +72,17 @@ at::Tensor group_norm_input_grad(const at::Tensor& g, const at::Tensor& x,
   return rows::group_norm_input_grad(g, x, coef_g, coef_x, coef, OnGpu());
 }
 
+void rotary_2d_(const at::Tensor& x, const at::Tensor& cos_rows, const at::Tensor& sin_rows,
+                const at::Tensor& cos_cols, const at::Tensor& sin_cols) {
+  check_cuda(x, "rotary_2d_");
+  const c10::cuda::CUDAGuard guard(x.device());
+  rows::rotary_2d_(x, cos_rows, sin_rows, cos_cols, sin_cols, OnGpu());
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(anyup_neck, CUDA, m) {
+  m.impl("rotary_2d_", &rotary_2d_);
   m.impl("affine_silu", &affine_silu);
   m.impl("affine_silu_backward", &affine_silu_backward);
   m.impl("group_norm_input_grad", &group_norm_input_grad);
