@@ -32,15 +32,21 @@ def test_opcheck(channels_last):
 
 
 @pytest.mark.parametrize('channels_last', [False, True])
-def test_opcheck_fused_group_norm_backward_ops(channels_last):
-    """Schema, fake kernels (dtype, strides) and the real CPU kernels agree."""
+def test_opcheck_fused_ops_with_cuda_kernels(channels_last):
+    """Schema (mutations included), fake kernels (dtype, strides) and the real CPU kernels
+    agree."""
     layout = torch.channels_last if channels_last else torch.contiguous_format
     x = torch.randn(2, 4, 3, 5, dtype=torch.bfloat16).contiguous(memory_format=layout)
     grad, g = torch.randn_like(x), torch.randn_like(x, dtype=torch.float32)
     coefs = [torch.randn(2, 4) for _ in range(3)]
-    torch.library.opcheck(torch.ops.anyup_neck.affine_silu_backward.default,
-                          (x, grad, *coefs[:2]))
-    torch.library.opcheck(torch.ops.anyup_neck.group_norm_input_grad.default, (g, x, *coefs))
+    ops = torch.ops.anyup_neck
+    torch.library.opcheck(ops.affine_silu_backward.default, (x, grad, *coefs[:2]))
+    torch.library.opcheck(ops.group_norm_input_grad.default, (g, x, *coefs))
+    x32 = x.float()
+    torch.library.opcheck(ops.affine_silu.default, (x32, *coefs[:2], torch.empty_like(x32)))
+    if channels_last:   # the CPU kernel's layout
+        tables = [torch.randn(n, 4) for n in (3, 3, 5, 5)]
+        torch.library.opcheck(ops.rotary_2d_.default, (x32.clone(), *tables))
 
 
 @pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
