@@ -202,10 +202,11 @@ def _group_affine(mean: torch.Tensor, rstd: torch.Tensor, weight: torch.Tensor,
 def _apply_affine_silu(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor,
                        into_x: bool = False) -> torch.Tensor:
     """``silu(x * scale + shift)`` with (B, C) ``scale`` and ``shift``: where
-    :func:`cuda_kernels_usable`, the CUDA kernel :func:`affine_silu` (float32 arithmetic);
+    :func:`cuda_kernels_usable` (and x is NCHW- or channels-last-contiguous), the CUDA kernel
+    :func:`affine_silu` (float32 arithmetic);
     otherwise one ``addcmul`` with them in x's dtype, then SiLU in place. The result has x's
     dtype and layout, and is x itself with ``into_x``. Without autograd only."""
-    if cuda_kernels_usable(x) and x.dim() == 4:
+    if _flat_pixels_format(x) is not None and cuda_kernels_usable(x):
         return affine_silu(x, scale.contiguous(), shift.contiguous(),
                            out=x if into_x else None)
     scale, shift = _per_channel(scale, x).to(x.dtype), _per_channel(shift, x).to(x.dtype)
@@ -271,9 +272,9 @@ def group_norm_silu_by_reductions(x: torch.Tensor, norm: nn.GroupNorm,
                                   overwrite: bool = False) -> torch.Tensor:
     """The GPU formulation of :func:`group_norm_silu` (runs on any device; tested on the CPU).
 
-    Statistics from :func:`group_statistics`, then one ``addcmul`` with per-(sample, channel)
-    scale and shift in x's dtype, and SiLU in place; the result has x's dtype and layout.
-    Under autograd :class:`_GroupNormSiLU`, which saves only x and the statistics.
+    Statistics from :func:`group_statistics`, then the apply pass with per-(sample, channel)
+    scale and shift (:func:`_apply_affine_silu`); the result has x's dtype and layout. Under
+    autograd :class:`_GroupNormSiLU`, which saves only x and the statistics.
     """
     if records_grad(x, norm.weight, norm.bias):
         return _GroupNormSiLU.apply(x, norm.weight, norm.bias, norm.num_groups, norm.eps)
