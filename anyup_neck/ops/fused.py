@@ -334,11 +334,12 @@ def conv1x1_add(acc: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
         B, C_out, H, W = acc.shape
         matrix = weight.to(x.dtype).view(C_out, -1)
         if layout == torch.channels_last:     # pixels as rows: acc + x W^T
-            acc_m, a, b = acc.permute(0, 2, 3, 1).view(-1, C_out), x.permute(0, 2, 3, 1), matrix.t()
-            a = a.reshape(-1, x.shape[1])
+            acc_m = acc.permute(0, 2, 3, 1).view(-1, C_out)
+            a, b = x.permute(0, 2, 3, 1).view(-1, x.shape[1]), matrix.t()
             gemm, gemm_ = torch.addmm, torch.Tensor.addmm_
         else:                                 # per image: acc + W x
-            acc_m, a, b = acc.view(B, C_out, H * W), matrix.expand(B, -1, -1), x.view(B, -1, H * W)
+            acc_m = acc.view(B, C_out, H * W)
+            a, b = matrix.expand(B, -1, -1), x.view(B, -1, H * W)
             gemm, gemm_ = torch.baddbmm, torch.Tensor.baddbmm_
         if in_place:
             gemm_(acc_m, a, b)
