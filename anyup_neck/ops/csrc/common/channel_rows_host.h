@@ -22,11 +22,16 @@ bool aligned(const T* p) {
   return reinterpret_cast<uintptr_t>(p) % alignof(Run<T>) == 0;
 }
 
-// The row view of a map checked by check_like (its memory format decides the rows);
+// Whether a map checked by check_map is channels-last (with one channel: NCHW, the same bytes).
+inline bool channels_last(const at::Tensor& x) {
+  return layout_of(x).channel == 1 && x.size(1) > 1;
+}
+
+// The row view of a map checked by check_map (its memory format decides the rows);
 // `vectors`: every tensor of the op is Run-aligned.
 inline Rows rows_of(const at::Tensor& x, bool vectors) {
   const int64_t B = x.size(0), C = x.size(1), P = x.size(2) * x.size(3);
-  const bool channels_last = layout_of(x).channel == 1 && C > 1;
+  const bool channels_last = channel_rows::channels_last(x);
   const int64_t length = channels_last ? C : P;
   return {channels_last ? B * P : B * C, length, C, P, channels_last,
           vectors && length % kRun == 0};
@@ -56,7 +61,7 @@ const acc_t* coefficients(const at::Tensor& t, std::vector<at::Tensor>& keep) {
 // The rows of Rotary2d over x (B, D, H, W), NCHW- or channels-last-contiguous.
 inline Rows rotary_rows(const at::Tensor& x, bool vectors) {
   const int64_t B = x.size(0), D = x.size(1), P = x.size(2) * x.size(3);
-  const bool channels_last = layout_of(x).channel == 1 && D > 1;
+  const bool channels_last = channel_rows::channels_last(x);
   const int64_t length = channels_last ? D / 2 : P;
   return {channels_last ? B * P : B * (D / 2), length, D, P, channels_last,
           vectors && length % kRun == 0};

@@ -40,9 +40,10 @@ constexpr int kMaxHeads = 64;
 
 // exp for float in plain arithmetic (Cephes' expf: Cody-Waite reduction, degree-5 polynomial,
 // about 1 ulp), so that loops over it vectorise on the CPU and the GPU computes the same
-// formula (nvcc fuses its multiply-adds, so GPU values may differ by an ulp). Arguments below -87.3 give exp(-87.3) ~ 1e-38 instead of a denormal or 0 (also for
-// -inf), which no softmax weight can tell apart; above 88 it returns exp(88). NaN propagates
-// through the polynomial. (Comparisons, not fminf/fmaxf, so that it vectorises.)
+// formula (nvcc fuses its multiply-adds, so GPU values may differ by an ulp). Arguments below
+// -87.3 give exp(-87.3) ~ 1e-38 instead of a denormal or 0 (also for -inf), which no softmax
+// weight can tell apart; above 88 it returns exp(88). NaN propagates through the polynomial.
+// (Comparisons, not fminf/fmaxf, so that it vectorises.)
 WA_FN float exp_(float x) {
   x = x < -87.33654f ? -87.33654f : x;
   x = x > 88.0f ? 88.0f : x;

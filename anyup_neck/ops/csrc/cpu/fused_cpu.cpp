@@ -18,14 +18,9 @@ void check_cpu_map(const Tensor& x, const char* op) {
               ": expected float32 or float64, got ", x.scalar_type());
 }
 
-void check_flat_pixels(const Tensor& x, const char* op) {
-  check_cpu_map(x, op);
-  TORCH_CHECK(x.is_contiguous() || x.is_contiguous(at::MemoryFormat::ChannelsLast), op,
-              ": x must be NCHW- or channels-last-contiguous");
-}
-
 Tensor channel_moments(const Tensor& x) {
-  check_flat_pixels(x, "channel_moments");
+  check_cpu_map(x, "channel_moments");
+  check_map("channel_moments", "x", x, x);
   Tensor moments = at::zeros({x.size(0), 2, x.size(1)}, x.options().dtype(at::kDouble));
   if (x.numel() > 0) ANYUP_NECK_CPU_DISPATCH(channel_moments, x, moments)
   return moments;
