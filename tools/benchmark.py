@@ -34,6 +34,9 @@ a CPU is not offered). ``--cuda-fused-kernels`` adds the AnyUp modes of the non-
 backends with the extension's CUDA kernels of the fused primitives switched on
 (``anyup_neck.ops.fused.use_cuda_kernels``; label ``+fused``).
 
+``--profile ROWS`` adds, per case, torch.profiler's table of one more run (the ops with the
+most self time: GPU time on CUDA), printed after the results and kept in the JSON.
+
 Each case runs in its own process: warm-up runs (``--warmup``, default 1 on CPU, 3 on GPU),
 then timed runs (at least one, up to ``--repeats`` or until ``--max-seconds``); the table shows
 the fastest and the median. On GPU each run is timed with CUDA events. Peak memory is the
@@ -110,6 +113,7 @@ class Result:
     above_inputs_gb: float | None = None
     output_gb: float | None = None
     repeats_peak_gb: float | None = None  # when the last run ended
+    profile: str = ''                     # --profile: torch.profiler's table of one run
 
     @property
     def best(self) -> float | None:
@@ -295,7 +299,22 @@ def _timed(run, device) -> float:
     return time.perf_counter() - start
 
 
-def worker(case: Case, repeats: int, max_seconds: float, warmup: int = 1) -> dict:
+def _profile(run, device, rows: int) -> str:
+    """torch.profiler's table of one run: the ``rows`` ops with the most self time on the GPU
+    (CUDA; the CPU otherwise)."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+    gpu = device.type == 'cuda'
+    with profile(activities=[ProfilerActivity.CPU] + [ProfilerActivity.CUDA] * gpu) as prof:
+        run()
+        if gpu:
+            torch.cuda.synchronize(device)
+    return prof.key_averages().table(
+        sort_by='self_device_time_total' if gpu else 'self_cpu_time_total', row_limit=rows)
+
+
+def worker(case: Case, repeats: int, max_seconds: float, warmup: int = 1,
+           profile_rows: int = 0) -> dict:
     """Measure one case in this process; returns a JSON-able dict."""
     import torch
     from anyup_neck.ops import fused
@@ -318,7 +337,8 @@ def worker(case: Case, repeats: int, max_seconds: float, warmup: int = 1) -> dic
     while len(times) < repeats and (not times or time.perf_counter() - start < max_seconds):
         times.append(_timed(run, device))
     return {'times': times, 'peak_gb': first_peak, 'above_inputs_gb': first_peak - before,
-            'repeats_peak_gb': _peak_gb(device), 'output_gb': out_bytes / GB}
+            'repeats_peak_gb': _peak_gb(device), 'output_gb': out_bytes / GB,
+            'profile': _profile(run, device, profile_rows) if profile_rows else ''}
 
 
 # --------------------------------------------------------------------------- driver
@@ -336,6 +356,8 @@ def run_case(case: Case, args: argparse.Namespace) -> Result:
                '--warmup', str(args.warmup)]
     if args.threads:
         command += ['--threads', str(args.threads)]
+    if args.profile:
+        command += ['--profile', str(args.profile)]
     run = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True)
     if run.returncode != 0:
         lines = (run.stderr or run.stdout).strip().splitlines()
@@ -344,7 +366,7 @@ def run_case(case: Case, args: argparse.Namespace) -> Result:
         return Result(case, 'failed', reason[:120])
     data = json.loads(run.stdout.strip().splitlines()[-1])
     return Result(case, 'ok', '', data['times'], data['peak_gb'], data['above_inputs_gb'],
-                  data['output_gb'], data['repeats_peak_gb'])
+                  data['output_gb'], data['repeats_peak_gb'], data['profile'])
 
 
 def merge(a: Result, b: Result) -> Result:
@@ -357,7 +379,7 @@ def merge(a: Result, b: Result) -> Result:
         return min(x, y) if x is not None and y is not None else x if y is None else y
     return Result(a.case, 'ok', '', a.times + b.times, low(a.peak_gb, b.peak_gb),
                   low(a.above_inputs_gb, b.above_inputs_gb), a.output_gb,
-                  max(a.repeats_peak_gb, b.repeats_peak_gb))
+                  max(a.repeats_peak_gb, b.repeats_peak_gb), a.profile)
 
 
 def cases(args: argparse.Namespace) -> list[Case]:
@@ -414,13 +436,15 @@ def write_files(results: list[Result], args: argparse.Namespace) -> None:
     records = [{**asdict(r.case), 'status': r.status, 'note': r.note, 'times_s': r.times,
                 'best_s': r.best, 'median_s': r.median, 'images_per_s': r.images_per_s,
                 'peak_gb': r.peak_gb, 'above_inputs_gb': r.above_inputs_gb,
-                'output_gb': r.output_gb, 'repeats_peak_gb': r.repeats_peak_gb}
+                'output_gb': r.output_gb, 'repeats_peak_gb': r.repeats_peak_gb,
+                'profile': r.profile}
                for r in results]
     if args.json:
         Path(args.json).write_text(json.dumps(records, indent=2))
     if args.csv:
         with open(args.csv, 'w', newline='') as f:
-            writer = csv.DictWriter(f, fieldnames=[k for k in records[0] if k != 'times_s'],
+            writer = csv.DictWriter(f, fieldnames=[k for k in records[0]
+                                                   if k not in ('times_s', 'profile')],
                                     extrasaction='ignore')
             writer.writeheader()
             writer.writerows(records)
@@ -467,6 +491,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--memory-gb', type=float, default=20.0,
                         help='skip CPU cases estimated to need more')
     parser.add_argument('--threads', type=int, default=0, help='torch threads (default: torch)')
+    parser.add_argument('--profile', type=int, default=0, metavar='ROWS',
+                        help='after the timed runs, profile one run with torch.profiler and '
+                             'print its ROWS ops with the most self time (GPU time on CUDA)')
     parser.add_argument('--json', help='also write the results as JSON')
     parser.add_argument('--csv', help='also write the results as CSV')
     parser.add_argument('--worker', help=argparse.SUPPRESS)
@@ -493,7 +520,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.threads:
             torch.set_num_threads(args.threads)
         result = worker(Case(**json.loads(args.worker)), args.repeats, args.max_seconds,
-                        args.warmup)
+                        args.warmup, args.profile)
         print(json.dumps(result))
         return
     todo = cases(args)
@@ -510,6 +537,11 @@ def main(argv: list[str] | None = None) -> None:
                        if result.status == 'ok' else f'{result.status}: {result.note}')
             print(f'{summary} ({time.perf_counter() - start:.0f} s)', file=sys.stderr, flush=True)
     print(table(results))
+    for r in results:
+        if r.profile:
+            c = r.case
+            print(f'\nprofile of one run: {c.mode} {c.label} {c.size}<-{c.map} C={c.channels} '
+                  f'batch {c.batch}\n{r.profile}')
     write_files(results, args)
 
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The GPU checks of one short session on a lent GPU, most important first, in about 7 minutes:
 # the CUDA tests beyond the op's own (model, fused primitives, mm stack, benchmark), then the
-# benchmarks behind the GPU targets in README ("Speed and memory (GPU)"). Each step has a time
-# limit, writes its full output to $OUT/<step>.txt (tables also as JSON) and prints its tail.
+# benchmarks behind the GPU targets in README ("Speed and memory (GPU)"), last a profile of the
+# forward (where the time goes). Each step has a time limit, writes its full output to
+# $OUT/<step>.txt (tables also as JSON) and prints its tail.
 #
 #   bash tools/gpu_session.sh            (after the extension is built with CUDA kernels)
 #
@@ -25,16 +26,20 @@ step() {  # step NAME SECONDS COMMAND...
 BENCH=("$PYTHON" tools/benchmark.py --device cuda --sizes 448 --maps 32 --channels 384 --warmup 2 \
   --repeats 5)
 
-step cuda-tests 120 "$PYTHON" -m pytest -q -p no:cacheprovider -k cuda \
+step cuda-tests 105 "$PYTHON" -m pytest -q -p no:cacheprovider -k cuda \
   tests/upsampler/test_anyup_on_cuda.py tests/ops/test_fused.py tests/tools/test_benchmark.py \
   tests/mm/test_cuda.py
 step op 80 "${BENCH[@]}" --modes op op-train --backends cuda_tiled torch --batches 1 4 \
   --bf16 --json "$OUT/op.json"
-step forward 100 "${BENCH[@]}" --modes forward --batches 1 4 --backends official torch \
-  cuda_tiled --bf16 --cuda-fused-kernels --json "$OUT/forward.json"
-step train 60 "${BENCH[@]}" --modes train --batches 4 --backends official torch cuda_tiled \
+step forward 70 "${BENCH[@]}" --modes forward --backends official torch cuda_tiled --bf16 \
+  --cuda-fused-kernels --json "$OUT/forward.json"
+step forward-b4 40 "${BENCH[@]}" --modes forward --batches 4 --backends official torch \
+  cuda_tiled --cuda-fused-kernels --json "$OUT/forward-b4.json"
+step train 50 "${BENCH[@]}" --modes train --batches 4 --backends official torch cuda_tiled \
   --json "$OUT/train.json"
-step large 45 "$PYTHON" tools/benchmark.py --device cuda --modes forward --sizes 896 2048 \
+step large 35 "$PYTHON" tools/benchmark.py --device cuda --modes forward --sizes 896 2048 \
   --maps 64 --channels 384 --backends torch cuda_tiled --repeats 3 --json "$OUT/large.json"
-step downstream 45 "$PYTHON" tools/benchmark.py --device cuda --modes downstream --sizes 448 \
+step downstream 35 "$PYTHON" tools/benchmark.py --device cuda --modes downstream --sizes 448 \
   --repeats 5 --json "$OUT/downstream.json"
+step profile 35 "${BENCH[@]}" --modes forward --backends cuda_tiled --cuda-fused-kernels \
+  --repeats 2 --profile 25 --json "$OUT/profile.json"

@@ -69,6 +69,17 @@ def test_op_modes_at_each_batch_and_precision(tmp_path, capsys):
     assert 'skipped: the C++ kernels take float32/float64' in table
 
 
+def test_profile_of_one_run(tmp_path, capsys):
+    """--profile prints torch.profiler's table of one run per case, after the results."""
+    records, output = _run(tmp_path, capsys, '--modes', 'op', '--sizes', '24', '--maps', '4',
+                           '--channels', '8', '--backends', 'cpp', '--grid', 'full',
+                           '--profile', '5')
+    [record] = records
+    assert 'anyup_neck::window_attention_forward' in record['profile']
+    assert 'Self CPU' in record['profile']
+    assert output.index('profile of one run: op cpp 24<-4 C=8 batch 1') > output.index('| op |')
+
+
 def test_each_precision_is_compared_with_the_baseline_at_that_precision():
     def result(backend, precision, seconds):
         return benchmark.Result(benchmark.Case('forward', backend, 24, 4, 8, precision=precision),

@@ -29,11 +29,17 @@ def _steps() -> dict[str, tuple[int, list[str]]]:
     return steps
 
 
+def _benchmark_args(words: list[str]):
+    """benchmark.py's arguments from a step's words (``tools/benchmark.py ...``)."""
+    return benchmark.parse_args(words[1:])
+
+
 def test_benchmarks_parse_and_cover_the_gpu_targets():
     steps = _steps()
-    cases = {name: benchmark.cases(benchmark.parse_args(words[1:]))
+    cases = {name: benchmark.cases(_benchmark_args(words))
              for name, (_, words) in steps.items() if words[0] == 'tools/benchmark.py'}
-    assert set(cases) == {'op', 'forward', 'train', 'large', 'downstream'}
+    assert set(cases) == {'op', 'forward', 'forward-b4', 'train', 'large', 'downstream',
+                          'profile'}
     labels = {(c.mode, c.label, c.size, c.batch) for group in cases.values() for c in group}
     for target in [('op', 'cuda_tiled', 448, 1), ('op-train', 'cuda_tiled', 448, 4),
                    ('op-train', 'cuda_tiled+bf16', 448, 1), ('forward', 'official', 448, 1),
@@ -43,6 +49,7 @@ def test_benchmarks_parse_and_cover_the_gpu_targets():
         assert target in labels, target
     # each case is a process: start-up and warm-up included, a few seconds each
     assert sum(len(group) for group in cases.values()) <= 50
+    assert _benchmark_args(steps['profile'][1]).profile > 0
 
 
 def test_steps_fit_the_session():
