@@ -13,7 +13,9 @@ Modes:
 * ``forward``: the whole AnyUp forward without autograd (random weights).
 * ``train``: AnyUp forward + backward of a loss, weights requiring grad.
 
-These four run at each batch size of ``--batches`` (default 1).
+These four run at each batch size of ``--batches`` (default 1). The op modes' table rows show
+the arithmetic rate at the best time (TFLOP/s, from :func:`op_flops`: the window rule's
+(pixel, key) pairs times the per-pair work), to compare with the card's peak.
 * ``throughput``: the whole AnyUp forward at ``--batch`` images (default 8); images/s.
 * ``downstream``: one training iteration of the headline segmentation config
   (configs/ade20k_dinov2_anyup.py: frozen DINOv2 ViT-S/14 -> frozen AnyUp neck -> linear
@@ -124,11 +126,31 @@ class Result:
         return statistics.median(self.times) if self.times else None
 
     @property
+    def tflops(self) -> float | None:
+        """The op modes' arithmetic rate at the best time, in TFLOP/s (see :func:`op_flops`)."""
+        if self.case.mode not in OP_MODES or not self.times:
+            return None
+        return op_flops(self.case) / self.best / 1e12
+
+    @property
     def images_per_s(self) -> float | None:
         """Images per second at the median time (the batched modes)."""
         if self.case.mode not in ('throughput', 'downstream') or not self.times:
             return None
         return self.case.batch / self.median
+
+
+def op_flops(case: Case) -> float:
+    """Floating-point operations of an op case, counted from the window rule: per (pixel, key
+    in its window) pair, 2 D for the logits and 2 C for the weighted values in the forward;
+    the backward adds 6 D + 4 C (the logits again, dq, dk, <g, v>, dv)."""
+    from anyup_neck.ops.windows import window_bounds_1d
+    start, stop = window_bounds_1d(case.size, case.map, RATIO)
+    pairs = float((stop - start).sum()) ** 2                    # square maps: rows x columns
+    per_pair = 2 * QK_DIM + 2 * case.channels
+    if case.mode == 'op-train':
+        per_pair += 6 * QK_DIM + 4 * case.channels
+    return case.batch * pairs * per_pair
 
 
 def estimate_gb(case: Case) -> float:
@@ -416,8 +438,8 @@ def table(results: list[Result]) -> str:
                           r.case.precision): r.best
                          for r in results if r.case.backend == name and r.best})
     rows = ['| mode | output | map | C | batch | backend | best s | median s | images/s '
-            '| peak GB | above inputs GB | x output | peak after repeats GB | vs baseline '
-            '| note |', '|' + '---|' * 15]
+            '| TFLOP/s | peak GB | above inputs GB | x output | peak after repeats GB '
+            '| vs baseline | note |', '|' + '---|' * 16]
     for r in results:
         c = r.case
         base = baseline.get((c.mode, c.size, c.map, c.channels, c.batch, c.precision))
@@ -426,7 +448,7 @@ def table(results: list[Result]) -> str:
                  and r.output_gb else '-')
         rows.append(f'| {c.mode} | {c.size} | {c.map} | {c.channels} | {c.batch} | {c.label} '
                     f'| {_fmt(r.best)} | {_fmt(r.median)} | {_fmt(r.images_per_s, 1)} '
-                    f'| {_fmt(r.peak_gb, 2)} | {_fmt(r.above_inputs_gb, 2)} | {ratio} '
+                    f'| {_fmt(r.tflops, 2)} | {_fmt(r.peak_gb, 2)} | {_fmt(r.above_inputs_gb, 2)} | {ratio} '
                     f'| {_fmt(r.repeats_peak_gb, 2)} | {speedup} '
                     f'| {r.status if r.status != "ok" else ""}{": " if r.note else ""}{r.note} |')
     return '\n'.join(rows)
@@ -435,6 +457,7 @@ def table(results: list[Result]) -> str:
 def write_files(results: list[Result], args: argparse.Namespace) -> None:
     records = [{**asdict(r.case), 'status': r.status, 'note': r.note, 'times_s': r.times,
                 'best_s': r.best, 'median_s': r.median, 'images_per_s': r.images_per_s,
+                'tflops': r.tflops,
                 'peak_gb': r.peak_gb, 'above_inputs_gb': r.above_inputs_gb,
                 'output_gb': r.output_gb, 'repeats_peak_gb': r.repeats_peak_gb,
                 'profile': r.profile}

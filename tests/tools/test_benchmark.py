@@ -80,6 +80,21 @@ def test_profile_of_one_run(tmp_path, capsys):
     assert output.index('profile of one run: op cpp 24<-4 C=8 batch 1') > output.index('| op |')
 
 
+def test_op_flops_count_the_window_pairs():
+    """The op modes' FLOP count is the dense mask's pairs times the per-pair work, per image;
+    the table shows the rate at the best time."""
+    from anyup_neck.ops.windows import window_mask
+    pairs = int(window_mask((24, 24), (4, 4), benchmark.RATIO).sum())
+    D = benchmark.QK_DIM
+    forward = benchmark.Case('op', 'cpp', 24, 4, 8, batch=2)
+    train = benchmark.Case('op-train', 'cpp', 24, 4, 8)
+    assert benchmark.op_flops(forward) == 2 * pairs * (2 * D + 2 * 8)
+    assert benchmark.op_flops(train) == pairs * (8 * D + 6 * 8)
+    result = benchmark.Result(forward, times=[0.5, 0.25])
+    assert result.tflops == benchmark.op_flops(forward) / 0.25 / 1e12
+    assert benchmark.Result(benchmark.Case('forward', 'cpp', 24, 4, 8), times=[1.0]).tflops is None
+
+
 def test_each_precision_is_compared_with_the_baseline_at_that_precision():
     def result(backend, precision, seconds):
         return benchmark.Result(benchmark.Case('forward', backend, 24, 4, 8, precision=precision),
