@@ -181,10 +181,11 @@ def _per_channel(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return _channels(t, C).reshape(B, C, *(1,) * (x.dim() - 2))
 
 
-def _flat_pixels_format(x: torch.Tensor) -> torch.memory_format | None:
-    """The memory format in which (B, C, H, W) ``x`` is contiguous (NCHW first), or None."""
-    for layout in (torch.contiguous_format, torch.channels_last):
-        if x.dim() == 4 and x.is_contiguous(memory_format=layout):
+def _flat_pixels_format(*maps: torch.Tensor) -> torch.memory_format | None:
+    """A memory format in which every (B, C, H, W) map of ``maps`` is contiguous (channels-last
+    first), or None."""
+    for layout in (torch.channels_last, torch.contiguous_format):
+        if all(t.dim() == 4 and t.is_contiguous(memory_format=layout) for t in maps):
             return layout
     return None
 
@@ -359,10 +360,7 @@ def _gemm_layout(acc: torch.Tensor, x: torch.Tensor,
     if not (acc.dtype == x.dtype and x.dtype in (torch.float16, torch.bfloat16)
             and acc.shape == x.shape[:1] + weight.shape[:1] + x.shape[2:]):
         return None
-    for layout in (torch.channels_last, torch.contiguous_format):
-        if acc.is_contiguous(memory_format=layout) and x.is_contiguous(memory_format=layout):
-            return layout
-    return None
+    return _flat_pixels_format(acc, x)
 
 
 def _onednn_conv_add(acc: torch.Tensor, x: torch.Tensor, weight: torch.Tensor) -> bool:
