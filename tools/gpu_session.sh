@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU checks of one short session on a lent GPU, most important first, in about 7 minutes:
-# the CUDA tests beyond the op's own (model, fused primitives, mm stack, benchmark), then the
+# the CUDA tests beyond the op's own (model, fused primitives, mm stack), then the
 # benchmarks behind the GPU targets in README ("Speed and memory (GPU)"), last a profile of the
 # forward (where the time goes). Each step has a time limit, writes its full output to
 # $OUT/<step>.txt (tables also as JSON) and prints its tail.
@@ -27,8 +27,7 @@ BENCH=("$PYTHON" tools/benchmark.py --device cuda --sizes 448 --maps 32 --channe
   --repeats 5)
 
 step cuda-tests 105 "$PYTHON" -m pytest -q -p no:cacheprovider -k cuda \
-  tests/upsampler/test_anyup_on_cuda.py tests/ops/test_fused.py tests/tools/test_benchmark.py \
-  tests/mm/test_cuda.py
+  tests/upsampler/test_anyup_on_cuda.py tests/ops/test_fused.py tests/mm/test_cuda.py
 step op 80 "${BENCH[@]}" --modes op op-train --backends cuda_tiled torch --batches 1 4 \
   --bf16 --json "$OUT/op.json"
 step forward 70 "${BENCH[@]}" --modes forward --backends official torch cuda_tiled --bf16 \
