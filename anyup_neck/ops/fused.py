@@ -157,7 +157,7 @@ def group_statistics(x: torch.Tensor, num_groups: int,
     straight from the reduced-precision values (no float32 copy of x; their 8 or 11 significant
     bits make the one-pass variance as exact as the data).
     """
-    B, C = x.shape[:2]
+    C = x.shape[1]
     grouped = x.unflatten(1, (num_groups, C // num_groups))
     dims = tuple(range(2, grouped.dim()))
     if x.dtype in _KERNEL_DTYPES:
@@ -247,7 +247,7 @@ class _GroupNormSiLU(torch.autograd.Function):
             z = torch.addcmul(_per_channel(shift, x), x, _per_channel(scale, x))
             g = torch.ops.aten.silu_backward.grad_input(grad, z, grad_input=z)
         dims = tuple(range(2, x.dim()))
-        B, C = x.shape[:2]
+        C = x.shape[1]
         s1 = g.sum(dim=dims)                                                   # (B, C)
         mean_c, rstd_c = _channels(mean, C), _channels(rstd, C)
         s_xhat = rstd_c * ((g * x).sum(dim=dims) - mean_c * s1)                # sum(g * xhat)
@@ -261,9 +261,8 @@ class _GroupNormSiLU(torch.autograd.Function):
         if kernels:
             dx = torch.ops.anyup_neck.group_norm_input_grad(g, x, coef_g, coef_x, coef)
         else:
-            spatial = (1,) * (x.dim() - 2)
-            dx = torch.addcmul(coef.view(B, C, *spatial), g, coef_g.view(B, C, *spatial), out=g)
-            dx = dx.addcmul_(x, coef_x.view(B, C, *spatial)).to(x.dtype)
+            dx = torch.addcmul(_per_channel(coef, x), g, _per_channel(coef_g, x), out=g)
+            dx = dx.addcmul_(x, _per_channel(coef_x, x)).to(x.dtype)
         return (dx if ctx.needs_input_grad[0] else None,
                 s_xhat.sum(0).to(weight.dtype) if ctx.needs_input_grad[1] else None,
                 s1.sum(0).to(bias.dtype) if ctx.needs_input_grad[2] else None, None, None)
@@ -575,16 +574,11 @@ def rotary_2d(x: torch.Tensor, row_angles: torch.Tensor, col_angles: torch.Tenso
     tables = _statistics_dtype(x.dtype)
     row, col = row_angles.to(tables), col_angles.to(tables)
     cos_r, sin_r, cos_c, sin_c = row.cos(), row.sin(), col.cos(), col.sin()
-    if overwrite and _flat_pixels_format(x) is not None and cuda_kernels_usable(x, cos_r, cos_c):
-        torch.ops.anyup_neck.rotary_2d_(x, cos_r.contiguous(), sin_r.contiguous(),
-                                        cos_c.contiguous(), sin_c.contiguous())
-        return x
-    if (overwrite and x.is_contiguous(memory_format=torch.channels_last)
-            and cpu_kernels_usable(x, cos_r)):
-        torch.ops.anyup_neck.rotary_2d_(x, cos_r.to(x.dtype).contiguous(),
-                                        sin_r.to(x.dtype).contiguous(),
-                                        cos_c.to(x.dtype).contiguous(),
-                                        sin_c.to(x.dtype).contiguous())
+    on_gpu = _flat_pixels_format(x) is not None and cuda_kernels_usable(x, cos_r, cos_c)
+    on_cpu = (x.is_contiguous(memory_format=torch.channels_last)
+              and cpu_kernels_usable(x, cos_r, cos_c))
+    if overwrite and (on_gpu or on_cpu):  # tables in the statistics dtype: x's own on the CPU
+        torch.ops.anyup_neck.rotary_2d_(x, *(t.contiguous() for t in (cos_r, sin_r, cos_c, sin_c)))
         return x
     records = records_grad(x, row_angles, col_angles)
     in_place = overwrite and not records
