@@ -104,6 +104,12 @@ class Case:
         return (self.backend + ('' if self.precision == 'fp32' else '+' + self.precision)
                 + ('+fused' if self.cuda_fused else ''))
 
+    @property
+    def title(self) -> str:
+        """One line naming the case (progress, profiles)."""
+        return (f'{self.mode} {self.label} {self.size}<-{self.map} C={self.channels} '
+                f'batch {self.batch}')
+
 
 @dataclass
 class Result:
@@ -550,8 +556,7 @@ def main(argv: list[str] | None = None) -> None:
     results: list[Result | None] = [None] * len(todo)
     for round_ in range(1, args.rounds + 1):
         for n, case in enumerate(todo):
-            print(f'[{round_}:{n + 1}/{len(todo)}] {case.mode} {case.label} '
-                  f'{case.size}<-{case.map} C={case.channels} batch {case.batch} ...', end=' ',
+            print(f'[{round_}:{n + 1}/{len(todo)}] {case.title} ...', end=' ',
                   file=sys.stderr, flush=True)
             start = time.perf_counter()
             result = run_case(case, args)
@@ -562,9 +567,7 @@ def main(argv: list[str] | None = None) -> None:
     print(table(results))
     for r in results:
         if r.profile:
-            c = r.case
-            print(f'\nprofile of one run: {c.mode} {c.label} {c.size}<-{c.map} C={c.channels} '
-                  f'batch {c.batch}\n{r.profile}')
+            print(f'\nprofile of one run: {r.case.title}\n{r.profile}')
     write_files(results, args)
 
 
