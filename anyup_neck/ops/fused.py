@@ -55,9 +55,9 @@ max_gpu_piece_elements: int = 1 << 26
 
 #: Whether GroupNorm+SiLU on CUDA tensors runs the extension's CUDA kernels: ``affine_silu``
 #: for the apply pass (one pass instead of ``addcmul`` and an in-place SiLU), and under
-#: autograd ``affine_silu_backward`` and ``group_norm_input_grad`` for the backward's two
-#: full-map passes (3 memory passes each instead of 5); and ``rotary_2d_`` for RoPE without
-#: autograd (2 passes in place instead of about 20). Off until they have been measured on a
+#: autograd ``affine_silu_grad_sums`` and ``group_norm_silu_input_grad`` for the backward (5
+#: memory passes over the map instead of 17, no full-size temporary); and ``rotary_2d_`` for
+#: RoPE without autograd (2 passes in place instead of about 20). Off until they have been measured on a
 #: GPU; ``tools/benchmark.py --cuda-fused-kernels`` times the model with them, side by side.
 use_cuda_kernels: bool = False
 
@@ -234,24 +234,24 @@ class _GroupNormSiLU(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        # Full-map passes (reads + writes): g 5 (z, then g over it; the CUDA kernel: 3), S1 1,
-        # S2 4, dx 5 (over g; the CUDA kernel: 3).
+        # Full-map passes (reads + writes). PyTorch ops: g 5 (z, then g over it), S1 1, S2 4,
+        # dx 5 (over g). CUDA kernels: S1 and S2 2 (x and grad read, g never stored), dx 3.
         x, weight, bias, mean, rstd = ctx.saved_tensors
         scale, shift = _group_affine(mean, rstd, weight, bias)
         layout = _flat_pixels_format(x)
         kernels = layout is not None and cuda_kernels_usable(x, grad)
-        if kernels:                                   # in the statistics dtype, x's layout
+        if kernels:                                   # in the statistics dtype
             grad = grad.contiguous(memory_format=layout)
-            g = torch.ops.anyup_neck.affine_silu_backward(x, grad, scale, shift)
+            s1, s2 = torch.ops.anyup_neck.affine_silu_grad_sums(x, grad, scale, shift).unbind(1)
         else:
             z = torch.addcmul(_per_channel(shift, x), x, _per_channel(scale, x))
             g = torch.ops.aten.silu_backward.grad_input(grad, z, grad_input=z)
-        dims = tuple(range(2, x.dim()))
+            dims = tuple(range(2, x.dim()))
+            s1, s2 = g.sum(dim=dims), (g * x).sum(dim=dims)                    # (B, C)
         C = x.shape[1]
-        s1 = g.sum(dim=dims)                                                   # (B, C)
         mean_c, rstd_c = _channels(mean, C), _channels(rstd, C)
-        s_xhat = rstd_c * ((g * x).sum(dim=dims) - mean_c * s1)                # sum(g * xhat)
-        w = weight.to(g.dtype)
+        s_xhat = rstd_c * (s2 - mean_c * s1)                                   # sum(g * xhat)
+        w = weight.to(s1.dtype)
         G = mean.shape[1]
         n = x[0].numel() // G
         a = (w * s1).unflatten(1, (G, -1)).sum(dim=2)                          # (B, G)
@@ -259,7 +259,8 @@ class _GroupNormSiLU(torch.autograd.Function):
         coef_g, coef_x = rstd_c * w, _channels(-rstd * rstd * b / n, C)
         coef = _channels(rstd * (rstd * mean * b - a) / n, C)
         if kernels:
-            dx = torch.ops.anyup_neck.group_norm_input_grad(g, x, coef_g, coef_x, coef)
+            dx = torch.ops.anyup_neck.group_norm_silu_input_grad(x, grad, scale, shift,
+                                                                 coef_g, coef_x, coef)
         else:
             dx = torch.addcmul(_per_channel(coef, x), g, _per_channel(coef_g, x), out=g)
             dx = dx.addcmul_(x, _per_channel(coef_x, x)).to(x.dtype)

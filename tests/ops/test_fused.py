@@ -460,18 +460,18 @@ def _channels_last(*shape: int) -> torch.Tensor:
                                               *[torch.zeros(1, 4, dtype=torch.bfloat16)] * 2,
                                               torch.zeros(1, 4, 2, 2)),
      'coefficients must be contiguous float32 or float64'),
-    (lambda: torch.ops.anyup_neck.affine_silu_backward(
+    (lambda: torch.ops.anyup_neck.affine_silu_grad_sums(
         torch.zeros(1, 4, 2, 2), torch.zeros(1, 4, 2, 2, dtype=torch.float64),
-        *[torch.zeros(1, 4)] * 2), "affine_silu_backward: grad must have x's dtype"),
-    (lambda: torch.ops.anyup_neck.affine_silu_backward(
+        *[torch.zeros(1, 4)] * 2), "affine_silu_grad_sums: grad must have x's dtype"),
+    (lambda: torch.ops.anyup_neck.affine_silu_grad_sums(
         torch.zeros(1, 4, 2, 2), torch.zeros(1, 4, 2, 2).to(memory_format=torch.channels_last),
         *[torch.zeros(1, 4)] * 2), "grad must have x's memory format"),
-    (lambda: torch.ops.anyup_neck.group_norm_input_grad(
-        *[torch.zeros(1, 4, 2, 2, dtype=torch.bfloat16)] * 2, *[torch.zeros(1, 4)] * 3),
-     'g must have the accumulation dtype of x, Float'),
-    (lambda: torch.ops.anyup_neck.group_norm_input_grad(
-        torch.zeros(1, 4, 2, 3), torch.zeros(1, 4, 2, 2), *[torch.zeros(1, 4)] * 3),
-     "g must have x's shape and device"),
+    (lambda: torch.ops.anyup_neck.group_norm_silu_input_grad(
+        *[torch.zeros(1, 4, 2, 2)] * 2, *[torch.zeros(1, 4)] * 4, torch.zeros(4)),
+     r'group_norm_silu_input_grad: coefficients must be contiguous float32 or float64 \(1, 4\)'),
+    (lambda: torch.ops.anyup_neck.group_norm_silu_input_grad(
+        torch.zeros(1, 4, 2, 2), torch.zeros(1, 4, 2, 3), *[torch.zeros(1, 4)] * 5),
+     "grad must have x's shape and device"),
     (lambda: torch.ops.anyup_neck.affine_silu(torch.zeros(1, 4, 2, 2), _doubles(1, 4),
                                               _doubles(1, 4), torch.zeros(1, 4, 2, 3)),
      "out must have x's shape"),
@@ -568,35 +568,58 @@ def test_affine_silu_row_code(dtype, shape, channels_last):
         torch.testing.assert_close(got, expected, **_row_tolerance(dtype))
 
 
-@pytest.mark.parametrize('dtype', ROW_DTYPES)
-@pytest.mark.parametrize('shape, channels_last', ROW_CASES)
-def test_affine_silu_backward_row_code(dtype, shape, channels_last):
-    """grad * silu'(x * scale + shift) in the arithmetic's dtype, x's layout; aligned and not."""
-    x, (scale, shift), arithmetic = _row_inputs(shape, channels_last, dtype, 2, 17)
+def _silu_backward_inputs(shape, channels_last, dtype, count, seed):
+    """x and grad (dtype, layout), ``count`` (B, C) coefficients, the arithmetic's dtype and
+    g = grad * silu'(x * scale + shift) in float64 from the rounded inputs (the first two
+    coefficients are scale and shift)."""
+    x, coefs, arithmetic = _row_inputs(shape, channels_last, dtype, count, seed)
     grad = torch.randn(shape, dtype=torch.float64).to(dtype).contiguous(
         memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-    z = x.to(arithmetic) * _channel(scale) + _channel(shift)
-    expected = torch.ops.aten.silu_backward(grad.to(arithmetic), z)
-    for xs, grads in ((x, grad), (_misaligned(x), _misaligned(grad))):
-        got = torch.ops.anyup_neck.affine_silu_backward(xs, grads, scale, shift)
-        assert got.dtype == arithmetic and got.stride() == x.stride()
-        # a few roundings in the derivative's formula, each side its own order
-        torch.testing.assert_close(got, expected, **_row_tolerance(arithmetic, 16))
+    z = x.double() * _channel(coefs[0].double()) + _channel(coefs[1].double())
+    return x, grad, coefs, arithmetic, torch.ops.aten.silu_backward(grad.double(), z)
+
+
+#: ROW_CASES and maps of several pieces per sum: 3 slices of pixels (channels-last), 3 pieces
+#: of a row's runs (NCHW)
+SUM_CASES = ROW_CASES + [((2, 13, 11, 13), True), ((2, 5, 37, 29), False)]
+
+
+@pytest.mark.parametrize('dtype', ROW_DTYPES)
+@pytest.mark.parametrize('shape, channels_last', SUM_CASES)
+def test_affine_silu_grad_sums_row_code(dtype, shape, channels_last):
+    """Per (b, c) sum(g) and sum(g * x) in the arithmetic's dtype against float64; the same
+    bits from misaligned data (the same order of additions) and from a second call."""
+    x, grad, (scale, shift), arithmetic, g = _silu_backward_inputs(
+        shape, channels_last, dtype, 2, 17)
+    expected = torch.stack([g.sum(dim=(2, 3)), (g * x.double()).sum(dim=(2, 3))], dim=1)
+    got = torch.ops.anyup_neck.affine_silu_grad_sums(x, grad, scale, shift)
+    assert got.dtype == arithmetic and got.shape == (shape[0], 2, shape[1])
+    # each term a few roundings off; the sums' scale is sum(|term|)
+    scale_of_terms = torch.stack([g.abs().sum(dim=(2, 3)),
+                                  (g * x.double()).abs().sum(dim=(2, 3))], dim=1)
+    bound = (1e-13 if dtype == torch.float64 else 64 * torch.finfo(torch.float32).eps)
+    assert ((got.double() - expected).abs() <= bound * scale_of_terms + 1e-30).all()
+    again = torch.ops.anyup_neck.affine_silu_grad_sums(_misaligned(x), _misaligned(grad),
+                                                       scale, shift)
+    assert torch.equal(again, got)
 
 
 @pytest.mark.parametrize('dtype', ROW_DTYPES)
 @pytest.mark.parametrize('shape, channels_last', ROW_CASES)
-def test_group_norm_input_grad_row_code(dtype, shape, channels_last):
-    """coef_g * g + coef_x * x + coef, in x's dtype and layout; aligned and not."""
-    x, (coef_g, coef_x, coef), arithmetic = _row_inputs(shape, channels_last, dtype, 3, 18)
-    g = torch.randn(shape, dtype=arithmetic).contiguous(
-        memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-    expected = (_channel(coef_g) * g + _channel(coef_x) * x.to(arithmetic)
-                + _channel(coef)).to(dtype)
-    for gs, xs in ((g, x), (_misaligned(g), _misaligned(x))):
-        got = torch.ops.anyup_neck.group_norm_input_grad(gs, xs, coef_g, coef_x, coef)
+def test_group_norm_silu_input_grad_row_code(dtype, shape, channels_last):
+    """coef_g * g + coef_x * x + coef with g recomputed, in x's dtype and layout; aligned and
+    not."""
+    x, grad, coefs, arithmetic, g = _silu_backward_inputs(shape, channels_last, dtype, 5, 18)
+    coef_g, coef_x, coef = (_channel(c.double()) for c in coefs[2:])
+    expected = (coef_g * g + coef_x * x.double() + coef).to(dtype)
+    # float32/float64: a few roundings in the formula, terms of up to about 10; float16 and
+    # bfloat16: their final rounding, either way of a boundary
+    reduced = dtype in (torch.float16, torch.bfloat16)
+    tolerance = _row_tolerance(dtype, 2) if reduced else _row_tolerance(arithmetic, 64)
+    for xs, grads in ((x, grad), (_misaligned(x), _misaligned(grad))):
+        got = torch.ops.anyup_neck.group_norm_silu_input_grad(xs, grads, *coefs)
         assert got.dtype == dtype and got.stride() == x.stride()
-        torch.testing.assert_close(got, expected, **_row_tolerance(dtype))
+        torch.testing.assert_close(got, expected, **tolerance)
 
 
 @pytest.mark.parametrize('dtype', ROW_DTYPES)
@@ -693,22 +716,26 @@ def test_group_norm_silu_on_cuda(dtype, channels_last):
 
 @requires_cuda
 @pytest.mark.parametrize('dtype', ROW_DTYPES)
-@pytest.mark.parametrize('shape, channels_last', [((2, 32, 45, 50), False), *ROW_CASES])
+@pytest.mark.parametrize('shape, channels_last', [((2, 32, 45, 50), False), *SUM_CASES])
 def test_channel_row_cuda_kernels_are_their_cpu_versions(dtype, shape, channels_last):
-    """The three CUDA kernels against the same row code on the CPU."""
-    x, coefs, arithmetic = _row_inputs(shape, channels_last, dtype, 3, 20)
-    grad = torch.randn_like(x, dtype=torch.float64).to(dtype)
-    g = torch.randn_like(x, dtype=arithmetic)
+    """The three CUDA kernels against the same row code on the CPU (the sums' pieces in the same
+    order; exp and contracted multiply-adds may differ in the last bit, and the pieces are added
+    by each device's own reduction)."""
+    x, grad, coefs, arithmetic, _ = _silu_backward_inputs(shape, channels_last, dtype, 5, 20)
+    ops = torch.ops.anyup_neck
     expected = [torch.empty_like(x)]
-    torch.ops.anyup_neck._affine_silu_rows(x, coefs[0], coefs[1], expected[0])
-    expected += [torch.ops.anyup_neck.affine_silu_backward(x, grad, coefs[0], coefs[1]),
-                 torch.ops.anyup_neck.group_norm_input_grad(g, x, *coefs)]
-    cx, cgrad, cg, ccoefs = x.cuda(), grad.cuda(), g.cuda(), [c.cuda() for c in coefs]
+    ops._affine_silu_rows(x, coefs[0], coefs[1], expected[0])
+    expected += [ops.affine_silu_grad_sums(x, grad, coefs[0], coefs[1]),
+                 ops.group_norm_silu_input_grad(x, grad, *coefs)]
+    cx, cgrad, ccoefs = x.cuda(), grad.cuda(), [c.cuda() for c in coefs]
     got = [fused.affine_silu(cx, ccoefs[0], ccoefs[1]),
-           torch.ops.anyup_neck.affine_silu_backward(cx, cgrad, ccoefs[0], ccoefs[1]),
-           torch.ops.anyup_neck.group_norm_input_grad(cg, cx, *ccoefs)]
+           ops.affine_silu_grad_sums(cx, cgrad, ccoefs[0], ccoefs[1]),
+           ops.group_norm_silu_input_grad(cx, cgrad, *ccoefs)]
     for got_, expected_ in zip(got, expected):
         assert got_.stride() == expected_.stride() and got_.dtype == expected_.dtype
+    sums_tolerance = (1e-12 if arithmetic == torch.float64 else 1e-5) * expected[1].abs().max()
+    torch.testing.assert_close(got[1].cpu(), expected[1], rtol=0, atol=sums_tolerance.item())
+    for got_, expected_ in (got[0], expected[0]), (got[2], expected[2]):
         torch.testing.assert_close(got_.cpu(), expected_, **_row_tolerance(expected_.dtype, 16))
 
 

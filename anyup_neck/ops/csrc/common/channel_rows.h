@@ -1,8 +1,8 @@
-// Elementwise kernels over (B, C, H, W) maps with per-(b, c) coefficients (GroupNorm + SiLU's
-// apply pass and the two full-map passes of its backward) and the 2-D rotary encoding in
-// place. Written once for the GPU
-// (cuda/fused_cuda.cu) and the CPU (cpu/channel_rows_cpu.cpp: the ops' CPU kernels, which the
-// tests compare with the PyTorch formulas and the GPU with).
+// Kernels over (B, C, H, W) maps with per-(b, c) coefficients (GroupNorm + SiLU's apply pass,
+// and its backward's two passes: per-channel sums, then the input gradient) and the 2-D rotary
+// encoding in place. Written once for the GPU (cuda/fused_cuda.cu) and the CPU
+// (cpu/channel_rows_cpu.cpp: the ops' CPU kernels, which the tests compare with the PyTorch
+// formulas and the GPU with).
 //
 // A map is viewed as `rows` rows of `length` consecutive elements, so that no element needs an
 // index division:
@@ -11,8 +11,9 @@
 // A thread applies an op to a run of kRun consecutive elements of a row (one vector load and
 // store per tensor when rows are whole runs and every pointer is aligned); a block is kThreads
 // threads, `x` of them along a row and `y` rows, and walks the rows with a grid stride; it calls
-// op(rows, row, col) for each of its runs. Loops over a run's lanes have constant trip counts,
-// so that runs stay in registers.
+// op(rows, row, col) for each of its runs. The sums over pixels go by pieces instead (Pieces):
+// a thread per piece. Loops over a run's lanes have constant trip counts, so that runs stay in
+// registers.
 #pragma once
 
 #include <cmath>
@@ -111,44 +112,122 @@ struct AffineSilu {
   }
 };
 
-// g <- grad * silu'(z), z = x * scale + shift, silu'(z) = s (1 + z (1 - s)), s = sigmoid(z):
-// the gradient at the output of GroupNorm's affine step, in acc_t.
-template <typename scalar_t, typename acc_t>
-struct AffineSiluBackward {
-  const scalar_t *x, *grad;
-  acc_t* g;
-  const acc_t *scale, *shift;
+// grad * silu'(z) at z = x * scale + shift, silu'(z) = s (1 + z (1 - s)), s = sigmoid(z): the
+// gradient at the output of GroupNorm's affine step (zero where grad is zero).
+template <typename acc_t>
+ANYUP_NECK_HD acc_t silu_grad(acc_t x, acc_t grad, acc_t scale, acc_t shift) {
+  const acc_t z = x * scale + shift;
+  const acc_t s = acc_t(1) / (acc_t(1) + std::exp(-z));
+  return grad * s * (acc_t(1) + z * (acc_t(1) - s));
+}
 
-  ANYUP_NECK_HD void operator()(const Rows& r, int64_t row, int64_t col) const {
-    const RunAt at = run_at(r, row, col);
-    const Run<scalar_t> v = load(x, at), d = load(grad, at);
-    Run<acc_t> out;
-    for (int k = 0; k < kRun; ++k) {
-      const int64_t i = at.coef(k);
-      const acc_t z = static_cast<acc_t>(v.v[k]) * scale[i] + shift[i];
-      const acc_t s = acc_t(1) / (acc_t(1) + std::exp(-z));
-      out.v[k] = static_cast<acc_t>(d.v[k]) * s * (acc_t(1) + z * (acc_t(1) - s));
+// Per-(b, c) sums over a map's pixels, cut into pieces that threads sum on their own, each in
+// a fixed order, of about kPieceRuns runs; the caller then adds the pieces of every sum in a
+// fixed order, so results are deterministic (no atomics). Consecutive pieces read consecutive
+// runs at every step (a warp reads 1 KB of each float32 tensor at once):
+//   channels-last: piece (b, s, r) takes run r (channels 8r .. 8r + 7) at pixels s, s + S,
+//     s + 2S, ... (S = per_row slices of each image); its lanes are 8 channels' sums, written
+//     to partial (B, S, sums, C);
+//   NCHW: piece (row = (b, c), j) takes runs j, j + L, j + 2L, ... of the row (L = per_row
+//     pieces of each row); its lanes are added in order, written to partial (B, sums, C, L).
+constexpr int64_t kPieceRuns = 64;
+
+struct Pieces {
+  Rows rows;
+  int64_t runs, per_row;  // runs per row; S (channels-last) or L (NCHW)
+
+  ANYUP_NECK_HD int64_t count() const {
+    return rows.channels_last ? rows.rows / rows.P * per_row * runs : rows.rows * per_row;
+  }
+
+  // Piece `piece`'s runs in order, visit(row, col) for each; then where its sums go: lane k of
+  // sum n at partial[n * stride + at + k] (channels-last: lanes k < count), or the lanes' total
+  // at partial[n * stride + at] (NCHW).
+  template <typename Visit>
+  ANYUP_NECK_HD void walk(int64_t piece, const Visit& visit, int64_t& at, int64_t& stride,
+                          int& count) const {
+    if (rows.channels_last) {
+      const int64_t run = piece % runs, s = piece / runs % per_row, b = piece / runs / per_row;
+      for (int64_t pixel = s; pixel < rows.P; pixel += per_row)
+        visit(b * rows.P + pixel, run * kRun);
+      stride = rows.C;
+      at = (b * per_row + s) * 2 * rows.C + run * kRun;
+      count = rows.C - run * kRun < kRun ? static_cast<int>(rows.C - run * kRun) : kRun;
+    } else {
+      const int64_t j = piece % per_row, row = piece / per_row;
+      for (int64_t run = j; run < runs; run += per_row) visit(row, run * kRun);
+      stride = rows.C * per_row;
+      at = (row / rows.C * 2 * rows.C + row % rows.C) * per_row + j;
+      count = 0;
     }
-    store(g, at, out);
   }
 };
 
-// dx <- coef_g * g + coef_x * x + coef: GroupNorm's input gradient from g (acc_t).
+ANYUP_NECK_HD Pieces pieces_of(const Rows& r) {
+  const int64_t runs = (r.length + kRun - 1) / kRun;
+  const int64_t along = r.channels_last ? r.P : runs;   // what a row's pieces share
+  return {r, runs, (along + kPieceRuns - 1) / kPieceRuns};
+}
+
+// Per (b, c): sum(g) and sum(g * x) over the pixels (the sums of GroupNorm's input gradient),
+// g = silu_grad(x, grad), never written; one piece per call (see Pieces), partial sums in acc_t.
 template <typename scalar_t, typename acc_t>
-struct GroupNormInputGrad {
-  const acc_t* g;
-  const scalar_t* x;
+struct AffineSiluGradSums {
+  const scalar_t *x, *grad;
+  const acc_t *scale, *shift;
+  acc_t* partial;
+  Pieces pieces;
+
+  ANYUP_NECK_HD void operator()(int64_t piece) const {
+    acc_t sum_g[kRun] = {}, sum_gx[kRun] = {};
+    int64_t at, stride;
+    int count;
+    pieces.walk(piece, [&](int64_t row, int64_t col) {
+      const RunAt run = run_at(pieces.rows, row, col);
+      const Run<scalar_t> v = load(x, run), d = load(grad, run);   // zero past a row's end
+      for (int k = 0; k < kRun; ++k) {
+        const int64_t i = run.coef(k);
+        const acc_t value = static_cast<acc_t>(v.v[k]);
+        const acc_t g = silu_grad(value, static_cast<acc_t>(d.v[k]), scale[i], shift[i]);
+        sum_g[k] += g;
+        sum_gx[k] += g * value;
+      }
+    }, at, stride, count);
+    if (pieces.rows.channels_last) {
+      for (int k = 0; k < kRun; ++k) {   // constant trip count: the sums stay in registers
+        if (k >= count) continue;
+        partial[at + k] = sum_g[k];
+        partial[stride + at + k] = sum_gx[k];
+      }
+      return;
+    }
+    acc_t total_g = acc_t(0), total_gx = acc_t(0);
+    for (int k = 0; k < kRun; ++k) {
+      total_g += sum_g[k];
+      total_gx += sum_gx[k];
+    }
+    partial[at] = total_g;
+    partial[stride + at] = total_gx;
+  }
+};
+
+// dx <- coef_g * g + coef_x * x + coef, g = silu_grad(x, grad) recomputed: GroupNorm + SiLU's
+// input gradient, whose per-(b, c) coefficients come from AffineSiluGradSums.
+template <typename scalar_t, typename acc_t>
+struct GroupNormSiluInputGrad {
+  const scalar_t *x, *grad;
   scalar_t* dx;
-  const acc_t *coef_g, *coef_x, *coef;
+  const acc_t *scale, *shift, *coef_g, *coef_x, *coef;
 
   ANYUP_NECK_HD void operator()(const Rows& r, int64_t row, int64_t col) const {
     const RunAt at = run_at(r, row, col);
-    const Run<acc_t> a = load(g, at);
     Run<scalar_t> v = load(x, at);
+    const Run<scalar_t> d = load(grad, at);
     for (int k = 0; k < kRun; ++k) {
       const int64_t i = at.coef(k);
-      v.v[k] = static_cast<scalar_t>(coef_g[i] * a.v[k] +
-                                     coef_x[i] * static_cast<acc_t>(v.v[k]) + coef[i]);
+      const acc_t value = static_cast<acc_t>(v.v[k]);
+      const acc_t g = silu_grad(value, static_cast<acc_t>(d.v[k]), scale[i], shift[i]);
+      v.v[k] = static_cast<scalar_t>(coef_g[i] * g + coef_x[i] * value + coef[i]);
     }
     store(dx, at, v);
   }

@@ -1,6 +1,7 @@
 // Host side of the channel-row ops (channel_rows.h; contracts in fused_ops.h), shared by their
 // CPU and CUDA entry points: argument checks, the row view, the dtype dispatch. Each device
-// passes its launcher, launch(rows, op), which applies op to every run of every row.
+// passes its launcher: launch(rows, op) applies op to every run of every row, launch.each(n, op)
+// calls op(i) for every i < n (a thread each).
 #pragma once
 
 #include <ATen/ATen.h>
@@ -84,51 +85,52 @@ void affine_silu(const at::Tensor& x, const at::Tensor& scale, const at::Tensor&
 }
 
 template <typename Launch>
-at::Tensor affine_silu_backward(const at::Tensor& x, const at::Tensor& grad,
-                                const at::Tensor& scale, const at::Tensor& shift,
-                                Launch&& launch) {
-  const char* name = "affine_silu_backward";
-  check_map(name, "x", x, x);
-  check_map(name, "grad", grad, x);
-  TORCH_CHECK(grad.scalar_type() == x.scalar_type(), name, ": grad must have x's dtype ",
-              x.scalar_type(), ", got ", grad.scalar_type());
-  check_coefficients(name, x, {&scale, &shift});
-  at::Tensor g = empty_like_layout(x, at::toOpMathType(x.scalar_type()));
-  if (x.numel() == 0) return g;
+at::Tensor affine_silu_grad_sums(const at::Tensor& x, const at::Tensor& grad,
+                                 const at::Tensor& scale, const at::Tensor& shift,
+                                 Launch&& launch) {
+  const char* name = "affine_silu_grad_sums";
+  check_silu_backward_args(name, x, grad, {&scale, &shift});
+  const at::ScalarType acc = at::toOpMathType(x.scalar_type());
+  const int64_t B = x.size(0), C = x.size(1);
+  if (x.numel() == 0) return at::zeros({B, 2, C}, x.options().dtype(acc));
+  at::Tensor sums;
   dispatch(x, name, [&](auto tag) {
     using scalar_t = decltype(tag);
     using acc_t = at::opmath_type<scalar_t>;
     std::vector<at::Tensor> keep;
-    const AffineSiluBackward<scalar_t, acc_t> op{
-        x.const_data_ptr<scalar_t>(), grad.const_data_ptr<scalar_t>(), g.data_ptr<acc_t>(),
-        coefficients<acc_t>(scale, keep), coefficients<acc_t>(shift, keep)};
-    launch(rows_of(x, aligned(op.x) && aligned(op.grad) && aligned(op.g)), op);
+    const scalar_t *xp = x.const_data_ptr<scalar_t>(), *gp = grad.const_data_ptr<scalar_t>();
+    const Pieces pieces = pieces_of(rows_of(x, aligned(xp) && aligned(gp)));
+    const bool by_pixel = pieces.rows.channels_last;
+    at::Tensor partial = by_pixel ? at::empty({B, pieces.per_row, 2, C}, x.options().dtype(acc))
+                                  : at::empty({B, 2, C, pieces.per_row}, x.options().dtype(acc));
+    const AffineSiluGradSums<scalar_t, acc_t> op{xp, gp, coefficients<acc_t>(scale, keep),
+                                                 coefficients<acc_t>(shift, keep),
+                                                 partial.data_ptr<acc_t>(), pieces};
+    launch.each(pieces.count(), op);
+    sums = partial.sum(by_pixel ? 1 : 3);
   });
-  return g;
+  return sums;
 }
 
 template <typename Launch>
-at::Tensor group_norm_input_grad(const at::Tensor& g, const at::Tensor& x,
-                                 const at::Tensor& coef_g, const at::Tensor& coef_x,
-                                 const at::Tensor& coef, Launch&& launch) {
-  const char* name = "group_norm_input_grad";
-  check_map(name, "x", x, x);
-  check_map(name, "g", g, x);
-  TORCH_CHECK(g.scalar_type() == at::toOpMathType(x.scalar_type()), name,
-              ": g must have the accumulation dtype of x, ", at::toOpMathType(x.scalar_type()),
-              ", got ", g.scalar_type());
-  check_coefficients(name, x, {&coef_g, &coef_x, &coef});
+at::Tensor group_norm_silu_input_grad(const at::Tensor& x, const at::Tensor& grad,
+                                      const at::Tensor& scale, const at::Tensor& shift,
+                                      const at::Tensor& coef_g, const at::Tensor& coef_x,
+                                      const at::Tensor& coef, Launch&& launch) {
+  const char* name = "group_norm_silu_input_grad";
+  check_silu_backward_args(name, x, grad, {&scale, &shift, &coef_g, &coef_x, &coef});
   at::Tensor dx = empty_like_layout(x, x.scalar_type());
   if (x.numel() == 0) return dx;
   dispatch(x, name, [&](auto tag) {
     using scalar_t = decltype(tag);
     using acc_t = at::opmath_type<scalar_t>;
     std::vector<at::Tensor> keep;
-    const GroupNormInputGrad<scalar_t, acc_t> op{
-        g.const_data_ptr<acc_t>(), x.const_data_ptr<scalar_t>(), dx.data_ptr<scalar_t>(),
-        coefficients<acc_t>(coef_g, keep), coefficients<acc_t>(coef_x, keep),
-        coefficients<acc_t>(coef, keep)};
-    launch(rows_of(x, aligned(op.g) && aligned(op.x) && aligned(op.dx)), op);
+    const GroupNormSiluInputGrad<scalar_t, acc_t> op{
+        x.const_data_ptr<scalar_t>(),      grad.const_data_ptr<scalar_t>(),
+        dx.data_ptr<scalar_t>(),           coefficients<acc_t>(scale, keep),
+        coefficients<acc_t>(shift, keep),  coefficients<acc_t>(coef_g, keep),
+        coefficients<acc_t>(coef_x, keep), coefficients<acc_t>(coef, keep)};
+    launch(rows_of(x, aligned(op.x) && aligned(op.grad) && aligned(op.dx)), op);
   });
   return dx;
 }

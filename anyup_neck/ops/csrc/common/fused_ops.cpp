@@ -41,6 +41,15 @@ void check_affine_silu_args(const Tensor& x, const Tensor& scale, const Tensor& 
   check_coefficients(op, x, {&scale, &shift});
 }
 
+void check_silu_backward_args(const char* op, const Tensor& x, const Tensor& grad,
+                              std::initializer_list<const Tensor*> coefficients) {
+  check_map(op, "x", x, x);
+  check_map(op, "grad", grad, x);
+  TORCH_CHECK(grad.scalar_type() == x.scalar_type(), op, ": grad must have x's dtype ",
+              x.scalar_type(), ", got ", grad.scalar_type());
+  check_coefficients(op, x, coefficients);
+}
+
 TORCH_LIBRARY_FRAGMENT(anyup_neck, m) {
   m.def("channel_moments(Tensor x) -> Tensor");
   m.def("affine_silu(Tensor x, Tensor scale, Tensor shift, Tensor(a!) out) -> ()");
@@ -48,9 +57,9 @@ TORCH_LIBRARY_FRAGMENT(anyup_neck, m) {
   m.def("rotary_2d_(Tensor(a!) x, Tensor cos_rows, Tensor sin_rows, Tensor cos_cols, "
         "Tensor sin_cols) -> ()");
   m.def("basis_softmax_mean(Tensor features, Tensor basis, bool per_channel) -> Tensor");
-  m.def("affine_silu_backward(Tensor x, Tensor grad, Tensor scale, Tensor shift) -> Tensor");
-  m.def("group_norm_input_grad(Tensor g, Tensor x, Tensor coef_g, Tensor coef_x, Tensor coef) "
-        "-> Tensor");
+  m.def("affine_silu_grad_sums(Tensor x, Tensor grad, Tensor scale, Tensor shift) -> Tensor");
+  m.def("group_norm_silu_input_grad(Tensor x, Tensor grad, Tensor scale, Tensor shift, "
+        "Tensor coef_g, Tensor coef_x, Tensor coef) -> Tensor");
   // affine_silu and rotary_2d_ through the row code on the CPU (tests only; those ops' CPU
   // kernels are SIMD).
   m.def("_affine_silu_rows(Tensor x, Tensor scale, Tensor shift, Tensor(a!) out) -> ()");

@@ -8,12 +8,15 @@
 //       accumulation type: float32, float64 for float64 x); GroupNorm + SiLU is then one pass
 //       after the statistics. x (B, C, H, W) NCHW- or channels-last-contiguous, out of the
 //       same shape, dtype and memory format (x itself for an in-place update);
-//   affine_silu_backward(x, grad, scale, shift) -> g                              CPU, CUDA
-//       g <- grad * silu'(x * scale + shift): the gradient at the output of GroupNorm's affine
-//       step; g in the accumulation type (float32; float64 for float64 x), x's layout;
-//   group_norm_input_grad(g, x, coef_g, coef_x, coef) -> dx                        CPU, CUDA
-//       dx <- coef_g * g + coef_x * x + coef, coefficients (B, C); dx of x's dtype and layout:
-//       GroupNorm's input gradient, whose per-(b, c) coefficients come from sums over g;
+//   affine_silu_grad_sums(x, grad, scale, shift) -> (B, 2, C)                      CPU, CUDA
+//       with g = grad * silu'(x * scale + shift) (the gradient at the output of GroupNorm's
+//       affine step, never stored), per (b, c) sum(g) and sum(g * x) over the pixels, in the
+//       accumulation type (float32; float64 for float64 x), deterministic; grad has x's dtype
+//       and layout;
+//   group_norm_silu_input_grad(x, grad, scale, shift, coef_g, coef_x, coef) -> dx  CPU, CUDA
+//       dx <- coef_g * g + coef_x * x + coef with g as above, coefficients (B, C); dx of x's
+//       dtype and layout: GroupNorm + SiLU's input gradient, whose coefficients come from
+//       affine_silu_grad_sums (the backward in 2 passes over x and grad);
 //   rms_linear(x, weight, bias, eps, out)                                          CPU
 //       out <- bias + weight x / sqrt(mean(x^2) + eps) per pixel: RMSNorm (gain folded into
 //       weight (C_out, C)) and a linear map in one pass; x (B, C, H, W) and out (B, C_out, H, W)
@@ -51,5 +54,9 @@ void check_coefficients(const char* op, const at::Tensor& x,
 // affine_silu's checks: x and out (x's dtype) maps, scale and shift coefficients.
 void check_affine_silu_args(const at::Tensor& x, const at::Tensor& scale,
                             const at::Tensor& shift, const at::Tensor& out);
+
+// The backward ops' checks: x and grad (x's dtype) maps, then `coefficients`.
+void check_silu_backward_args(const char* op, const at::Tensor& x, const at::Tensor& grad,
+                              std::initializer_list<const at::Tensor*> coefficients);
 
 }  // namespace anyup_neck

@@ -1,7 +1,8 @@
-// CPU kernels of the channel-row ops (common/channel_rows.h): affine_silu_backward,
-// group_norm_input_grad, and for the tests _affine_silu_rows and _rotary_2d_rows_ (affine_silu
-// and rotary_2d_ through the row code; those ops' own CPU kernels are SIMD). Every (row, run)
-// a GPU thread would take, with the same indexing, vector moves and arithmetic.
+// CPU kernels of the channel-row ops (common/channel_rows.h): affine_silu_grad_sums,
+// group_norm_silu_input_grad, and for the tests _affine_silu_rows and _rotary_2d_rows_
+// (affine_silu and rotary_2d_ through the row code; those ops' own CPU kernels are SIMD). Every
+// (row, run) or piece a GPU thread would take, with the same indexing, vector moves and
+// arithmetic.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -22,6 +23,12 @@ struct OnCpu {
       }
     });
   }
+  template <typename Op>
+  void each(int64_t count, const Op& op) const {
+    at::parallel_for(0, count, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) op(i);
+    });
+  }
 };
 
 void check_cpu(const at::Tensor& x, const char* op) {
@@ -34,17 +41,18 @@ void affine_silu_rows(const at::Tensor& x, const at::Tensor& scale, const at::Te
   rows::affine_silu(x, scale, shift, out, OnCpu());
 }
 
-at::Tensor affine_silu_backward(const at::Tensor& x, const at::Tensor& grad,
-                                const at::Tensor& scale, const at::Tensor& shift) {
-  check_cpu(x, "affine_silu_backward");
-  return rows::affine_silu_backward(x, grad, scale, shift, OnCpu());
+at::Tensor affine_silu_grad_sums(const at::Tensor& x, const at::Tensor& grad,
+                                 const at::Tensor& scale, const at::Tensor& shift) {
+  check_cpu(x, "affine_silu_grad_sums");
+  return rows::affine_silu_grad_sums(x, grad, scale, shift, OnCpu());
 }
 
-at::Tensor group_norm_input_grad(const at::Tensor& g, const at::Tensor& x,
-                                 const at::Tensor& coef_g, const at::Tensor& coef_x,
-                                 const at::Tensor& coef) {
-  check_cpu(x, "group_norm_input_grad");
-  return rows::group_norm_input_grad(g, x, coef_g, coef_x, coef, OnCpu());
+at::Tensor group_norm_silu_input_grad(const at::Tensor& x, const at::Tensor& grad,
+                                      const at::Tensor& scale, const at::Tensor& shift,
+                                      const at::Tensor& coef_g, const at::Tensor& coef_x,
+                                      const at::Tensor& coef) {
+  check_cpu(x, "group_norm_silu_input_grad");
+  return rows::group_norm_silu_input_grad(x, grad, scale, shift, coef_g, coef_x, coef, OnCpu());
 }
 
 void rotary_2d_rows_(const at::Tensor& x, const at::Tensor& cos_rows, const at::Tensor& sin_rows,
@@ -58,8 +66,8 @@ void rotary_2d_rows_(const at::Tensor& x, const at::Tensor& cos_rows, const at::
 TORCH_LIBRARY_IMPL(anyup_neck, CPU, m) {
   m.impl("_affine_silu_rows", &affine_silu_rows);
   m.impl("_rotary_2d_rows_", &rotary_2d_rows_);
-  m.impl("affine_silu_backward", &affine_silu_backward);
-  m.impl("group_norm_input_grad", &group_norm_input_grad);
+  m.impl("affine_silu_grad_sums", &affine_silu_grad_sums);
+  m.impl("group_norm_silu_input_grad", &group_norm_silu_input_grad);
 }
 
 }  // namespace anyup_neck

@@ -1,7 +1,7 @@
 // CUDA kernels of the channel-row ops (contracts: common/fused_ops.h; element code:
 // common/channel_rows.h, runs of 8 elements per thread, no index division per element):
-// affine_silu (GroupNorm + SiLU's apply pass), affine_silu_backward and group_norm_input_grad
-// (its backward's two full-map passes), rotary_2d_ (the 2-D rotary encoding in place, NCHW or
+// affine_silu (GroupNorm + SiLU's apply pass), affine_silu_grad_sums and
+// group_norm_silu_input_grad (its backward's two passes over x and grad), rotary_2d_ (the 2-D rotary encoding in place, NCHW or
 // channels-last, angle tables in float32). float32, float16 and bfloat16 with float32 arithmetic;
 // float64 in float64. Compiled here and run on the CPU through the same row code in the tests;
 // not yet run on a GPU, so the Python layer uses them only when told to
@@ -13,6 +13,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstdint>
 
 #include "../common/channel_rows_host.h"
 
@@ -32,6 +33,12 @@ __global__ void __launch_bounds__(rows::kThreads) rows_kernel(const rows::Rows r
   }
 }
 
+template <typename Op>
+__global__ void __launch_bounds__(rows::kThreads) each_kernel(const int64_t count, const Op op) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < count) op(i);
+}
+
 constexpr int64_t kMaxGridY = 65535;
 
 struct OnGpu {
@@ -42,6 +49,14 @@ struct OnGpu {
     const dim3 grid(static_cast<unsigned>((runs + shape.x - 1) / shape.x),
                     static_cast<unsigned>(std::min((r.rows + shape.y - 1) / shape.y, kMaxGridY)));
     rows_kernel<<<grid, dim3(shape.x, shape.y), 0, c10::cuda::getCurrentCUDAStream()>>>(r, op);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
+  template <typename Op>
+  void each(int64_t count, const Op& op) const {
+    const int64_t blocks = (count + rows::kThreads - 1) / rows::kThreads;
+    TORCH_CHECK(blocks <= INT32_MAX, "too many pieces for one launch: ", count);
+    each_kernel<<<static_cast<unsigned>(blocks), rows::kThreads, 0,
+                  c10::cuda::getCurrentCUDAStream()>>>(count, op);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
 };
@@ -57,19 +72,20 @@ void affine_silu(const at::Tensor& x, const at::Tensor& scale, const at::Tensor&
   rows::affine_silu(x, scale, shift, out, OnGpu());
 }
 
-at::Tensor affine_silu_backward(const at::Tensor& x, const at::Tensor& grad,
-                                const at::Tensor& scale, const at::Tensor& shift) {
-  check_cuda(x, "affine_silu_backward");
+at::Tensor affine_silu_grad_sums(const at::Tensor& x, const at::Tensor& grad,
+                                 const at::Tensor& scale, const at::Tensor& shift) {
+  check_cuda(x, "affine_silu_grad_sums");
   const c10::cuda::CUDAGuard guard(x.device());
-  return rows::affine_silu_backward(x, grad, scale, shift, OnGpu());
+  return rows::affine_silu_grad_sums(x, grad, scale, shift, OnGpu());
 }
 
-at::Tensor group_norm_input_grad(const at::Tensor& g, const at::Tensor& x,
-                                 const at::Tensor& coef_g, const at::Tensor& coef_x,
-                                 const at::Tensor& coef) {
-  check_cuda(x, "group_norm_input_grad");
+at::Tensor group_norm_silu_input_grad(const at::Tensor& x, const at::Tensor& grad,
+                                      const at::Tensor& scale, const at::Tensor& shift,
+                                      const at::Tensor& coef_g, const at::Tensor& coef_x,
+                                      const at::Tensor& coef) {
+  check_cuda(x, "group_norm_silu_input_grad");
   const c10::cuda::CUDAGuard guard(x.device());
-  return rows::group_norm_input_grad(g, x, coef_g, coef_x, coef, OnGpu());
+  return rows::group_norm_silu_input_grad(x, grad, scale, shift, coef_g, coef_x, coef, OnGpu());
 }
 
 void rotary_2d_(const at::Tensor& x, const at::Tensor& cos_rows, const at::Tensor& sin_rows,
@@ -84,8 +100,8 @@ void rotary_2d_(const at::Tensor& x, const at::Tensor& cos_rows, const at::Tenso
 TORCH_LIBRARY_IMPL(anyup_neck, CUDA, m) {
   m.impl("rotary_2d_", &rotary_2d_);
   m.impl("affine_silu", &affine_silu);
-  m.impl("affine_silu_backward", &affine_silu_backward);
-  m.impl("group_norm_input_grad", &group_norm_input_grad);
+  m.impl("affine_silu_grad_sums", &affine_silu_grad_sums);
+  m.impl("group_norm_silu_input_grad", &group_norm_silu_input_grad);
 }
 
 }  // namespace anyup_neck
