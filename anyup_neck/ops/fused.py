@@ -57,7 +57,8 @@ max_gpu_piece_elements: int = 1 << 26
 #: for the apply pass (one pass instead of ``addcmul`` and an in-place SiLU), and under
 #: autograd ``affine_silu_grad_sums`` and ``group_norm_silu_input_grad`` for the backward (5
 #: memory passes over the map instead of 17, no full-size temporary); and ``rotary_2d_`` for
-#: RoPE without autograd (2 passes in place instead of about 20). Off until they have been measured on a
+#: RoPE (2 passes in place instead of about 20; under autograd about 18 forward and backward
+#: instead of about 70). Off until they have been measured on a
 #: GPU; ``tools/benchmark.py --cuda-fused-kernels`` times the model with them, side by side.
 use_cuda_kernels: bool = False
 
@@ -558,46 +559,105 @@ def conv3x3_rms_linear(x: torch.Tensor, conv_weight: torch.Tensor, gain: torch.T
 
 
 # -- rotary encoding --------------------------------------------------------------------------
-def rotary_2d(x: torch.Tensor, row_angles: torch.Tensor, col_angles: torch.Tensor,
-              overwrite: bool = False) -> torch.Tensor:
-    """Rotate the channel pairs (d, d + D/2) of x (B, D, H, W) by ``row_angles[i, d] +
-    col_angles[j, d]`` at pixel (i, j): x1 <- x1 cos - x2 sin, x2 <- x2 cos + x1 sin.
+def _rotary_tables(x: torch.Tensor, row_angles: torch.Tensor,
+                   col_angles: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """cos and sin of ``row_angles`` (H, D) and ``col_angles`` (W, D), in x's statistics dtype:
+    (cos_rows, sin_rows, cos_cols, sin_cols)."""
+    dtype = _statistics_dtype(x.dtype)
+    row, col = row_angles.to(dtype), col_angles.to(dtype)
+    return row.cos(), row.sin(), col.cos(), col.sin()
 
-    ``row_angles`` (H, D), ``col_angles`` (W, D), any float dtype (their cos/sin are taken in
-    float32, float64 for float64 x). cos and sin of the sums come from the per-row and
-    per-column tables by the angle-addition formulas, no transcendental per element.
-    CPU kernel (channels-last x, ``overwrite``): one pass in place; likewise the CUDA kernel
-    (NCHW or channels-last x) where :func:`cuda_kernels_usable`. Otherwise, without autograd,
-    blocks of rows of at most :func:`piece_elements` values, in place with ``overwrite``;
-    under autograd the whole map at once. The result has x's dtype.
+
+def _turn(x: torch.Tensor) -> torch.Tensor:
+    """cat(-x2, x1) for the channel halves x1, x2 of (B, D, H, W) x (a new tensor)."""
+    x1, x2 = x.chunk(2, dim=1)
+    return torch.cat([-x2, x1], dim=1)
+
+
+def _rotate(x: torch.Tensor, tables: tuple[torch.Tensor, ...], transpose: bool = False,
+            overwrite: bool = False) -> torch.Tensor:
+    """The rotary map (or with ``transpose`` its transposed map) of :func:`rotary_2d` for the
+    ``tables`` of :func:`_rotary_tables`, without autograd; into x with ``overwrite``.
+
+    With c, s the cos and sin of each channel's angle and ``swap`` exchanging the halves:
+    ``x c + turn(x) s``, transposed ``x c - turn(x) swap(s)``. The extension's kernel where it
+    can (CPU: channels-last float32/float64; CUDA: :func:`cuda_kernels_usable`), on x or a copy;
+    otherwise PyTorch ops in blocks of rows of at most :func:`piece_elements` values.
     """
-    B, D, H, W = x.shape
-    tables = _statistics_dtype(x.dtype)
-    row, col = row_angles.to(tables), col_angles.to(tables)
-    cos_r, sin_r, cos_c, sin_c = row.cos(), row.sin(), col.cos(), col.sin()
-    on_gpu = _flat_pixels_format(x) is not None and cuda_kernels_usable(x, cos_r, cos_c)
+    on_gpu = _flat_pixels_format(x) is not None and cuda_kernels_usable(x, *tables)
     on_cpu = (x.is_contiguous(memory_format=torch.channels_last)
-              and cpu_kernels_usable(x, cos_r, cos_c))
-    if overwrite and (on_gpu or on_cpu):  # tables in the statistics dtype: x's own on the CPU
-        torch.ops.anyup_neck.rotary_2d_(x, *(t.contiguous() for t in (cos_r, sin_r, cos_c, sin_c)))
-        return x
-    records = records_grad(x, row_angles, col_angles)
-    in_place = overwrite and not records
+              and cpu_kernels_usable(x, *tables))
+    if on_gpu or on_cpu:  # tables in the statistics dtype: x's own on the CPU
+        out = x if overwrite else x.clone(memory_format=torch.preserve_format)
+        torch.ops.anyup_neck.rotary_2d_(out, *(t.contiguous() for t in tables), transpose)
+        return out
+    cos_r, sin_r, cos_c, sin_c = tables
+    B, D, H, W = x.shape
     blocks = []
-    # Under autograd every block's tables are saved anyway: one block, fewer launches.
-    step = H if records else max(1, piece_elements(x) // (B * D * W))
+    step = max(1, piece_elements(x) // (B * D * W))
     for r0 in range(0, H, step):
         r = slice(r0, min(H, r0 + step))
         cos = (cos_r[r, None] * cos_c - sin_r[r, None] * sin_c).permute(2, 0, 1).to(x.dtype)
         sin = (sin_r[r, None] * cos_c + cos_r[r, None] * sin_c).permute(2, 0, 1).to(x.dtype)
+        if transpose:
+            sin = -sin.roll(D // 2, dims=0)
         xb = x[:, :, r]
-        x1, x2 = xb.chunk(2, dim=1)
-        rotated = torch.cat([-x2, x1], dim=1)
-        if in_place:
-            xb.mul_(cos).addcmul_(rotated, sin)
+        turned = _turn(xb)
+        if overwrite:
+            xb.mul_(cos).addcmul_(turned, sin)
         else:
-            blocks.append(xb * cos + rotated * sin)
-    return x if in_place else torch.cat(blocks, dim=2)
+            blocks.append(torch.addcmul(xb * cos, turned, sin))
+    if overwrite:
+        return x
+    return blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=2)
+
+
+class _Rotary2d(torch.autograd.Function):
+    """:func:`rotary_2d` for autograd, saving x and the four (n, D) tables (autograd through the
+    PyTorch ops also saves full-size cos, sin and turned maps). With g the output's gradient:
+    ``dx`` is the transposed map applied to g; the angle of channel d at pixel (i, j) gets
+    ``g (turn(x) c - x s)`` (the map applied to turn(x)), summed over the batch and the columns
+    for ``row_angles[i, d]``, over the batch and the rows for ``col_angles[j, d]``."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, row_angles: torch.Tensor,
+                col_angles: torch.Tensor) -> torch.Tensor:
+        tables = _rotary_tables(x, row_angles, col_angles)
+        ctx.save_for_backward(x, *tables)
+        ctx.angle_dtypes = row_angles.dtype, col_angles.dtype
+        return _rotate(x, tables)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, *tables = ctx.saved_tensors
+        dx = _rotate(grad, tables, transpose=True) if ctx.needs_input_grad[0] else None
+        d_rows = d_cols = None
+        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
+            d_angle = _rotate(_turn(x), tables, overwrite=True).mul_(grad)   # (B, D, H, W)
+            dtype = tables[0].dtype
+            d_rows = d_angle.sum(dim=(0, 3), dtype=dtype).t().to(ctx.angle_dtypes[0])
+            d_cols = d_angle.sum(dim=(0, 2), dtype=dtype).t().to(ctx.angle_dtypes[1])
+        return dx, d_rows, d_cols
+
+
+def rotary_2d(x: torch.Tensor, row_angles: torch.Tensor, col_angles: torch.Tensor,
+              overwrite: bool = False) -> torch.Tensor:
+    """Rotate the channel pairs (d, d + D/2) of x (B, D, H, W) by ``row_angles[i, d] +
+    col_angles[j, d]`` at pixel (i, j): x1 <- x1 cos - x2 sin, x2 <- x2 cos + x1 sin, each
+    channel by its own angle.
+
+    ``row_angles`` (H, D), ``col_angles`` (W, D), any float dtype (their cos/sin are taken in
+    float32, float64 for float64 x). cos and sin of the sums come from the per-row and
+    per-column tables by the angle-addition formulas, no transcendental per element.
+    CPU kernel (channels-last x): one pass (in place with ``overwrite``, else over a copy);
+    likewise the CUDA kernel (NCHW or channels-last x) where :func:`cuda_kernels_usable`.
+    Otherwise blocks of rows of at most :func:`piece_elements` values, in place with
+    ``overwrite``. Under autograd :class:`_Rotary2d`, whose backward runs the same kernels. The
+    result has x's dtype.
+    """
+    if records_grad(x, row_angles, col_angles):
+        return _Rotary2d.apply(x, row_angles, col_angles)
+    return _rotate(x, _rotary_tables(x, row_angles, col_angles), overwrite=overwrite)
 
 
 # -- basis responses, softmax, mean -----------------------------------------------------------

@@ -376,18 +376,20 @@ def test_conv3x3_rms_linear_matches_conv_then_projection(overwrite, dtype, shape
 
 @pytest.mark.parametrize('overwrite', [False, True])
 def test_rotary_2d_in_row_blocks_equals_the_whole_map(overwrite, monkeypatch):
-    """Without the kernel and autograd the rotation goes in blocks of rows (here 2 of 9 rows,
-    the last one short); under autograd the whole map at once."""
+    """Without the kernel the rotation goes in blocks of rows (here 2 of 9 rows, the last one
+    short), as under autograd (the function's forward)."""
     torch.manual_seed(16)
     rope = RoPE(8).double()
     x = torch.randn(2, 8, 9, 5, dtype=torch.float64)
-    whole = rope(x)                                          # autograd (freqs): one block
+    whole = rope(x)                                          # one block
     monkeypatch.setattr(fused, 'max_piece_elements', 2 * 8 * 5 * 2)
     scratch = x.clone()
+    trained = rope(x)                                        # autograd (freqs), in blocks
     with torch.no_grad():
         blocked = rope(scratch, overwrite=overwrite)
     assert (blocked.data_ptr() == scratch.data_ptr()) == overwrite
-    torch.testing.assert_close(blocked, whole.detach(), rtol=1e-12, atol=1e-12)
+    for got in (blocked, trained.detach()):
+        torch.testing.assert_close(got, whole.detach(), rtol=1e-12, atol=1e-12)
 
 
 def test_gpu_maps_of_448x448_are_one_piece():
@@ -513,6 +515,54 @@ def test_kernels_reject_bad_arguments(call, message):
         call()
 
 
+def _rotary_reference(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
+                      transpose: bool = False) -> torch.Tensor:
+    """The rotary map from its definition, angle = rows[i] + cols[j] per channel (autograd
+    through it): x cos + turn(x) sin, turn(x) = cat(-x2, x1); transposed, x cos -
+    turn(x) swap(sin) with swap exchanging the channel halves."""
+    angle = (rows[:, None] + cols[None]).permute(2, 0, 1)          # (D, H, W)
+    x1, x2 = x.chunk(2, dim=1)
+    sin = -angle.sin().roll(x.shape[1] // 2, dims=0) if transpose else angle.sin()
+    return x * angle.cos() + torch.cat([-x2, x1], dim=1) * sin
+
+
+@pytest.mark.parametrize('channels_last', [False, True], ids=['pytorch', 'cpu-kernel'])
+@pytest.mark.parametrize('shape', [(2, 8, 5, 7), (1, 4, 1, 9), (3, 4, 6, 1)])
+def test_rotary_2d_gradients(channels_last, shape):
+    """Under autograd: the output and the gradients of x and both angle tables against autograd
+    through the definition (any angles: each channel of a pair turns by its own, so the map is
+    not a rotation), and gradcheck; channels-last runs the CPU kernel both ways (the transposed
+    map in the backward)."""
+    torch.manual_seed(25)
+    B, D, H, W = shape
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(shape, dtype=torch.float64).contiguous(memory_format=layout).requires_grad_()
+    rows = torch.randn(H, D, dtype=torch.float64, requires_grad=True)
+    cols = torch.randn(W, D, dtype=torch.float64, requires_grad=True)
+    grad = torch.randn(shape, dtype=torch.float64)
+    results = []
+    for rotate in (fused.rotary_2d, _rotary_reference):
+        x.grad = rows.grad = cols.grad = None
+        y = rotate(x, rows, cols)
+        y.backward(grad)
+        results.append([y.detach(), x.grad, rows.grad, cols.grad])
+    for got, expected in zip(*results):
+        torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    assert torch.autograd.gradcheck(fused.rotary_2d, (x, rows, cols))
+
+
+def test_rotary_2d_saves_only_its_input_and_tables():
+    """For the backward the function keeps x and the (n, D) cos/sin tables; autograd through
+    the PyTorch ops also kept full-size cos, sin and turned maps."""
+    x = torch.randn(2, 8, 6, 5, requires_grad=True)
+    rows, cols = torch.randn(6, 8, requires_grad=True), torch.randn(5, 8, requires_grad=True)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.shape) or t,
+                                                  lambda t: t):
+        fused.rotary_2d(x, rows, cols)
+    assert [shape for shape in saved if len(shape) == 4] == [x.shape]
+
+
 # -- the channel-row ops: the CUDA kernels' row code, run on the CPU ----------------------------
 def _misaligned(x: torch.Tensor) -> torch.Tensor:
     """A copy of x (same layout) whose data starts one element into its storage."""
@@ -628,20 +678,21 @@ def test_group_norm_silu_input_grad_row_code(dtype, shape, channels_last):
     ((1, 8, 5, 3), False), ((1, 8, 5, 3), True),       # partial runs: 4 channels, 15 pixels
     ((3, 4, 1, 13), True), ((1, 128, 9, 7), False),    # 1xN; runs crossing image rows
 ])
-def test_rotary_2d_row_code(dtype, shape, channels_last):
-    """rotary_2d_'s CUDA element code on the CPU, in place, aligned and not, against the
-    PyTorch formulation in float64."""
+@pytest.mark.parametrize('transpose', [False, True])
+def test_rotary_2d_row_code(dtype, shape, channels_last, transpose):
+    """rotary_2d_'s CUDA element code on the CPU, in place, aligned and not, the map and its
+    transpose, against the definition in float64."""
     torch.manual_seed(22)
     B, D, H, W = shape
     rows, cols = torch.randn(H, D, dtype=torch.float64), torch.randn(W, D, dtype=torch.float64)
     x64 = torch.randn(shape, dtype=torch.float64)
-    expected = fused.rotary_2d(x64, rows, cols)
+    expected = _rotary_reference(x64, rows, cols, transpose)
     arithmetic = torch.float64 if dtype == torch.float64 else torch.float32
     tables = [t.to(arithmetic) for t in (rows.cos(), rows.sin(), cols.cos(), cols.sin())]
     x = x64.to(dtype).contiguous(
         memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     for got in (x.clone(memory_format=torch.preserve_format), _misaligned(x)):
-        torch.ops.anyup_neck._rotary_2d_rows_(got, *tables)
+        torch.ops.anyup_neck._rotary_2d_rows_(got, *tables, transpose)
         assert got.stride() == x.stride()
         if dtype == torch.float64:
             torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
@@ -751,11 +802,12 @@ def test_rotary_cuda_kernel_is_its_cpu_version(dtype, channels_last, shape, monk
     tables = [torch.randn(n, D, dtype=arithmetic) for n in (H, H, W, W)]
     x = torch.randn(shape, dtype=torch.float64).to(dtype).contiguous(
         memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-    expected = x.clone(memory_format=torch.preserve_format)
-    torch.ops.anyup_neck._rotary_2d_rows_(expected, *tables)
-    got = x.cuda()
-    torch.ops.anyup_neck.rotary_2d_(got, *[t.cuda() for t in tables])
-    torch.testing.assert_close(got.cpu(), expected, **_row_tolerance(dtype, 16))
+    for transpose in (False, True):
+        expected = x.clone(memory_format=torch.preserve_format)
+        torch.ops.anyup_neck._rotary_2d_rows_(expected, *tables, transpose)
+        got = x.cuda()
+        torch.ops.anyup_neck.rotary_2d_(got, *[t.cuda() for t in tables], transpose)
+        torch.testing.assert_close(got.cpu(), expected, **_row_tolerance(dtype, 16))
     monkeypatch.setattr(fused, 'use_cuda_kernels', True)
     rope = RoPE(D).to(arithmetic)
     with torch.no_grad():

@@ -236,6 +236,8 @@ struct GroupNormSiluInputGrad {
 // x <- its 2-D rotary encoding, in place: at pixel (i, j) the channel pair (d, e = d + D/2)
 // turns by the angles a = row_angle[i, .] + col_angle[j, .]:
 //   x_d <- x_d cos(a_d) - x_e sin(a_d),  x_e <- x_e cos(a_e) + x_d sin(a_e),
+// or with `transpose` by the transposed map (the backward's):
+//   x_d <- x_d cos(a_d) + x_e sin(a_e),  x_e <- x_e cos(a_e) - x_d sin(a_d);
 // cos and sin of each sum from the per-row and per-column tables (angle addition, no
 // transcendental per element). Its rows (rotary_rows): channels-last, one per (b, pixel) of
 // length D / 2, a run being 8 channels of the first half with their partners; NCHW, one per
@@ -246,6 +248,7 @@ struct Rotary2d {
   const acc_t *cos_rows, *sin_rows;   // (H, D)
   const acc_t *cos_cols, *sin_cols;   // (W, D)
   int64_t D, W;
+  bool transpose;
 
   ANYUP_NECK_HD void operator()(const Rows& r, int64_t row, int64_t col) const {
     const int64_t half = D / 2;
@@ -276,8 +279,8 @@ struct Rotary2d {
       const acc_t cos1 = cr[d] * cc[d] - sr[d] * sc[d], sin1 = sr[d] * cc[d] + cr[d] * sc[d];
       const acc_t cos2 = cr[e] * cc[e] - sr[e] * sc[e], sin2 = sr[e] * cc[e] + cr[e] * sc[e];
       const acc_t a = static_cast<acc_t>(x1.v[k]), b = static_cast<acc_t>(x2.v[k]);
-      x1.v[k] = static_cast<scalar_t>(a * cos1 - b * sin1);
-      x2.v[k] = static_cast<scalar_t>(b * cos2 + a * sin2);
+      x1.v[k] = static_cast<scalar_t>(transpose ? a * cos1 + b * sin2 : a * cos1 - b * sin1);
+      x2.v[k] = static_cast<scalar_t>(transpose ? b * cos2 - a * sin1 : b * cos2 + a * sin2);
       if (!r.channels_last && k + 1 < first.count && ++j == W) {  // the next pixel
         j = 0;
         ++i;

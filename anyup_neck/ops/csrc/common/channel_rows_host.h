@@ -137,7 +137,8 @@ at::Tensor group_norm_silu_input_grad(const at::Tensor& x, const at::Tensor& gra
 
 template <typename Launch>
 void rotary_2d_(const at::Tensor& x, const at::Tensor& cos_rows, const at::Tensor& sin_rows,
-                const at::Tensor& cos_cols, const at::Tensor& sin_cols, Launch&& launch) {
+                const at::Tensor& cos_cols, const at::Tensor& sin_cols, bool transpose,
+                Launch&& launch) {
   const char* name = "rotary_2d_";
   check_map(name, "x", x, x);
   TORCH_CHECK(x.size(1) % 2 == 0, name, ": x must have an even channel count, got ", x.size(1));
@@ -156,7 +157,8 @@ void rotary_2d_(const at::Tensor& x, const at::Tensor& cos_rows, const at::Tenso
     const Rotary2d<scalar_t, acc_t> op{x.data_ptr<scalar_t>(),     cos_rows.const_data_ptr<acc_t>(),
                                        sin_rows.const_data_ptr<acc_t>(),
                                        cos_cols.const_data_ptr<acc_t>(),
-                                       sin_cols.const_data_ptr<acc_t>(), x.size(1), x.size(3)};
+                                       sin_cols.const_data_ptr<acc_t>(), x.size(1), x.size(3),
+                                       transpose};
     launch(rotary_rows(x, aligned(op.x)), op);
   });
 }

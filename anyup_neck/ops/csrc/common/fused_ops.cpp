@@ -55,7 +55,7 @@ TORCH_LIBRARY_FRAGMENT(anyup_neck, m) {
   m.def("affine_silu(Tensor x, Tensor scale, Tensor shift, Tensor(a!) out) -> ()");
   m.def("rms_linear(Tensor x, Tensor weight, Tensor bias, float eps, Tensor(a!) out) -> ()");
   m.def("rotary_2d_(Tensor(a!) x, Tensor cos_rows, Tensor sin_rows, Tensor cos_cols, "
-        "Tensor sin_cols) -> ()");
+        "Tensor sin_cols, bool transpose=False) -> ()");
   m.def("basis_softmax_mean(Tensor features, Tensor basis, bool per_channel) -> Tensor");
   m.def("affine_silu_grad_sums(Tensor x, Tensor grad, Tensor scale, Tensor shift) -> Tensor");
   m.def("group_norm_silu_input_grad(Tensor x, Tensor grad, Tensor scale, Tensor shift, "
@@ -64,7 +64,7 @@ TORCH_LIBRARY_FRAGMENT(anyup_neck, m) {
   // kernels are SIMD).
   m.def("_affine_silu_rows(Tensor x, Tensor scale, Tensor shift, Tensor(a!) out) -> ()");
   m.def("_rotary_2d_rows_(Tensor(a!) x, Tensor cos_rows, Tensor sin_rows, Tensor cos_cols, "
-        "Tensor sin_cols) -> ()");
+        "Tensor sin_cols, bool transpose=False) -> ()");
 }
 
 }  // namespace anyup_neck

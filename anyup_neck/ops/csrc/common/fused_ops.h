@@ -21,10 +21,12 @@
 //       out <- bias + weight x / sqrt(mean(x^2) + eps) per pixel: RMSNorm (gain folded into
 //       weight (C_out, C)) and a linear map in one pass; x (B, C, H, W) and out (B, C_out, H, W)
 //       with each image's pixels channels-last-contiguous (out may be rows of a larger map);
-//   rotary_2d_(x, cos_rows, sin_rows, cos_cols, sin_cols)                          CPU, CUDA
-//       2-D rotary encoding in place; x (B, D, H, W), tables (H, D) and (W, D) in the
-//       accumulation type (float32; float64 for float64 x); CPU: channels-last x, CUDA: NCHW
-//       or channels-last (the row code);
+//   rotary_2d_(x, cos_rows, sin_rows, cos_cols, sin_cols, transpose)               CPU, CUDA
+//       2-D rotary encoding in place, or with `transpose` its transposed map (the backward's:
+//       each channel pair turns by its two channels' own angles, so the map is not a rotation
+//       and its transpose is not the turn back); x (B, D, H, W), tables (H, D) and (W, D) in
+//       the accumulation type (float32; float64 for float64 x); CPU: channels-last x, CUDA:
+//       NCHW or channels-last (the row code);
 //   basis_softmax_mean(features, basis, per_channel) -> (B, M, h, w)               CPU
 //       responses of every feature channel to every k x k basis kernel, softmax, mean (the
 //       feature-agnostic layer of AnyUp; see LearnedFeatureUnification for the two groupings).

@@ -56,9 +56,9 @@ at::Tensor group_norm_silu_input_grad(const at::Tensor& x, const at::Tensor& gra
 }
 
 void rotary_2d_rows_(const at::Tensor& x, const at::Tensor& cos_rows, const at::Tensor& sin_rows,
-                     const at::Tensor& cos_cols, const at::Tensor& sin_cols) {
+                     const at::Tensor& cos_cols, const at::Tensor& sin_cols, bool transpose) {
   check_cpu(x, "_rotary_2d_rows_");
-  rows::rotary_2d_(x, cos_rows, sin_rows, cos_cols, sin_cols, OnCpu());
+  rows::rotary_2d_(x, cos_rows, sin_rows, cos_cols, sin_cols, transpose, OnCpu());
 }
 
 }  // namespace

@@ -63,7 +63,7 @@ void rms_linear(const Tensor& x, const Tensor& weight, const Tensor& bias, doubl
 }
 
 void rotary_2d_(const Tensor& x, const Tensor& cos_rows, const Tensor& sin_rows,
-                const Tensor& cos_cols, const Tensor& sin_cols) {
+                const Tensor& cos_cols, const Tensor& sin_cols, bool transpose) {
   const char* op = "rotary_2d_";
   check_cpu_map(x, op);
   TORCH_CHECK(x.is_contiguous(at::MemoryFormat::ChannelsLast) && x.size(1) % 2 == 0, op,
@@ -78,7 +78,7 @@ void rotary_2d_(const Tensor& x, const Tensor& cos_rows, const Tensor& sin_rows,
                   cos_cols.size(0) == x.size(3) && sin_cols.size(0) == x.size(3),
               op, ": tables must have ", x.size(2), " rows and ", x.size(3), " columns");
   if (x.numel() == 0) return;
-  ANYUP_NECK_CPU_DISPATCH(rotary_2d, x, cos_rows, sin_rows, cos_cols, sin_cols)
+  ANYUP_NECK_CPU_DISPATCH(rotary_2d, x, cos_rows, sin_rows, cos_cols, sin_cols, transpose)
 }
 
 Tensor basis_softmax_mean(const Tensor& features, const Tensor& basis, bool per_channel) {

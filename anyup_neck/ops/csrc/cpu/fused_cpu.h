@@ -18,7 +18,7 @@ namespace cpu {
   void rms_linear(const at::Tensor& x, const at::Tensor& w_t, const at::Tensor& bias,         \
                   double eps, const at::Tensor& out);                                          \
   void rotary_2d(const at::Tensor& x, const at::Tensor& cos_rows, const at::Tensor& sin_rows, \
-                 const at::Tensor& cos_cols, const at::Tensor& sin_cols);                      \
+                 const at::Tensor& cos_cols, const at::Tensor& sin_cols, bool transpose);       \
   void basis_softmax_mean(const at::Tensor& features, const at::Tensor& basis,                \
                           bool channel_major, const at::Tensor& out);                          \
   void winograd_conv3x3(const at::Tensor& x, const at::Tensor& U, int64_t row_begin,           \

@@ -168,8 +168,10 @@ void rms_linear_kernel(const at::Tensor& x, const at::Tensor& w_t, const at::Ten
 // ---------------------------------------------------------------- 2-D rotary encoding, in place
 // x channels-last (B, D, H, W). For channel d of pixel (i, j) the angle is row_d(i) + col_d(j);
 // its cos and sin come from the row and column tables by the angle-addition formulas. With the
-// halves x1 = x[:D/2], x2 = x[D/2:]: x1 <- x1 cos - x2 sin, x2 <- x2 cos + x1 sin.
-template <typename scalar_t>
+// halves x1 = x[:D/2], x2 = x[D/2:]: x1 <- x1 cos1 - x2 sin1, x2 <- x2 cos2 + x1 sin2 (the
+// channels' own angles); kTranspose, the transposed map: x1 <- x1 cos1 + x2 sin2,
+// x2 <- x2 cos2 - x1 sin1.
+template <typename scalar_t, bool kTranspose>
 void rotary_2d_kernel(const at::Tensor& x, const at::Tensor& cos_rows, const at::Tensor& sin_rows,
                       const at::Tensor& cos_cols, const at::Tensor& sin_cols) {
   const int64_t B = x.size(0), D = x.size(1), H = x.size(2), W = x.size(3), half = D / 2;
@@ -190,8 +192,8 @@ void rotary_2d_kernel(const at::Tensor& x, const at::Tensor& cos_rows, const at:
           const scalar_t cos2 = cri[e] * ccj[e] - sri[e] * scj[e];
           const scalar_t sin2 = sri[e] * ccj[e] + cri[e] * scj[e];
           const scalar_t x1 = pixel[d], x2 = pixel[e];
-          pixel[d] = x1 * cos1 - x2 * sin1;
-          pixel[e] = x2 * cos2 + x1 * sin2;
+          pixel[d] = kTranspose ? x1 * cos1 + x2 * sin2 : x1 * cos1 - x2 * sin1;
+          pixel[e] = kTranspose ? x2 * cos2 - x1 * sin1 : x2 * cos2 + x1 * sin2;
         }
       }
     }
@@ -410,9 +412,12 @@ void rms_linear(const at::Tensor& x, const at::Tensor& w_t, const at::Tensor& bi
 }
 
 void rotary_2d(const at::Tensor& x, const at::Tensor& cos_rows, const at::Tensor& sin_rows,
-               const at::Tensor& cos_cols, const at::Tensor& sin_cols) {
+               const at::Tensor& cos_cols, const at::Tensor& sin_cols, bool transpose) {
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "rotary_2d_cpu", [&] {
-    rotary_2d_kernel<scalar_t>(x, cos_rows, sin_rows, cos_cols, sin_cols);
+    if (transpose)
+      rotary_2d_kernel<scalar_t, true>(x, cos_rows, sin_rows, cos_cols, sin_cols);
+    else
+      rotary_2d_kernel<scalar_t, false>(x, cos_rows, sin_rows, cos_cols, sin_cols);
   });
 }
 

@@ -89,10 +89,10 @@ at::Tensor group_norm_silu_input_grad(const at::Tensor& x, const at::Tensor& gra
 }
 
 void rotary_2d_(const at::Tensor& x, const at::Tensor& cos_rows, const at::Tensor& sin_rows,
-                const at::Tensor& cos_cols, const at::Tensor& sin_cols) {
+                const at::Tensor& cos_cols, const at::Tensor& sin_cols, bool transpose) {
   check_cuda(x, "rotary_2d_");
   const c10::cuda::CUDAGuard guard(x.device());
-  rows::rotary_2d_(x, cos_rows, sin_rows, cos_cols, sin_cols, OnGpu());
+  rows::rotary_2d_(x, cos_rows, sin_rows, cos_cols, sin_cols, transpose, OnGpu());
 }
 
 }  // namespace
