@@ -34,11 +34,11 @@ step forward 70 "${BENCH[@]}" --modes forward --backends official torch cuda_til
   --cuda-fused-kernels --json "$OUT/forward.json"
 step forward-b4 40 "${BENCH[@]}" --modes forward --batches 4 --backends official torch \
   cuda_tiled --cuda-fused-kernels --json "$OUT/forward-b4.json"
-step train 50 "${BENCH[@]}" --modes train --batches 4 --backends official torch cuda_tiled \
-  --json "$OUT/train.json"
+step train 60 "${BENCH[@]}" --modes train --batches 4 --backends official torch cuda_tiled \
+  --cuda-fused-kernels --json "$OUT/train.json"
 step large 35 "$PYTHON" tools/benchmark.py --device cuda --modes forward --sizes 896 2048 \
   --maps 64 --channels 384 --backends torch cuda_tiled --repeats 3 --json "$OUT/large.json"
 step downstream 35 "$PYTHON" tools/benchmark.py --device cuda --modes downstream --sizes 448 \
   --repeats 5 --json "$OUT/downstream.json"
-step profile 35 "${BENCH[@]}" --modes forward --backends cuda_tiled --cuda-fused-kernels \
+step profile 25 "${BENCH[@]}" --modes forward --backends cuda_tiled --cuda-fused-kernels \
   --repeats 2 --profile 25 --json "$OUT/profile.json"
