@@ -14,8 +14,8 @@ with CPU kernels (float32/float64) and, when built with CUDA, CUDA kernels (floa
 bfloat16, float64). Here they get their fake (shape-only) kernels, so ``torch.compile`` and
 meta tensors work, and the autograd formula (the backward op, called with the forward's
 ``kernels``), so gradients and ``gradcheck`` work. The fused ops with CUDA kernels
-(``affine_silu``, ``affine_silu_grad_sums``, ``group_norm_silu_input_grad``, ``rotary_2d_``;
-see :mod:`anyup_neck.ops.fused`) get their fake kernels here too. ``lse`` (B, N, H, W) is the per-pixel,
+(``affine_silu``, ``group_norm_coefficients``, ``affine_silu_grad_sums``,
+``group_norm_silu_input_grad``, ``rotary_2d_``; see :mod:`anyup_neck.ops.fused`) get their fake kernels here too. ``lse`` (B, N, H, W) is the per-pixel,
 per-head log-sum-exp the backward recomputes the weights from; it is float32, or float64 for
 float64 inputs.
 
@@ -117,6 +117,13 @@ def _in_place_fake(*args) -> None:
     """Fake kernel of an op that only writes into one of its arguments."""
 
 
+def _group_norm_coefficients_fake(x, weight, bias, groups, eps):
+    acc = _acc_dtype(x.dtype)
+    per_channel, per_group = (x.shape[0], x.shape[1]), (x.shape[0], groups)
+    return (x.new_empty(per_channel, dtype=acc), x.new_empty(per_channel, dtype=acc),
+            x.new_empty(per_group, dtype=acc), x.new_empty(per_group, dtype=acc))
+
+
 def _affine_silu_grad_sums_fake(x, grad, scale, shift):
     return x.new_empty((x.shape[0], 2, x.shape[1]), dtype=_acc_dtype(x.dtype))
 
@@ -130,6 +137,8 @@ if available():
     torch.library.register_fake(_BACKWARD, _backward_fake)
     torch.library.register_fake('anyup_neck::affine_silu', _in_place_fake)
     torch.library.register_fake('anyup_neck::rotary_2d_', _in_place_fake)
+    torch.library.register_fake('anyup_neck::group_norm_coefficients',
+                                _group_norm_coefficients_fake)
     torch.library.register_fake('anyup_neck::affine_silu_grad_sums', _affine_silu_grad_sums_fake)
     torch.library.register_fake('anyup_neck::group_norm_silu_input_grad',
                                 _group_norm_silu_input_grad_fake)

@@ -53,13 +53,15 @@ max_piece_elements: int = 1 << 22
 #: is one piece, while the temporaries of very large outputs stay bounded.
 max_gpu_piece_elements: int = 1 << 26
 
-#: Whether GroupNorm+SiLU on CUDA tensors runs the extension's CUDA kernels: ``affine_silu``
-#: for the apply pass (one pass instead of ``addcmul`` and an in-place SiLU), and under
-#: autograd ``affine_silu_grad_sums`` and ``group_norm_silu_input_grad`` for the backward (5
-#: memory passes over the map instead of 17, no full-size temporary); and ``rotary_2d_`` for
-#: RoPE (2 passes in place instead of about 20; under autograd about 18 forward and backward
-#: instead of about 70). Off until they have been measured on a
-#: GPU; ``tools/benchmark.py --cuda-fused-kernels`` times the model with them, side by side.
+#: Whether GroupNorm+SiLU on CUDA tensors runs the extension's CUDA kernels:
+#: ``group_norm_coefficients`` for the statistics and the affine map (3 launches instead of
+#: about 10 to 16), ``affine_silu`` for the apply pass (one pass instead of ``addcmul`` and an
+#: in-place SiLU), and under autograd ``affine_silu_grad_sums`` and
+#: ``group_norm_silu_input_grad`` for the backward (5 memory passes over the map instead of 17,
+#: no full-size temporary); and ``rotary_2d_`` for RoPE (2 passes in place instead of about
+#: 20; under autograd about 18 forward and backward instead of about 70). Off until they have
+#: been measured on a GPU; ``tools/benchmark.py --cuda-fused-kernels`` times the model with
+#: them, side by side.
 use_cuda_kernels: bool = False
 
 _KERNEL_DTYPES = (torch.float32, torch.float64)
@@ -201,6 +203,19 @@ def _group_affine(mean: torch.Tensor, rstd: torch.Tensor, weight: torch.Tensor,
     return scale.flatten(1), shift.flatten(1)
 
 
+def _group_norm_coefficients(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                             num_groups: int, eps: float) -> tuple[torch.Tensor, ...]:
+    """(scale, shift, mean, rstd): GroupNorm's affine map ``x * scale + shift``, each (B, C),
+    and its statistics, each (B, G), in the statistics dtype. Where :func:`cuda_kernels_usable`
+    (x NCHW- or channels-last-contiguous, with pixels) the extension's kernel (one pass over
+    x, three launches); otherwise :func:`group_statistics` and :func:`_group_affine` (about 8
+    small ops after the reductions, 14 in float16/bfloat16)."""
+    if _flat_pixels_format(x) is not None and x.numel() > 0 and cuda_kernels_usable(x):
+        return torch.ops.anyup_neck.group_norm_coefficients(x, weight, bias, num_groups, eps)
+    mean, rstd = group_statistics(x, num_groups, eps)
+    return (*_group_affine(mean, rstd, weight, bias), mean, rstd)
+
+
 def _apply_affine_silu(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor,
                        into_x: bool = False) -> torch.Tensor:
     """``silu(x * scale + shift)`` with (B, C) ``scale`` and ``shift``: where
@@ -229,9 +244,9 @@ class _GroupNormSiLU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
                 num_groups: int, eps: float) -> torch.Tensor:
-        mean, rstd = group_statistics(x, num_groups, eps)
+        scale, shift, mean, rstd = _group_norm_coefficients(x, weight, bias, num_groups, eps)
         ctx.save_for_backward(x, weight, bias, mean, rstd)
-        return _apply_affine_silu(x, *_group_affine(mean, rstd, weight, bias))
+        return _apply_affine_silu(x, scale, shift)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
@@ -274,15 +289,15 @@ def group_norm_silu_by_reductions(x: torch.Tensor, norm: nn.GroupNorm,
                                   overwrite: bool = False) -> torch.Tensor:
     """The GPU formulation of :func:`group_norm_silu` (runs on any device; tested on the CPU).
 
-    Statistics from :func:`group_statistics`, then the apply pass with per-(sample, channel)
-    scale and shift (:func:`_apply_affine_silu`); the result has x's dtype and layout. Under
+    Statistics and per-(sample, channel) scale and shift from :func:`_group_norm_coefficients`,
+    then the apply pass (:func:`_apply_affine_silu`); the result has x's dtype and layout. Under
     autograd :class:`_GroupNormSiLU`, which saves only x and the statistics.
     """
     if records_grad(x, norm.weight, norm.bias):
         return _GroupNormSiLU.apply(x, norm.weight, norm.bias, norm.num_groups, norm.eps)
-    mean, rstd = group_statistics(x, norm.num_groups, norm.eps)
-    return _apply_affine_silu(x, *_group_affine(mean, rstd, norm.weight, norm.bias),
-                              into_x=overwrite and _may_write_out(x))
+    scale, shift, _, _ = _group_norm_coefficients(x, norm.weight, norm.bias, norm.num_groups,
+                                                  norm.eps)
+    return _apply_affine_silu(x, scale, shift, into_x=overwrite and _may_write_out(x))
 
 
 def group_norm_silu(x: torch.Tensor, norm: nn.GroupNorm, overwrite: bool = False) -> torch.Tensor:

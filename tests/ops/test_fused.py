@@ -462,6 +462,15 @@ def _channels_last(*shape: int) -> torch.Tensor:
                                               *[torch.zeros(1, 4, dtype=torch.bfloat16)] * 2,
                                               torch.zeros(1, 4, 2, 2)),
      'coefficients must be contiguous float32 or float64'),
+    (lambda: torch.ops.anyup_neck.group_norm_coefficients(
+        torch.zeros(1, 6, 2, 2), torch.zeros(6), torch.zeros(6), 4, 1e-5),
+     "group_norm_coefficients: groups must divide x's 6 channels, got 4"),
+    (lambda: torch.ops.anyup_neck.group_norm_coefficients(
+        torch.zeros(1, 6, 2, 2), torch.zeros(5), torch.zeros(6), 3, 1e-5),
+     r'weight and bias must be floating \(6\) tensors'),
+    (lambda: torch.ops.anyup_neck.group_norm_coefficients(
+        torch.zeros(1, 6, 0, 2), torch.zeros(6), torch.zeros(6), 3, 1e-5),
+     'x must have pixels'),
     (lambda: torch.ops.anyup_neck.affine_silu_grad_sums(
         torch.zeros(1, 4, 2, 2), torch.zeros(1, 4, 2, 2, dtype=torch.float64),
         *[torch.zeros(1, 4)] * 2), "affine_silu_grad_sums: grad must have x's dtype"),
@@ -634,6 +643,44 @@ def _silu_backward_inputs(shape, channels_last, dtype, count, seed):
 SUM_CASES = ROW_CASES + [((2, 13, 11, 13), True), ((2, 5, 37, 29), False)]
 
 
+def _groups(channels: int) -> int:
+    return next(g for g in (8, 3, 1) if channels % g == 0)
+
+
+@pytest.mark.parametrize('offset', [0.0, 1000.0], ids=['centred', 'offset'])
+@pytest.mark.parametrize('dtype', ROW_DTYPES)
+@pytest.mark.parametrize('shape, channels_last', SUM_CASES)
+def test_group_norm_coefficients_row_code(dtype, shape, channels_last, offset):
+    """Statistics and affine map against float64 from the same (rounded) input, also with a
+    mean 1000 times the spread (a one-pass variance without the shift loses it in float32); the
+    same bits from misaligned data."""
+    torch.manual_seed(26)
+    B, C = shape[:2]
+    groups = _groups(C)
+    x = (torch.randn(shape, dtype=torch.float64) + offset).to(dtype).contiguous(
+        memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    weight, bias = torch.randn(C), torch.randn(C)
+    got = torch.ops.anyup_neck.group_norm_coefficients(x, weight, bias, groups, 1e-5)
+    var, mean = torch.var_mean(x.double().unflatten(1, (groups, -1)), dim=(2, 3, 4),
+                               correction=0)
+    rstd = (var + 1e-5).rsqrt()
+    scale = weight.double().view(groups, -1) * rstd[..., None]
+    shift = bias.double().view(groups, -1) - mean[..., None] * scale
+    arithmetic = torch.float64 if dtype == torch.float64 else torch.float32
+    tolerance = 1e-12 if dtype == torch.float64 else 2e-5
+    # errors relative to each value's scale: a mean's is the spread plus its size
+    spread = mean.abs() + var.sqrt()
+    sizes = (scale.abs(), bias.double().abs().view(groups, -1) + scale.abs() * spread[..., None],
+             spread, rstd)
+    for value, expected, size in zip(got, (scale, shift, mean, rstd), sizes):
+        assert value.dtype == arithmetic
+        error = (value.double() - expected.flatten(1)).abs()
+        assert (error <= tolerance * size.flatten(1)).all()
+    again = torch.ops.anyup_neck.group_norm_coefficients(_misaligned(x), weight, bias, groups,
+                                                         1e-5)
+    assert all(torch.equal(a, b) for a, b in zip(again, got))
+
+
 @pytest.mark.parametrize('dtype', ROW_DTYPES)
 @pytest.mark.parametrize('shape, channels_last', SUM_CASES)
 def test_affine_silu_grad_sums_row_code(dtype, shape, channels_last):
@@ -769,7 +816,7 @@ def test_group_norm_silu_on_cuda(dtype, channels_last):
 @pytest.mark.parametrize('dtype', ROW_DTYPES)
 @pytest.mark.parametrize('shape, channels_last', [((2, 32, 45, 50), False), *SUM_CASES])
 def test_channel_row_cuda_kernels_are_their_cpu_versions(dtype, shape, channels_last):
-    """The three CUDA kernels against the same row code on the CPU (the sums' pieces in the same
+    """The CUDA kernels against the same row code on the CPU (the sums' pieces in the same
     order; exp and contracted multiply-adds may differ in the last bit, and the pieces are added
     by each device's own reduction)."""
     x, grad, coefs, arithmetic, _ = _silu_backward_inputs(shape, channels_last, dtype, 5, 20)
@@ -788,6 +835,11 @@ def test_channel_row_cuda_kernels_are_their_cpu_versions(dtype, shape, channels_
     torch.testing.assert_close(got[1].cpu(), expected[1], rtol=0, atol=sums_tolerance.item())
     for got_, expected_ in (got[0], expected[0]), (got[2], expected[2]):
         torch.testing.assert_close(got_.cpu(), expected_, **_row_tolerance(expected_.dtype, 16))
+    groups, weight, bias = _groups(shape[1]), torch.randn(shape[1]), torch.randn(shape[1])
+    on_cpu = ops.group_norm_coefficients(x, weight, bias, groups, 1e-5)
+    on_gpu = ops.group_norm_coefficients(cx, weight.cuda(), bias.cuda(), groups, 1e-5)
+    for got_, expected_ in zip(on_gpu, on_cpu):
+        torch.testing.assert_close(got_.cpu(), expected_, rtol=1e-5, atol=1e-5)
 
 
 @requires_cuda

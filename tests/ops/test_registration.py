@@ -40,6 +40,7 @@ def test_opcheck_fused_ops_with_cuda_kernels(channels_last):
     grad = torch.randn_like(x)
     coefs = [torch.randn(2, 4) for _ in range(5)]
     ops = torch.ops.anyup_neck
+    torch.library.opcheck(ops.group_norm_coefficients.default, (x, *coefs[0], 2, 1e-5))
     torch.library.opcheck(ops.affine_silu_grad_sums.default, (x, grad, *coefs[:2]))
     torch.library.opcheck(ops.group_norm_silu_input_grad.default, (x, grad, *coefs))
     x32 = x.float()

@@ -32,6 +32,11 @@ struct Rows {
   int64_t C, P;                 // channels, pixels per image
   bool channels_last;
   bool vectors;                 // every run of a whole row moves as one Run per tensor
+
+  // Flat index of (b, c) at the first pixel.
+  ANYUP_NECK_HD int64_t first_pixel_of(int64_t b, int64_t c) const {
+    return channels_last ? b * P * C + c : (b * C + c) * P;
+  }
 };
 
 // A block's threads along a row (the power of two covering a row's runs, at most kThreads)
@@ -140,6 +145,14 @@ struct Pieces {
     return rows.channels_last ? rows.rows / rows.P * per_row * runs : rows.rows * per_row;
   }
 
+  // The run at the first pixel of piece `piece`'s channels: its lanes (channels-last) or its
+  // first lane (NCHW) at the piece's channels.
+  ANYUP_NECK_HD RunAt first_pixel(int64_t piece) const {
+    if (rows.channels_last)
+      return run_at(rows, piece / runs / per_row * rows.P, piece % runs * kRun);
+    return run_at(rows, piece / per_row, 0);
+  }
+
   // Piece `piece`'s runs in order, visit(row, col) for each; then where its sums go: lane k of
   // sum n at partial[n * stride + at + k] (channels-last: lanes k < count), or the lanes' total
   // at partial[n * stride + at] (NCHW).
@@ -169,8 +182,104 @@ ANYUP_NECK_HD Pieces pieces_of(const Rows& r) {
   return {r, runs, (along + kPieceRuns - 1) / kPieceRuns};
 }
 
+// Two per-lane sums over piece `piece`'s runs, written to `partial` (see Pieces):
+// terms(run, first, second) adds a run's terms into first[kRun] and second[kRun].
+template <typename acc_t, typename Terms>
+ANYUP_NECK_HD void sum_piece(const Pieces& pieces, int64_t piece, const Terms& terms,
+                             acc_t* partial) {
+  acc_t first[kRun] = {}, second[kRun] = {};
+  int64_t at, stride;
+  int count;
+  pieces.walk(piece, [&](int64_t row, int64_t col) {
+    terms(run_at(pieces.rows, row, col), first, second);
+  }, at, stride, count);
+  if (pieces.rows.channels_last) {
+    for (int k = 0; k < kRun; ++k) {   // constant trip count: the sums stay in registers
+      if (k >= count) continue;
+      partial[at + k] = first[k];
+      partial[stride + at + k] = second[k];
+    }
+    return;
+  }
+  acc_t total_first = acc_t(0), total_second = acc_t(0);
+  for (int k = 0; k < kRun; ++k) {
+    total_first += first[k];
+    total_second += second[k];
+  }
+  partial[at] = total_first;
+  partial[stride + at] = total_second;
+}
+
+// Per (b, c): sum(x - s) and sum((x - s)^2) over the pixels, s = x at the first pixel of (b, c):
+// the moments of GroupNorm's statistics, shifted so that the one-pass variance keeps its
+// digits when the mean is large against the spread. One piece per call (see Pieces).
+template <typename scalar_t, typename acc_t>
+struct ShiftedMoments {
+  const scalar_t* x;
+  acc_t* partial;
+  Pieces pieces;
+
+  ANYUP_NECK_HD void operator()(int64_t piece) const {
+    acc_t shift[kRun];
+    const Run<scalar_t> first = load(x, pieces.first_pixel(piece));
+    for (int k = 0; k < kRun; ++k)
+      shift[k] = static_cast<acc_t>(first.v[pieces.rows.channels_last ? k : 0]);
+    sum_piece(pieces, piece, [&](const RunAt& run, acc_t* sum, acc_t* sum_sq) {
+      const Run<scalar_t> v = load(x, run);
+      for (int k = 0; k < kRun; ++k) {
+        // past a row's end the loads give zeros, which the shift would make terms
+        const acc_t d = k < run.count ? static_cast<acc_t>(v.v[k]) - shift[k] : acc_t(0);
+        sum[k] += d;
+        sum_sq[k] += d * d;
+      }
+    }, partial);
+  }
+};
+
+// Per (b, g) from the (B, 2, C) shifted moments: the group's mean and 1 / sqrt(var + eps), and
+// per channel of the group scale = weight rstd and shift = bias - mean scale (GroupNorm's
+// affine map x scale + shift). The channels' moments combine exactly: with n pixels, channel
+// mean m_c = s_c + S1_c / n and sum of squared deviations M_c = S2_c - S1_c^2 / n, the group's
+// is sum_c M_c + n sum_c (m_c - mean)^2 over n C/G values. One (b, g) per call.
+template <typename scalar_t, typename acc_t>
+struct GroupNormCoefficients {
+  const scalar_t* x;
+  const acc_t *moments, *weight, *bias;
+  acc_t *scale, *shift, *mean, *rstd;
+  Rows rows;
+  int64_t groups;
+  acc_t eps;
+
+  ANYUP_NECK_HD acc_t channel_mean(int64_t b, int64_t c) const {
+    const acc_t s = static_cast<acc_t>(x[rows.first_pixel_of(b, c)]);
+    return s + moments[(b * 2) * rows.C + c] / static_cast<acc_t>(rows.P);
+  }
+
+  ANYUP_NECK_HD void operator()(int64_t item) const {
+    const int64_t b = item / groups, per_group = rows.C / groups;
+    const int64_t c0 = item % groups * per_group;
+    const acc_t n = static_cast<acc_t>(rows.P);
+    acc_t total = acc_t(0);
+    for (int64_t c = c0; c < c0 + per_group; ++c) total += channel_mean(b, c);
+    const acc_t group_mean = total / static_cast<acc_t>(per_group);
+    acc_t squares = acc_t(0);
+    for (int64_t c = c0; c < c0 + per_group; ++c) {
+      const acc_t s1 = moments[(b * 2) * rows.C + c], s2 = moments[(b * 2 + 1) * rows.C + c];
+      const acc_t deviation = channel_mean(b, c) - group_mean, within = s2 - s1 * s1 / n;
+      squares += (within > acc_t(0) ? within : acc_t(0)) + n * deviation * deviation;
+    }
+    const acc_t r = acc_t(1) / std::sqrt(squares / (n * static_cast<acc_t>(per_group)) + eps);
+    for (int64_t c = c0; c < c0 + per_group; ++c) {
+      scale[b * rows.C + c] = weight[c] * r;
+      shift[b * rows.C + c] = bias[c] - group_mean * weight[c] * r;
+    }
+    mean[item] = group_mean;
+    rstd[item] = r;
+  }
+};
+
 // Per (b, c): sum(g) and sum(g * x) over the pixels (the sums of GroupNorm's input gradient),
-// g = silu_grad(x, grad), never written; one piece per call (see Pieces), partial sums in acc_t.
+// g = silu_grad(x, grad), never written; one piece per call (see Pieces), sums in acc_t.
 template <typename scalar_t, typename acc_t>
 struct AffineSiluGradSums {
   const scalar_t *x, *grad;
@@ -179,11 +288,7 @@ struct AffineSiluGradSums {
   Pieces pieces;
 
   ANYUP_NECK_HD void operator()(int64_t piece) const {
-    acc_t sum_g[kRun] = {}, sum_gx[kRun] = {};
-    int64_t at, stride;
-    int count;
-    pieces.walk(piece, [&](int64_t row, int64_t col) {
-      const RunAt run = run_at(pieces.rows, row, col);
+    sum_piece(pieces, piece, [&](const RunAt& run, acc_t* sum_g, acc_t* sum_gx) {
       const Run<scalar_t> v = load(x, run), d = load(grad, run);   // zero past a row's end
       for (int k = 0; k < kRun; ++k) {
         const int64_t i = run.coef(k);
@@ -192,22 +297,7 @@ struct AffineSiluGradSums {
         sum_g[k] += g;
         sum_gx[k] += g * value;
       }
-    }, at, stride, count);
-    if (pieces.rows.channels_last) {
-      for (int k = 0; k < kRun; ++k) {   // constant trip count: the sums stay in registers
-        if (k >= count) continue;
-        partial[at + k] = sum_g[k];
-        partial[stride + at + k] = sum_gx[k];
-      }
-      return;
-    }
-    acc_t total_g = acc_t(0), total_gx = acc_t(0);
-    for (int k = 0; k < kRun; ++k) {
-      total_g += sum_g[k];
-      total_gx += sum_gx[k];
-    }
-    partial[at] = total_g;
-    partial[stride + at] = total_gx;
+    }, partial);
   }
 };
 

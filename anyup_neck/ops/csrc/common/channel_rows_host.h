@@ -9,6 +9,7 @@
 #include <ATen/OpMathType.h>
 
 #include <cstdint>
+#include <tuple>
 #include <vector>
 
 #include "channel_rows.h"
@@ -84,32 +85,86 @@ void affine_silu(const at::Tensor& x, const at::Tensor& scale, const at::Tensor&
   });
 }
 
+// The (B, 2, C) sums of the piece op make_op(partial) over x's pieces (see Pieces): each piece
+// written to a partial buffer, then the pieces added by the device's own reduction.
+template <typename acc_t, typename MakeOp, typename Launch>
+at::Tensor piece_sums(const at::Tensor& x, const Pieces& pieces, const MakeOp& make_op,
+                      Launch&& launch) {
+  const int64_t B = x.size(0), C = x.size(1);
+  const auto options = x.options().dtype(c10::CppTypeToScalarType<acc_t>::value);
+  const bool by_pixel = pieces.rows.channels_last;
+  at::Tensor partial = by_pixel ? at::empty({B, pieces.per_row, 2, C}, options)
+                                : at::empty({B, 2, C, pieces.per_row}, options);
+  launch.each(pieces.count(), make_op(partial.data_ptr<acc_t>()));
+  return partial.sum(by_pixel ? 1 : 3);
+}
+
 template <typename Launch>
 at::Tensor affine_silu_grad_sums(const at::Tensor& x, const at::Tensor& grad,
                                  const at::Tensor& scale, const at::Tensor& shift,
                                  Launch&& launch) {
   const char* name = "affine_silu_grad_sums";
   check_silu_backward_args(name, x, grad, {&scale, &shift});
-  const at::ScalarType acc = at::toOpMathType(x.scalar_type());
-  const int64_t B = x.size(0), C = x.size(1);
-  if (x.numel() == 0) return at::zeros({B, 2, C}, x.options().dtype(acc));
+  if (x.numel() == 0)
+    return at::zeros({x.size(0), 2, x.size(1)},
+                     x.options().dtype(at::toOpMathType(x.scalar_type())));
   at::Tensor sums;
   dispatch(x, name, [&](auto tag) {
     using scalar_t = decltype(tag);
     using acc_t = at::opmath_type<scalar_t>;
     std::vector<at::Tensor> keep;
     const scalar_t *xp = x.const_data_ptr<scalar_t>(), *gp = grad.const_data_ptr<scalar_t>();
+    const acc_t* scale_p = coefficients<acc_t>(scale, keep);
+    const acc_t* shift_p = coefficients<acc_t>(shift, keep);
     const Pieces pieces = pieces_of(rows_of(x, aligned(xp) && aligned(gp)));
-    const bool by_pixel = pieces.rows.channels_last;
-    at::Tensor partial = by_pixel ? at::empty({B, pieces.per_row, 2, C}, x.options().dtype(acc))
-                                  : at::empty({B, 2, C, pieces.per_row}, x.options().dtype(acc));
-    const AffineSiluGradSums<scalar_t, acc_t> op{xp, gp, coefficients<acc_t>(scale, keep),
-                                                 coefficients<acc_t>(shift, keep),
-                                                 partial.data_ptr<acc_t>(), pieces};
-    launch.each(pieces.count(), op);
-    sums = partial.sum(by_pixel ? 1 : 3);
+    sums = piece_sums<acc_t>(x, pieces, [&](acc_t* partial) {
+      return AffineSiluGradSums<scalar_t, acc_t>{xp, gp, scale_p, shift_p, partial, pieces};
+    }, launch);
   });
   return sums;
+}
+
+// GroupNorm's per-(b, c) affine map and per-(b, g) statistics of x: scale, shift (B, C) and
+// mean, rstd (B, groups), in the accumulation type.
+using Coefficients = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+
+template <typename Launch>
+Coefficients group_norm_coefficients(const at::Tensor& x, const at::Tensor& weight,
+                                                const at::Tensor& bias, int64_t groups,
+                                                double eps, Launch&& launch) {
+  const char* name = "group_norm_coefficients";
+  check_map(name, "x", x, x);
+  const int64_t B = x.size(0), C = x.size(1);
+  TORCH_CHECK(groups > 0 && C % groups == 0, name, ": groups must divide x's ", C,
+              " channels, got ", groups);
+  TORCH_CHECK(x.size(2) * x.size(3) > 0, name, ": x must have pixels, got ", x.sizes());
+  for (const at::Tensor* t : {&weight, &bias}) {
+    TORCH_CHECK(t->dim() == 1 && t->size(0) == C && at::isFloatingType(t->scalar_type()) &&
+                    t->device() == x.device(),
+                name, ": weight and bias must be floating (", C, ") tensors on x's device, got ",
+                t->sizes(), " ", t->scalar_type(), " on ", t->device());
+  }
+  const auto options = x.options().dtype(at::toOpMathType(x.scalar_type()));
+  at::Tensor scale = at::empty({B, C}, options), shift = at::empty({B, C}, options);
+  at::Tensor mean = at::empty({B, groups}, options), rstd = at::empty({B, groups}, options);
+  if (B * C == 0) return {scale, shift, mean, rstd};
+  dispatch(x, name, [&](auto tag) {
+    using scalar_t = decltype(tag);
+    using acc_t = at::opmath_type<scalar_t>;
+    const scalar_t* xp = x.const_data_ptr<scalar_t>();
+    const Pieces pieces = pieces_of(rows_of(x, aligned(xp)));
+    const at::Tensor moments = piece_sums<acc_t>(x, pieces, [&](acc_t* partial) {
+      return ShiftedMoments<scalar_t, acc_t>{xp, partial, pieces};
+    }, launch);
+    const at::Tensor w = weight.to(options.dtype()).contiguous();
+    const at::Tensor b = bias.to(options.dtype()).contiguous();
+    launch.each(B * groups, GroupNormCoefficients<scalar_t, acc_t>{
+        xp, moments.const_data_ptr<acc_t>(), w.const_data_ptr<acc_t>(),
+        b.const_data_ptr<acc_t>(), scale.data_ptr<acc_t>(), shift.data_ptr<acc_t>(),
+        mean.data_ptr<acc_t>(), rstd.data_ptr<acc_t>(), pieces.rows, groups,
+        static_cast<acc_t>(eps)});
+  });
+  return {scale, shift, mean, rstd};
 }
 
 template <typename Launch>

@@ -57,6 +57,8 @@ TORCH_LIBRARY_FRAGMENT(anyup_neck, m) {
   m.def("rotary_2d_(Tensor(a!) x, Tensor cos_rows, Tensor sin_rows, Tensor cos_cols, "
         "Tensor sin_cols, bool transpose=False) -> ()");
   m.def("basis_softmax_mean(Tensor features, Tensor basis, bool per_channel) -> Tensor");
+  m.def("group_norm_coefficients(Tensor x, Tensor weight, Tensor bias, int groups, float eps) "
+        "-> (Tensor, Tensor, Tensor, Tensor)");
   m.def("affine_silu_grad_sums(Tensor x, Tensor grad, Tensor scale, Tensor shift) -> Tensor");
   m.def("group_norm_silu_input_grad(Tensor x, Tensor grad, Tensor scale, Tensor shift, "
         "Tensor coef_g, Tensor coef_x, Tensor coef) -> Tensor");

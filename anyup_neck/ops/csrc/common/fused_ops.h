@@ -8,6 +8,12 @@
 //       accumulation type: float32, float64 for float64 x); GroupNorm + SiLU is then one pass
 //       after the statistics. x (B, C, H, W) NCHW- or channels-last-contiguous, out of the
 //       same shape, dtype and memory format (x itself for an in-place update);
+//   group_norm_coefficients(x, weight, bias, groups, eps) -> (scale, shift, mean, rstd)
+//                                                                                  CPU, CUDA
+//       GroupNorm's statistics of x per (b, g), mean and 1 / sqrt(var + eps), (B, groups), and
+//       its affine map per (b, c), scale and shift (B, C) (norm(x) = x scale + shift), in the
+//       accumulation type; one pass over x (moments shifted by each channel's first pixel,
+//       combined exactly per group), deterministic; weight, bias (C) any float dtype;
 //   affine_silu_grad_sums(x, grad, scale, shift) -> (B, 2, C)                      CPU, CUDA
 //       with g = grad * silu'(x * scale + shift) (the gradient at the output of GroupNorm's
 //       affine step, never stored), per (b, c) sum(g) and sum(g * x) over the pixels, in the

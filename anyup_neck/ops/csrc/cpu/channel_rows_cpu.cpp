@@ -41,6 +41,12 @@ void affine_silu_rows(const at::Tensor& x, const at::Tensor& scale, const at::Te
   rows::affine_silu(x, scale, shift, out, OnCpu());
 }
 
+rows::Coefficients group_norm_coefficients(const at::Tensor& x, const at::Tensor& weight,
+                                           const at::Tensor& bias, int64_t groups, double eps) {
+  check_cpu(x, "group_norm_coefficients");
+  return rows::group_norm_coefficients(x, weight, bias, groups, eps, OnCpu());
+}
+
 at::Tensor affine_silu_grad_sums(const at::Tensor& x, const at::Tensor& grad,
                                  const at::Tensor& scale, const at::Tensor& shift) {
   check_cpu(x, "affine_silu_grad_sums");
@@ -66,6 +72,7 @@ void rotary_2d_rows_(const at::Tensor& x, const at::Tensor& cos_rows, const at::
 TORCH_LIBRARY_IMPL(anyup_neck, CPU, m) {
   m.impl("_affine_silu_rows", &affine_silu_rows);
   m.impl("_rotary_2d_rows_", &rotary_2d_rows_);
+  m.impl("group_norm_coefficients", &group_norm_coefficients);
   m.impl("affine_silu_grad_sums", &affine_silu_grad_sums);
   m.impl("group_norm_silu_input_grad", &group_norm_silu_input_grad);
 }

@@ -72,6 +72,13 @@ void affine_silu(const at::Tensor& x, const at::Tensor& scale, const at::Tensor&
   rows::affine_silu(x, scale, shift, out, OnGpu());
 }
 
+rows::Coefficients group_norm_coefficients(const at::Tensor& x, const at::Tensor& weight,
+                                           const at::Tensor& bias, int64_t groups, double eps) {
+  check_cuda(x, "group_norm_coefficients");
+  const c10::cuda::CUDAGuard guard(x.device());
+  return rows::group_norm_coefficients(x, weight, bias, groups, eps, OnGpu());
+}
+
 at::Tensor affine_silu_grad_sums(const at::Tensor& x, const at::Tensor& grad,
                                  const at::Tensor& scale, const at::Tensor& shift) {
   check_cuda(x, "affine_silu_grad_sums");
@@ -100,6 +107,7 @@ void rotary_2d_(const at::Tensor& x, const at::Tensor& cos_rows, const at::Tenso
 TORCH_LIBRARY_IMPL(anyup_neck, CUDA, m) {
   m.impl("rotary_2d_", &rotary_2d_);
   m.impl("affine_silu", &affine_silu);
+  m.impl("group_norm_coefficients", &group_norm_coefficients);
   m.impl("affine_silu_grad_sums", &affine_silu_grad_sums);
   m.impl("group_norm_silu_input_grad", &group_norm_silu_input_grad);
 }
