@@ -124,11 +124,11 @@ def _group_norm_coefficients_fake(x, weight, bias, groups, eps):
             x.new_empty(per_group, dtype=acc), x.new_empty(per_group, dtype=acc))
 
 
-def _affine_silu_grad_sums_fake(x, grad, scale, shift):
+def _affine_silu_grad_sums_fake(x, grad, scale, shift, center):
     return x.new_empty((x.shape[0], 2, x.shape[1]), dtype=_acc_dtype(x.dtype))
 
 
-def _group_norm_silu_input_grad_fake(x, grad, scale, shift, coef_g, coef_x, coef):
+def _group_norm_silu_input_grad_fake(x, grad, scale, shift, coef_g, coef_x, coef, center):
     return torch.empty_strided(x.shape, x.stride(), dtype=x.dtype, device=x.device)
 
 

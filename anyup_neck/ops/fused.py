@@ -251,33 +251,37 @@ class _GroupNormSiLU(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         # Full-map passes (reads + writes). PyTorch ops: g 5 (z, then g over it), S1 1, S2 4,
-        # dx 5 (over g). CUDA kernels: S1 and S2 2 (x and grad read, g never stored), dx 3.
+        # dx 5 (over g). CUDA kernels: S1 and S2 2 (x and grad read, g never stored), dx 3;
+        # they centre x on the group's mean, so no sum cancels when the mean is large.
         x, weight, bias, mean, rstd = ctx.saved_tensors
         scale, shift = _group_affine(mean, rstd, weight, bias)
+        C = x.shape[1]
+        mean_c, rstd_c = _channels(mean, C), _channels(rstd, C)
         layout = _flat_pixels_format(x)
         kernels = layout is not None and cuda_kernels_usable(x, grad)
         if kernels:                                   # in the statistics dtype
             grad = grad.contiguous(memory_format=layout)
-            s1, s2 = torch.ops.anyup_neck.affine_silu_grad_sums(x, grad, scale, shift).unbind(1)
+            s1, s_centred = torch.ops.anyup_neck.affine_silu_grad_sums(
+                x, grad, scale, shift, mean_c).unbind(1)
+            s_xhat = rstd_c * s_centred                                        # sum(g * xhat)
         else:
             z = torch.addcmul(_per_channel(shift, x), x, _per_channel(scale, x))
             g = torch.ops.aten.silu_backward.grad_input(grad, z, grad_input=z)
             dims = tuple(range(2, x.dim()))
-            s1, s2 = g.sum(dim=dims), (g * x).sum(dim=dims)                    # (B, C)
-        C = x.shape[1]
-        mean_c, rstd_c = _channels(mean, C), _channels(rstd, C)
-        s_xhat = rstd_c * (s2 - mean_c * s1)                                   # sum(g * xhat)
+            s1 = g.sum(dim=dims)                                               # (B, C)
+            s_xhat = rstd_c * ((g * x).sum(dim=dims) - mean_c * s1)
         w = weight.to(s1.dtype)
         G = mean.shape[1]
         n = x[0].numel() // G
         a = (w * s1).unflatten(1, (G, -1)).sum(dim=2)                          # (B, G)
         b = (w * s_xhat).unflatten(1, (G, -1)).sum(dim=2)
+        # dx = coef_g g + coef_x (x - mean) - rstd a / n
         coef_g, coef_x = rstd_c * w, _channels(-rstd * rstd * b / n, C)
-        coef = _channels(rstd * (rstd * mean * b - a) / n, C)
         if kernels:
-            dx = torch.ops.anyup_neck.group_norm_silu_input_grad(x, grad, scale, shift,
-                                                                 coef_g, coef_x, coef)
+            dx = torch.ops.anyup_neck.group_norm_silu_input_grad(
+                x, grad, scale, shift, coef_g, coef_x, _channels(-rstd * a / n, C), mean_c)
         else:
+            coef = _channels(rstd * (rstd * mean * b - a) / n, C)
             dx = torch.addcmul(_per_channel(coef, x), g, _per_channel(coef_g, x), out=g)
             dx = dx.addcmul_(x, _per_channel(coef_x, x)).to(x.dtype)
         return (dx if ctx.needs_input_grad[0] else None,

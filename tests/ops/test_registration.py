@@ -38,10 +38,10 @@ def test_opcheck_fused_ops_with_cuda_kernels(channels_last):
     layout = torch.channels_last if channels_last else torch.contiguous_format
     x = torch.randn(2, 4, 3, 5, dtype=torch.bfloat16).contiguous(memory_format=layout)
     grad = torch.randn_like(x)
-    coefs = [torch.randn(2, 4) for _ in range(5)]
+    coefs = [torch.randn(2, 4) for _ in range(6)]
     ops = torch.ops.anyup_neck
     torch.library.opcheck(ops.group_norm_coefficients.default, (x, *coefs[0], 2, 1e-5))
-    torch.library.opcheck(ops.affine_silu_grad_sums.default, (x, grad, *coefs[:2]))
+    torch.library.opcheck(ops.affine_silu_grad_sums.default, (x, grad, *coefs[:3]))
     torch.library.opcheck(ops.group_norm_silu_input_grad.default, (x, grad, *coefs))
     x32 = x.float()
     torch.library.opcheck(ops.affine_silu.default, (x32, *coefs[:2], torch.empty_like(x32)))

@@ -127,15 +127,17 @@ ANYUP_NECK_HD acc_t silu_grad(acc_t x, acc_t grad, acc_t scale, acc_t shift) {
 }
 
 // Per-(b, c) sums over a map's pixels, cut into pieces that threads sum on their own, each in
-// a fixed order, of about kPieceRuns runs; the caller then adds the pieces of every sum in a
-// fixed order, so results are deterministic (no atomics). Consecutive pieces read consecutive
-// runs at every step (a warp reads 1 KB of each float32 tensor at once):
+// a fixed order, of kFewestPieceRuns to kPieceRuns runs (pieces_of); the caller then adds the
+// pieces of every sum in a fixed order, so results are deterministic (no atomics). Consecutive
+// pieces read consecutive runs at every step (a warp reads 1 KB of each float32 tensor at once):
 //   channels-last: piece (b, s, r) takes run r (channels 8r .. 8r + 7) at pixels s, s + S,
 //     s + 2S, ... (S = per_row slices of each image); its lanes are 8 channels' sums, written
 //     to partial (B, S, sums, C);
 //   NCHW: piece (row = (b, c), j) takes runs j, j + L, j + 2L, ... of the row (L = per_row
 //     pieces of each row); its lanes are added in order, written to partial (B, sums, C, L).
-constexpr int64_t kPieceRuns = 64;
+constexpr int64_t kPieceRuns = 64;          // the most runs of a piece
+constexpr int64_t kFewestPieceRuns = 8;
+constexpr int64_t kTargetPieces = 1 << 16;  // shorter pieces down to this many threads
 
 struct Pieces {
   Rows rows;
@@ -161,6 +163,9 @@ struct Pieces {
                           int& count) const {
     if (rows.channels_last) {
       const int64_t run = piece % runs, s = piece / runs % per_row, b = piece / runs / per_row;
+#ifdef __CUDA_ARCH__
+#pragma unroll 4   // the loads of several runs in flight at once
+#endif
       for (int64_t pixel = s; pixel < rows.P; pixel += per_row)
         visit(b * rows.P + pixel, run * kRun);
       stride = rows.C;
@@ -168,6 +173,9 @@ struct Pieces {
       count = rows.C - run * kRun < kRun ? static_cast<int>(rows.C - run * kRun) : kRun;
     } else {
       const int64_t j = piece % per_row, row = piece / per_row;
+#ifdef __CUDA_ARCH__
+#pragma unroll 4
+#endif
       for (int64_t run = j; run < runs; run += per_row) visit(row, run * kRun);
       stride = rows.C * per_row;
       at = (row / rows.C * 2 * rows.C + row % rows.C) * per_row + j;
@@ -176,10 +184,16 @@ struct Pieces {
   }
 };
 
+// Pieces of kPieceRuns runs, shorter (down to kFewestPieceRuns) where that leaves fewer than
+// kTargetPieces threads; a channels-last piece writes 16 partial sums for its runs, so longer
+// pieces keep the partial buffer small against the map (1/32 of it at 64 runs).
 ANYUP_NECK_HD Pieces pieces_of(const Rows& r) {
   const int64_t runs = (r.length + kRun - 1) / kRun;
   const int64_t along = r.channels_last ? r.P : runs;   // what a row's pieces share
-  return {r, runs, (along + kPieceRuns - 1) / kPieceRuns};
+  int64_t length = r.rows * runs / kTargetPieces;
+  length = length < kFewestPieceRuns ? kFewestPieceRuns : length;
+  length = length > kPieceRuns ? kPieceRuns : length;
+  return {r, runs, (along + length - 1) / length};
 }
 
 // Two per-lane sums over piece `piece`'s runs, written to `partial` (see Pieces):
@@ -239,8 +253,10 @@ struct ShiftedMoments {
 // Per (b, g) from the (B, 2, C) shifted moments: the group's mean and 1 / sqrt(var + eps), and
 // per channel of the group scale = weight rstd and shift = bias - mean scale (GroupNorm's
 // affine map x scale + shift). The channels' moments combine exactly: with n pixels, channel
-// mean m_c = s_c + S1_c / n and sum of squared deviations M_c = S2_c - S1_c^2 / n, the group's
-// is sum_c M_c + n sum_c (m_c - mean)^2 over n C/G values. One (b, g) per call.
+// c's mean, taken from the group's first shift s_0, d_c = (s_c - s_0) + S1_c / n, and its sum
+// of squared deviations M_c = S2_c - S1_c^2 / n, the group's mean is s_0 + mean_c d_c and its
+// sum of squared deviations sum_c M_c + n sum_c (d_c - mean_c d_c)^2 over n C/G values (no
+// difference of two numbers of the mean's size). One (b, g) per call.
 template <typename scalar_t, typename acc_t>
 struct GroupNormCoefficients {
   const scalar_t* x;
@@ -250,24 +266,27 @@ struct GroupNormCoefficients {
   int64_t groups;
   acc_t eps;
 
-  ANYUP_NECK_HD acc_t channel_mean(int64_t b, int64_t c) const {
-    const acc_t s = static_cast<acc_t>(x[rows.first_pixel_of(b, c)]);
-    return s + moments[(b * 2) * rows.C + c] / static_cast<acc_t>(rows.P);
+  ANYUP_NECK_HD acc_t first(int64_t b, int64_t c) const {
+    return static_cast<acc_t>(x[rows.first_pixel_of(b, c)]);
   }
 
   ANYUP_NECK_HD void operator()(int64_t item) const {
     const int64_t b = item / groups, per_group = rows.C / groups;
     const int64_t c0 = item % groups * per_group;
-    const acc_t n = static_cast<acc_t>(rows.P);
+    const acc_t n = static_cast<acc_t>(rows.P), origin = first(b, c0);
+    auto offset = [&](int64_t c) {   // d_c: channel c's mean from origin
+      return (first(b, c) - origin) + moments[(b * 2) * rows.C + c] / n;
+    };
     acc_t total = acc_t(0);
-    for (int64_t c = c0; c < c0 + per_group; ++c) total += channel_mean(b, c);
-    const acc_t group_mean = total / static_cast<acc_t>(per_group);
+    for (int64_t c = c0; c < c0 + per_group; ++c) total += offset(c);
+    const acc_t mean_offset = total / static_cast<acc_t>(per_group);
     acc_t squares = acc_t(0);
     for (int64_t c = c0; c < c0 + per_group; ++c) {
       const acc_t s1 = moments[(b * 2) * rows.C + c], s2 = moments[(b * 2 + 1) * rows.C + c];
-      const acc_t deviation = channel_mean(b, c) - group_mean, within = s2 - s1 * s1 / n;
+      const acc_t deviation = offset(c) - mean_offset, within = s2 - s1 * s1 / n;
       squares += (within > acc_t(0) ? within : acc_t(0)) + n * deviation * deviation;
     }
+    const acc_t group_mean = origin + mean_offset;
     const acc_t r = acc_t(1) / std::sqrt(squares / (n * static_cast<acc_t>(per_group)) + eps);
     for (int64_t c = c0; c < c0 + per_group; ++c) {
       scale[b * rows.C + c] = weight[c] * r;
@@ -278,12 +297,14 @@ struct GroupNormCoefficients {
   }
 };
 
-// Per (b, c): sum(g) and sum(g * x) over the pixels (the sums of GroupNorm's input gradient),
-// g = silu_grad(x, grad), never written; one piece per call (see Pieces), sums in acc_t.
+// Per (b, c): sum(g) and sum(g * (x - center)) over the pixels (the sums of GroupNorm's input
+// gradient; centred on the group's mean, the second has no cancellation when the mean is large
+// against the spread), g = silu_grad(x, grad), never written; one piece per call (see Pieces),
+// sums in acc_t.
 template <typename scalar_t, typename acc_t>
 struct AffineSiluGradSums {
   const scalar_t *x, *grad;
-  const acc_t *scale, *shift;
+  const acc_t *scale, *shift, *center;
   acc_t* partial;
   Pieces pieces;
 
@@ -295,19 +316,19 @@ struct AffineSiluGradSums {
         const acc_t value = static_cast<acc_t>(v.v[k]);
         const acc_t g = silu_grad(value, static_cast<acc_t>(d.v[k]), scale[i], shift[i]);
         sum_g[k] += g;
-        sum_gx[k] += g * value;
+        sum_gx[k] += g * (value - center[i]);
       }
     }, partial);
   }
 };
 
-// dx <- coef_g * g + coef_x * x + coef, g = silu_grad(x, grad) recomputed: GroupNorm + SiLU's
-// input gradient, whose per-(b, c) coefficients come from AffineSiluGradSums.
+// dx <- coef_g * g + coef_x * (x - center) + coef, g = silu_grad(x, grad) recomputed: GroupNorm
+// + SiLU's input gradient, whose per-(b, c) coefficients come from AffineSiluGradSums.
 template <typename scalar_t, typename acc_t>
 struct GroupNormSiluInputGrad {
   const scalar_t *x, *grad;
   scalar_t* dx;
-  const acc_t *scale, *shift, *coef_g, *coef_x, *coef;
+  const acc_t *scale, *shift, *coef_g, *coef_x, *coef, *center;
 
   ANYUP_NECK_HD void operator()(const Rows& r, int64_t row, int64_t col) const {
     const RunAt at = run_at(r, row, col);
@@ -317,7 +338,7 @@ struct GroupNormSiluInputGrad {
       const int64_t i = at.coef(k);
       const acc_t value = static_cast<acc_t>(v.v[k]);
       const acc_t g = silu_grad(value, static_cast<acc_t>(d.v[k]), scale[i], shift[i]);
-      v.v[k] = static_cast<scalar_t>(coef_g[i] * g + coef_x[i] * value + coef[i]);
+      v.v[k] = static_cast<scalar_t>(coef_g[i] * g + coef_x[i] * (value - center[i]) + coef[i]);
     }
     store(dx, at, v);
   }

@@ -102,9 +102,9 @@ at::Tensor piece_sums(const at::Tensor& x, const Pieces& pieces, const MakeOp& m
 template <typename Launch>
 at::Tensor affine_silu_grad_sums(const at::Tensor& x, const at::Tensor& grad,
                                  const at::Tensor& scale, const at::Tensor& shift,
-                                 Launch&& launch) {
+                                 const at::Tensor& center, Launch&& launch) {
   const char* name = "affine_silu_grad_sums";
-  check_silu_backward_args(name, x, grad, {&scale, &shift});
+  check_silu_backward_args(name, x, grad, {&scale, &shift, &center});
   if (x.numel() == 0)
     return at::zeros({x.size(0), 2, x.size(1)},
                      x.options().dtype(at::toOpMathType(x.scalar_type())));
@@ -116,9 +116,11 @@ at::Tensor affine_silu_grad_sums(const at::Tensor& x, const at::Tensor& grad,
     const scalar_t *xp = x.const_data_ptr<scalar_t>(), *gp = grad.const_data_ptr<scalar_t>();
     const acc_t* scale_p = coefficients<acc_t>(scale, keep);
     const acc_t* shift_p = coefficients<acc_t>(shift, keep);
+    const acc_t* center_p = coefficients<acc_t>(center, keep);
     const Pieces pieces = pieces_of(rows_of(x, aligned(xp) && aligned(gp)));
     sums = piece_sums<acc_t>(x, pieces, [&](acc_t* partial) {
-      return AffineSiluGradSums<scalar_t, acc_t>{xp, gp, scale_p, shift_p, partial, pieces};
+      return AffineSiluGradSums<scalar_t, acc_t>{xp, gp, scale_p, shift_p, center_p, partial,
+                                                 pieces};
     }, launch);
   });
   return sums;
@@ -171,9 +173,10 @@ template <typename Launch>
 at::Tensor group_norm_silu_input_grad(const at::Tensor& x, const at::Tensor& grad,
                                       const at::Tensor& scale, const at::Tensor& shift,
                                       const at::Tensor& coef_g, const at::Tensor& coef_x,
-                                      const at::Tensor& coef, Launch&& launch) {
+                                      const at::Tensor& coef, const at::Tensor& center,
+                                      Launch&& launch) {
   const char* name = "group_norm_silu_input_grad";
-  check_silu_backward_args(name, x, grad, {&scale, &shift, &coef_g, &coef_x, &coef});
+  check_silu_backward_args(name, x, grad, {&scale, &shift, &coef_g, &coef_x, &coef, &center});
   at::Tensor dx = empty_like_layout(x, x.scalar_type());
   if (x.numel() == 0) return dx;
   dispatch(x, name, [&](auto tag) {
@@ -184,7 +187,8 @@ at::Tensor group_norm_silu_input_grad(const at::Tensor& x, const at::Tensor& gra
         x.const_data_ptr<scalar_t>(),      grad.const_data_ptr<scalar_t>(),
         dx.data_ptr<scalar_t>(),           coefficients<acc_t>(scale, keep),
         coefficients<acc_t>(shift, keep),  coefficients<acc_t>(coef_g, keep),
-        coefficients<acc_t>(coef_x, keep), coefficients<acc_t>(coef, keep)};
+        coefficients<acc_t>(coef_x, keep), coefficients<acc_t>(coef, keep),
+        coefficients<acc_t>(center, keep)};
     launch(rows_of(x, aligned(op.x) && aligned(op.grad) && aligned(op.dx)), op);
   });
   return dx;

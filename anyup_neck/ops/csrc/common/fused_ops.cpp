@@ -59,9 +59,10 @@ TORCH_LIBRARY_FRAGMENT(anyup_neck, m) {
   m.def("basis_softmax_mean(Tensor features, Tensor basis, bool per_channel) -> Tensor");
   m.def("group_norm_coefficients(Tensor x, Tensor weight, Tensor bias, int groups, float eps) "
         "-> (Tensor, Tensor, Tensor, Tensor)");
-  m.def("affine_silu_grad_sums(Tensor x, Tensor grad, Tensor scale, Tensor shift) -> Tensor");
+  m.def("affine_silu_grad_sums(Tensor x, Tensor grad, Tensor scale, Tensor shift, "
+        "Tensor center) -> Tensor");
   m.def("group_norm_silu_input_grad(Tensor x, Tensor grad, Tensor scale, Tensor shift, "
-        "Tensor coef_g, Tensor coef_x, Tensor coef) -> Tensor");
+        "Tensor coef_g, Tensor coef_x, Tensor coef, Tensor center) -> Tensor");
   // affine_silu and rotary_2d_ through the row code on the CPU (tests only; those ops' CPU
   // kernels are SIMD).
   m.def("_affine_silu_rows(Tensor x, Tensor scale, Tensor shift, Tensor(a!) out) -> ()");

@@ -14,15 +14,16 @@
 //       its affine map per (b, c), scale and shift (B, C) (norm(x) = x scale + shift), in the
 //       accumulation type; one pass over x (moments shifted by each channel's first pixel,
 //       combined exactly per group), deterministic; weight, bias (C) any float dtype;
-//   affine_silu_grad_sums(x, grad, scale, shift) -> (B, 2, C)                      CPU, CUDA
+//   affine_silu_grad_sums(x, grad, scale, shift, center) -> (B, 2, C)              CPU, CUDA
 //       with g = grad * silu'(x * scale + shift) (the gradient at the output of GroupNorm's
-//       affine step, never stored), per (b, c) sum(g) and sum(g * x) over the pixels, in the
-//       accumulation type (float32; float64 for float64 x), deterministic; grad has x's dtype
-//       and layout;
-//   group_norm_silu_input_grad(x, grad, scale, shift, coef_g, coef_x, coef) -> dx  CPU, CUDA
-//       dx <- coef_g * g + coef_x * x + coef with g as above, coefficients (B, C); dx of x's
-//       dtype and layout: GroupNorm + SiLU's input gradient, whose coefficients come from
-//       affine_silu_grad_sums (the backward in 2 passes over x and grad);
+//       affine step, never stored), per (b, c) sum(g) and sum(g * (x - center)) over the
+//       pixels, in the accumulation type (float32; float64 for float64 x), deterministic; grad
+//       has x's dtype and layout; center (B, C), the group's mean;
+//   group_norm_silu_input_grad(x, grad, scale, shift, coef_g, coef_x, coef, center) -> dx
+//                                                                                  CPU, CUDA
+//       dx <- coef_g * g + coef_x * (x - center) + coef with g as above, coefficients (B, C);
+//       dx of x's dtype and layout: GroupNorm + SiLU's input gradient, whose coefficients come
+//       from affine_silu_grad_sums (the backward in 2 passes over x and grad);
 //   rms_linear(x, weight, bias, eps, out)                                          CPU
 //       out <- bias + weight x / sqrt(mean(x^2) + eps) per pixel: RMSNorm (gain folded into
 //       weight (C_out, C)) and a linear map in one pass; x (B, C, H, W) and out (B, C_out, H, W)

@@ -48,17 +48,19 @@ rows::Coefficients group_norm_coefficients(const at::Tensor& x, const at::Tensor
 }
 
 at::Tensor affine_silu_grad_sums(const at::Tensor& x, const at::Tensor& grad,
-                                 const at::Tensor& scale, const at::Tensor& shift) {
+                                 const at::Tensor& scale, const at::Tensor& shift,
+                                 const at::Tensor& center) {
   check_cpu(x, "affine_silu_grad_sums");
-  return rows::affine_silu_grad_sums(x, grad, scale, shift, OnCpu());
+  return rows::affine_silu_grad_sums(x, grad, scale, shift, center, OnCpu());
 }
 
 at::Tensor group_norm_silu_input_grad(const at::Tensor& x, const at::Tensor& grad,
                                       const at::Tensor& scale, const at::Tensor& shift,
                                       const at::Tensor& coef_g, const at::Tensor& coef_x,
-                                      const at::Tensor& coef) {
+                                      const at::Tensor& coef, const at::Tensor& center) {
   check_cpu(x, "group_norm_silu_input_grad");
-  return rows::group_norm_silu_input_grad(x, grad, scale, shift, coef_g, coef_x, coef, OnCpu());
+  return rows::group_norm_silu_input_grad(x, grad, scale, shift, coef_g, coef_x, coef, center,
+                                          OnCpu());
 }
 
 void rotary_2d_rows_(const at::Tensor& x, const at::Tensor& cos_rows, const at::Tensor& sin_rows,
