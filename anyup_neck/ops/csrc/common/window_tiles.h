@@ -25,9 +25,10 @@
 // per-head softmax statistics of every pixel over the keys of its window (four threads per
 // pixel, then their four partial maxima and sums merged in order), and the head-averaged
 // weights W[key][pixel] = (1/N) sum_n exp(scale S_n - lse_n) (zero outside the window). Then
-// out[c][p] = sum_key W[key][p] v(key)[c], kValueChunk channels at a time, written once. A span
-// of more than one chunk takes two walks (statistics first, then weights); one chunk (the usual
-// case: 81 keys at 448 from 32, ratio 0.1) takes one.
+// out[c][p] = sum_key W[key][p] v(key)[c], kValueChunk channels at a time, written once in the
+// inputs' dtype. A span of more than one chunk takes two walks (statistics first, then weights,
+// the sums of its chunks before the last kept in out_sums); one chunk (the usual case: 81 keys
+// at 448 from 32, ratio 0.1) takes one.
 //
 // Backward (pixel_block, then reduce_block). Per tile and chunk: dW[key][p] = <g(p), v(key)>,
 // then per head the weights a_n, delta_n(p) = sum_key a_n dW, ds_n = scale/N a_n (dW - delta_n),
@@ -95,9 +96,12 @@ struct Sizes {
 
 // The tensors of one call. q (B, D, H, W) with element (b, e, p) at
 // q[b * q_batch + e * q_channel + p * q_pixel]; k, v contiguous (B, D, h, w), (B, C, h, w), and
-// channels last k_cl, v_cl (B, h, w, D), (B, h, w, C); g contiguous (B, C, H, W). The acc_t
-// outputs: out (B, C, H, W), lse (B, N, H, W), dq (B, D, H, W, zero on entry), part (the
-// backward's partial rows of one band), kv (B, h, w, D + C: dk | dv, zero on entry).
+// channels last k_cl, v_cl (B, h, w, D), (B, h, w, C); g contiguous (B, C, H, W). The forward's
+// out (B, C, H, W) in scalar_t, written once from acc_t sums; where a tile's key span takes
+// more than one chunk, the sums of the chunks before its last go through out_sums (B, C, H, W)
+// in acc_t (null when no span does; it may be out itself when the types agree). The acc_t
+// outputs: lse (B, N, H, W), dq (B, D, H, W, zero on entry), part (the backward's partial rows
+// of one band), kv (B, h, w, D + C: dk | dv, zero on entry).
 template <typename scalar_t, typename acc_t>
 struct Tensors {
   const scalar_t* q;
@@ -107,7 +111,8 @@ struct Tensors {
   const scalar_t* v;
   const scalar_t* v_cl;
   const scalar_t* g;
-  acc_t* out;
+  scalar_t* out;
+  acc_t* out_sums;
   acc_t* lse;
   acc_t* dq;
   acc_t* part;
@@ -159,6 +164,9 @@ WA_FN int64_t band_blocks(const Sizes& s, const Band& band) {
 WA_FN int64_t slots(const Sizes& s) {
   return widest_span(s.H, s.h, s.ratio, kTileRows) * widest_span(s.W, s.w, s.ratio, kTileCols);
 }
+
+// Whether every tile's key span fits one chunk (then the forward needs no out_sums).
+WA_FN bool spans_fit_one_chunk(const Sizes& s) { return slots(s) <= kKeyChunk; }
 
 // Tile rows per band of the backward: the part buffer of a band holds at most half the
 // output's elements, or one tile row.
@@ -327,17 +335,18 @@ struct SharedResult {
   }
 };
 
-// A result over the tile's pixels (m) and channels [c0, c0 + N) (n) of a per-pixel map of one
-// batch element (16-byte aligned), element (c, i, j) at map[(c * H + i) * W + j]; init zeroes
-// when `fresh`, else continues the sums there. Pixels past the map's edge are skipped. A packed
-// tile's 4 pixels lie in one row of the map; when W is a multiple of 4 and all 4 are inside,
-// they move as one aligned vector per channel (so a warp writes whole 32-byte sectors).
-template <typename acc_t>
+// A result over the tile's pixels (m) and channels [c0, c0 + N) (n) of per-pixel maps of one
+// batch element (16-byte aligned), element (c, i, j) at [(c * H + i) * W + j]: init continues
+// the sums in `from` (acc_t; zeros when null), store writes `to` (out_t; it may be `from`).
+// Pixels past the map's edge are skipped. A packed tile's 4 pixels lie in one row of the map;
+// when W is a multiple of 4 and all 4 are inside, they move as one aligned vector per channel
+// (so a warp writes whole 32-byte sectors).
+template <typename acc_t, typename out_t>
 struct PixelMapResult {
-  acc_t* map;
+  const acc_t* from;
+  out_t* to;
   const PixelTile& tile;
   int64_t H, W, c0, N;
-  bool fresh;
   WA_FN bool at(const Micro& mt, int i, int j, int64_t& index) const {
     int64_t pi, pj;
     if (mt.n(j) >= N || !tile.pixel(mt.m(i), pi, pj)) return false;
@@ -354,10 +363,10 @@ struct PixelMapResult {
   }
   WA_FN void init(const Micro& mt, acc_t (&acc)[4][4]) const {
     int64_t pixel;
-    if (!fresh && quad(mt, pixel)) {
+    if (from != nullptr && quad(mt, pixel)) {
       for (int j = 0; j < 4; ++j) {
         acc_t v[4] = {acc_t(0), acc_t(0), acc_t(0), acc_t(0)};
-        if (mt.n(j) < N) load4(map + (c0 + mt.n(j)) * H * W + pixel, v);
+        if (mt.n(j) < N) load4(from + (c0 + mt.n(j)) * H * W + pixel, v);
         for (int i = 0; i < 4; ++i) acc[i][j] = v[i];
       }
       return;
@@ -365,7 +374,7 @@ struct PixelMapResult {
     for (int i = 0; i < 4; ++i)
       for (int j = 0; j < 4; ++j) {
         int64_t index;
-        acc[i][j] = !fresh && at(mt, i, j, index) ? map[index] : acc_t(0);
+        acc[i][j] = from != nullptr && at(mt, i, j, index) ? from[index] : acc_t(0);
       }
   }
   WA_FN void store(const Micro& mt, const acc_t (&acc)[4][4]) const {
@@ -373,15 +382,16 @@ struct PixelMapResult {
     if (quad(mt, pixel)) {
       for (int j = 0; j < 4; ++j) {
         if (mt.n(j) >= N) continue;
-        const acc_t v[4] = {acc[0][j], acc[1][j], acc[2][j], acc[3][j]};
-        store4<true>(map + (c0 + mt.n(j)) * H * W + pixel, v);
+        const out_t v[4] = {static_cast<out_t>(acc[0][j]), static_cast<out_t>(acc[1][j]),
+                            static_cast<out_t>(acc[2][j]), static_cast<out_t>(acc[3][j])};
+        store4<true>(to + (c0 + mt.n(j)) * H * W + pixel, v);
       }
       return;
     }
     for (int i = 0; i < 4; ++i)
       for (int j = 0; j < 4; ++j) {
         int64_t index;
-        if (at(mt, i, j, index)) map[index] = acc[i][j];
+        if (at(mt, i, j, index)) to[index] = static_cast<out_t>(acc[i][j]);
       }
   }
 };
@@ -584,7 +594,8 @@ WA_FN void forward_block(const Run& run, const Sizes& s, const Tensors<scalar_t,
     }
   }
   const acc_t inv_heads = acc_t(1) / static_cast<acc_t>(N);
-  acc_t* out_b = x.out + tile.b * s.C * HW;
+  scalar_t* out_b = x.out + tile.b * s.C * HW;
+  acc_t* sums_b = one_chunk ? nullptr : x.out_sums + tile.b * s.C * HW;
   for (int64_t u0 = 0; u0 < total; u0 += kKeyChunk) {
     const int64_t count = min_(kKeyChunk, total - u0);
     for (int n = 0; n < N; ++n) {
@@ -605,10 +616,18 @@ WA_FN void forward_block(const Run& run, const Sizes& s, const Tensors<scalar_t,
       run([&](int t) {
         load_keys_by_key(s, tile, x.v_cl, s.C, c0, cc, u0, count, values, kPixelLd, t);
       });
-      const PixelMapResult<acc_t> result{out_b, tile, s.H, s.W, c0, cc, u0 == 0};
-      run([&](int t) {  // out[c][p] (+)= sum_u weights[u][p] values[u][c]
-        gemm_nn(t, kPixels, cc, count, weights, kPixelLd, values, kPixelLd, result);
-      });
+      // out[c][p] (+)= sum_u weights[u][p] values[u][c]: the span's last chunk into out, the
+      // ones before into out_sums
+      auto accumulate = [&](const auto& result) {
+        run([&](int t) {
+          gemm_nn(t, kPixels, cc, count, weights, kPixelLd, values, kPixelLd, result);
+        });
+      };
+      const acc_t* from = u0 == 0 ? nullptr : sums_b;
+      if (u0 + count == total)
+        accumulate(PixelMapResult<acc_t, scalar_t>{from, out_b, tile, s.H, s.W, c0, cc});
+      else
+        accumulate(PixelMapResult<acc_t, acc_t>{from, sums_b, tile, s.H, s.W, c0, cc});
     }
   }
 }
@@ -706,7 +725,8 @@ WA_FN void pixel_block(const Run& run, const Sizes& s, const Tensors<scalar_t, a
             load_keys_by_key(s, tile, x.k_cl, s.D, e0, ee, u0, count, kop, kQKLd, t);
             load_pixels(s, tile, q_b, x.q_channel, x.q_pixel, e0, ee, pop, t);
           });
-          const PixelMapResult<acc_t> dq{x.dq + tile.b * s.D * HW, tile, s.H, s.W, e0, ee, false};
+          acc_t* dq_b = x.dq + tile.b * s.D * HW;
+          const PixelMapResult<acc_t, acc_t> dq{dq_b, dq_b, tile, s.H, s.W, e0, ee};
           const PartialRows<acc_t> dk{part, row_length, u0, e0, ee, count};
           run([&](int t) {  // dq[e][p] += sum_u ds[u][p] k[u][e]; dk_n[u][e] = sum_p ds q
             gemm_nn(t, kPixels, ee, count, S, kPixelLd, kop, kQKLd, dq);

@@ -1,6 +1,6 @@
-// Host side of the tiled backward (common/window_tiles.h), the same for the GPU launcher and
-// the CPU emulation: the partial-row buffer of one band, the band loop, and dk, dv from their
-// channels-last sums.
+// Host side of the tiled kernels (common/window_tiles.h), the same for the GPU launcher and the
+// CPU emulation: the forward's sums buffer; the backward's partial-row buffer of one band, the
+// band loop, and dk, dv from their channels-last sums.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -14,6 +14,16 @@ namespace anyup_neck {
 namespace wa {
 inline namespace WA_ISA {
 namespace tiles {
+
+// The forward's out_sums for `out` (see Tensors), in `sums_options` (the accumulation dtype):
+// undefined when every span fits one chunk; `out` itself when `share` and the dtypes agree; else
+// a new tensor.
+inline at::Tensor forward_out_sums(const Sizes& s, const at::Tensor& out,
+                                   const at::TensorOptions& sums_options, bool share) {
+  if (spans_fit_one_chunk(s)) return at::Tensor();
+  if (share && out.scalar_type() == c10::typeMetaToScalarType(sums_options.dtype())) return out;
+  return at::empty(out.sizes(), sums_options);
+}
 
 // Allocates one band's partial rows and the channels-last dk | dv sums (zero) in `options`
 // (the accumulation dtype) into x.part and x.kv, runs pixel_pass(band) then reduction(band)

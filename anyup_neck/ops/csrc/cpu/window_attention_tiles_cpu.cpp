@@ -33,14 +33,16 @@ tiles::Sizes sizes_of(const Problem& p) {
   return {p.B, p.D, p.C, p.H, p.W, p.h, p.w, p.dim, static_cast<int>(p.heads), p.ratio};
 }
 
-// The problem's tensors as the block code sees them (CPU kernels accumulate in their dtype).
+// The problem's tensors as the block code sees them (CPU kernels accumulate in their dtype),
+// with the forward's out_sums buffer, if any.
 template <typename scalar_t>
-tiles::Tensors<scalar_t, scalar_t> tensors_of(const Problem& p, const at::Tensor& k) {
+tiles::Tensors<scalar_t, scalar_t> tensors_of(const Problem& p, const at::Tensor& k,
+                                              const at::Tensor& out_sums = at::Tensor()) {
   auto data = [](const at::Tensor& t) { return t.defined() ? t.data_ptr<scalar_t>() : nullptr; };
   const Layout q = layout_of(p.q);
   return {data(p.q),        q.batch,   q.channel, q.pixel,      data(k),
           data(p.k_cl),     data(p.v), data(p.v_cl), data(p.grad_out), data(p.out),
-          data(p.lse),      data(p.dq), nullptr,      nullptr};
+          data(out_sums),   data(p.lse), data(p.dq), nullptr,    nullptr};
 }
 
 // Runs block(SerialBlock, index, shared) for every block index below `blocks`, over
@@ -60,8 +62,11 @@ void run_blocks(int64_t blocks, int64_t shared_bytes, const Block& block) {
 
 void tiled_forward(Problem& p, const at::Tensor& k) {
   const tiles::Sizes s = sizes_of(p);
+  // out_sums apart from out even where the dtypes agree: the path the GPU takes for float16
+  // and bfloat16 (sums in float32, out written once from them).
+  const at::Tensor out_sums = tiles::forward_out_sums(s, p.out, p.out.options(), /*share=*/false);
   AT_DISPATCH_FLOATING_TYPES(p.q.scalar_type(), "window_attention_tiled_forward", [&] {
-    const auto x = tensors_of<scalar_t>(p, k);
+    const auto x = tensors_of<scalar_t>(p, k, out_sums);
     const auto scale = static_cast<scalar_t>(p.scale);
     run_blocks<scalar_t>(tiles::band_blocks(s, tiles::whole_map(s)),
                          tiles::forward_shared_bytes<scalar_t>(s),

@@ -224,12 +224,13 @@ template <typename scalar_t, typename acc_t>
 tiles::Tensors<scalar_t, acc_t> tile_tensors(const Tensor& q, const Tensor& k, const Tensor& k_cl,
                                              const Tensor& v, const Tensor& v_cl,
                                              const Tensor& g, const Tensor& out,
-                                             const Tensor& lse, const Tensor& dq) {
+                                             const Tensor& out_sums, const Tensor& lse,
+                                             const Tensor& dq) {
   auto in = [](const Tensor& t) { return t.defined() ? t.data_ptr<scalar_t>() : nullptr; };
   auto acc = [](const Tensor& t) { return t.defined() ? t.data_ptr<acc_t>() : nullptr; };
   const Layout ql = layout_of(q);
-  return {in(q),  ql.batch, ql.channel, ql.pixel, in(k),   in(k_cl), in(v),   in(v_cl),
-          in(g),  acc(out), acc(lse),   acc(dq),  nullptr, nullptr};
+  return {in(q),     ql.batch, ql.channel, ql.pixel, in(k),   in(k_cl), in(v),   in(v_cl),
+          in(g),     in(out),  acc(out_sums), acc(lse), acc(dq), nullptr,  nullptr};
 }
 
 void check_cuda(const Tensor& q) {
@@ -258,7 +259,10 @@ std::tuple<Tensor, Tensor> forward_cuda(const Tensor& q_in, const Tensor& k, con
   const Tensor k_cl = k.permute({0, 2, 3, 1}).contiguous();
   const Tensor v = v_in.contiguous();
   const auto acc_options = q.options().dtype(acc_dtype(q));
-  Tensor out = at::empty({s.B, s.C, s.H, s.W}, acc_options);
+  // The tiled kernels write out in q's dtype (half the memory of float32 sums in float16 and
+  // bfloat16, and no conversion after); the per-pixel ones in the accumulation type.
+  Tensor out = at::empty({s.B, s.C, s.H, s.W},
+                         choice == Kernels::tiled ? q.options() : acc_options);
   Tensor lse = at::empty({s.B, s.heads, s.H, s.W}, acc_options);
   const auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(),
@@ -266,9 +270,10 @@ std::tuple<Tensor, Tensor> forward_cuda(const Tensor& q_in, const Tensor& k, con
     using acc_t = at::opmath_type<scalar_t>;
     if (choice == Kernels::tiled) {
       const Tensor k_channels = k.contiguous(), v_cl = v.permute({0, 2, 3, 1}).contiguous();
-      const auto x = tile_tensors<scalar_t, acc_t>(q, k_channels, k_cl, v, v_cl, Tensor(), out,
-                                                   lse, Tensor());
       const tiles::Sizes ts = tile_sizes(s);
+      const Tensor out_sums = tiles::forward_out_sums(ts, out, acc_options, /*share=*/true);
+      const auto x = tile_tensors<scalar_t, acc_t>(q, k_channels, k_cl, v, v_cl, Tensor(), out,
+                                                   out_sums, lse, Tensor());
       launch_tiled(tiled_forward_kernel<scalar_t, acc_t>,
                    tiles::band_blocks(ts, tiles::whole_map(ts)),
                    tiles::forward_shared_bytes<acc_t>(ts), "the forward", ts, x,
@@ -310,7 +315,8 @@ std::tuple<Tensor, Tensor, Tensor> backward_cuda(const Tensor& grad_out, const T
     const auto sc = static_cast<acc_t>(scale);
     if (choice == Kernels::tiled) {
       const Tensor k_channels = k.contiguous(), v_cl = v.permute({0, 2, 3, 1}).contiguous();
-      auto x = tile_tensors<scalar_t, acc_t>(q, k_channels, k_cl, v, v_cl, g, Tensor(), lse, dq);
+      auto x = tile_tensors<scalar_t, acc_t>(q, k_channels, k_cl, v, v_cl, g, Tensor(), Tensor(),
+                                             lse, dq);
       const tiles::Sizes ts = tile_sizes(s);
       std::tie(dk, dv) = tiles::backward_in_bands(
           ts, x, acc_options,
