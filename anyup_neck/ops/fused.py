@@ -555,11 +555,15 @@ def conv3x3_rms_linear(x: torch.Tensor, conv_weight: torch.Tensor, gain: torch.T
     ``overwrite`` (and as many output as input channels) the result goes into x itself: a
     block's result is stored once the next block, whose conv reads the block's last row, has
     been convolved; so the whole step holds x and two blocks. Otherwise the two primitives on
-    the whole map.
+    the whole map, with ``overwrite`` (and the result in x's shape and dtype) the projection
+    written into x: x and the convolved map are held, not a third map as well.
     """
     if not (cpu_kernels_usable(x, conv_weight, gain, weight, bias)
             and x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)):
-        return rms_linear(F.conv2d(x, conv_weight, padding=1), gain, weight, bias, eps)
+        convolved = F.conv2d(x, conv_weight, padding=1)
+        into_x = (overwrite and weight.shape[0] == x.shape[1] and convolved.dtype == x.dtype
+                  and _may_write_out(x, convolved))
+        return rms_linear(convolved, gain, weight, bias, eps, out=x if into_x else None)
     B, C, H, W = x.shape
     into_x = overwrite and weight.shape[0] == C
     out = x if into_x else torch.empty(B, weight.shape[0], H, W, dtype=x.dtype, device=x.device,

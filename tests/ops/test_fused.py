@@ -347,6 +347,8 @@ def test_rms_linear_formulation_gradcheck():
     assert torch.autograd.gradcheck(lambda *t: fused.rms_linear(*t, 1e-6), args)
 
 
+@pytest.mark.parametrize('layout', [torch.channels_last, torch.contiguous_format],
+                         ids=['cpu-kernel', 'gpu-formulation'])
 @pytest.mark.parametrize('overwrite', [False, True])
 @pytest.mark.parametrize('dtype', [torch.float64, torch.float32])
 @pytest.mark.parametrize('shape, out_channels', [
@@ -355,10 +357,11 @@ def test_rms_linear_formulation_gradcheck():
     ((1, 8, 6, 5), 12),     # more output channels than input: never written over x
 ])
 def test_conv3x3_rms_linear_matches_conv_then_projection(overwrite, dtype, shape, out_channels,
-                                                         monkeypatch):
+                                                         layout, monkeypatch):
+    """Both formulations, into x with ``overwrite`` where the result has x's shape."""
     monkeypatch.setattr(fused, 'max_piece_elements', shape[1] * shape[3] * 2)  # 2-row blocks
     torch.manual_seed(10)
-    x = torch.randn(shape, dtype=dtype).contiguous(memory_format=torch.channels_last)
+    x = torch.randn(shape, dtype=dtype).contiguous(memory_format=layout)
     conv = torch.randn(shape[1], shape[1], 3, 3, dtype=dtype)
     gain, weight = torch.randn(shape[1], dtype=dtype), torch.randn(out_channels, shape[1], dtype=dtype)
     bias = torch.randn(out_channels, dtype=dtype)
