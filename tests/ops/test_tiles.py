@@ -15,11 +15,11 @@ from tests.ops.helpers import CASE_IDS, CASES, compiled_op, make_inputs
 pytestmark = pytest.mark.skipif(not extension.available(), reason='needs the compiled extension')
 
 #: Beyond CASES: heads of many q/k channel chunks, spans of several key chunks over many
-#: pixel tiles (the backward in bands of one tile row), and one band of several tile rows.
+#: pixel tiles (the backward in bands of one tile row), and bands of several tile rows.
 EXTRA = [
     (1, 4, 275, 2, (3, 10), (5, 4), 0.2, 'd=275: nine q/k channel chunks per head'),
     (2, 2, 4, 3, (19, 21), (17, 18), 0.3, 'many pixel tiles, spans of 3 key chunks'),
-    (1, 2, 4, 100, (20, 9), (5, 3), 0.1, 'one band of three tile rows, C=100'),
+    (1, 2, 4, 100, (40, 9), (5, 3), 0.1, 'bands of two tile rows, the last short, C=100'),
 ]
 ALL = CASES + EXTRA
 ALL_IDS = CASE_IDS + [c[-1] for c in EXTRA]

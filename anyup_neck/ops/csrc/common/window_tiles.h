@@ -27,8 +27,8 @@
 // weights W[key][pixel] = (1/N) sum_n exp(scale S_n - lse_n) (zero outside the window). Then
 // out[c][p] = sum_key W[key][p] v(key)[c], kValueChunk channels at a time, written once in the
 // inputs' dtype. A span of more than one chunk takes two walks (statistics first, then weights,
-// the sums of its chunks before the last kept in out_sums); one chunk (the usual case: 81 keys
-// at 448 from 32, ratio 0.1) takes one.
+// the sums of its chunks before the last kept in out_sums); one chunk (the usual case: at most
+// 64 keys at 448 from 32, ratio 0.1) takes one.
 //
 // Backward (pixel_block, then reduce_block). Per tile and chunk: dW[key][p] = <g(p), v(key)>,
 // then per head the weights a_n, delta_n(p) = sum_key a_n dW, ds_n = scale/N a_n (dW - delta_n),
@@ -39,26 +39,26 @@
 // partial rows of the tiles whose pixels see it, in tile order, into dk | dv (channels last).
 // So every pair (pixel, key) costs its logits, dW, dq, dk and dv once, each as part of a
 // matrix product; nothing is recomputed per value channel. The buffer is bounded by bands of
-// tile rows (band_rows: at most half the output's size, or one tile row), each band's tiles
-// reduced before the next band runs.
+// tile rows (band_rows: at most an eighth of the output's size, or one tile row), each band's
+// tiles reduced before the next band runs.
 //
 // Every output element is written by one thread, every sum runs in a fixed order, and no
 // atomics are used: results are deterministic. Accumulation is in acc_t (float32 for float16,
 // bfloat16 and float32; float64 for float64). Nothing of size H*W x h*w is formed.
 //
-// Work at 448x448 from 32x32, C = 384, D = 128, N = 4, ratio 0.1 (windows of 7 x 7 or 8 x 8
-// keys, spans of 8 x 8 to 9 x 9 = 64 to 81 keys), batch 1; a FLOP is a multiply or an add;
-// 3136 tiles:
-//   forward: logits 2 x 64 x 81 x 128 (1.3 MFLOP per tile), weighted values 2 x 64 x 81 x 384
-//     (4 MFLOP): 16.6 GFLOP, 1.3x the dense-window floor (the span's keys outside a pixel's
-//     window are multiplied by zero weights). Traffic: the output written once (308 MB); q, k
-//     and v read once per tile (k, v mostly from L2).
-//   backward: dW 4, logits 1.3, dq 1.3, dk 1.3, dv 4 MFLOP per tile: 37 GFLOP; the partial
-//     rows 3136 x 81 x 512 x 4 B = 0.52 GB written and read once, in 4 bands of 0.15 GB
-//     (0.24 ms of traffic at 4.3 TB/s).
+// Work at 448x448 from 32x32, C = 384, D = 128, N = 4, ratio 0.1 (windows of 4 to 8 keys per
+// axis, mostly 7 or 8; tile spans of at most 8 x 8 = 64 keys, 56.25 on average), batch 1; a
+// FLOP is a multiply or an add; 3136 tiles:
+//   forward: logits 2 x 64 x 56.25 x 128 (0.9 MFLOP per tile), weighted values
+//     2 x 64 x 56.25 x 384 (2.8 MFLOP): 11.6 GFLOP, 1.15x the windows' 10.1 (the span's keys
+//     outside a pixel's window are multiplied by zero weights). Traffic: the output written
+//     once (308 MB); q, k and v read once per tile (k, v mostly from L2).
+//   backward: dW 2.8, logits 0.9, dq 0.9, dk 0.9, dv 2.8 MFLOP per tile: 26 GFLOP (the
+//     windows': 22.7); the partial rows 3136 x 56.25 x 512 x 4 B = 0.36 GB written and read
+//     once, in 12 bands of at most 37 MB (0.17 ms of traffic at 4.3 TB/s).
 //   At the 4 x 4 tiles' ratio of shared-memory reads to multiply-adds the products can run at
-//   a large fraction of the fp32 FMA rate (67 TFLOP/s on an H200): the floors are about 0.25
-//   ms forward and 0.8 ms backward. None of it is measured on a GPU yet.
+//   a large fraction of the fp32 FMA rate (67 TFLOP/s on an H200): the floors are about 0.17
+//   ms forward and 0.39 ms backward. None of it is measured on a GPU yet.
 //
 // Shared memory per block in bytes (*_shared_bytes), N = 4: forward 78 KB (float32), backward
 // 113 KB, growing by 512 B per head; float64 doubles it. The CUDA launcher opts in to more than
@@ -168,11 +168,13 @@ WA_FN int64_t slots(const Sizes& s) {
 // Whether every tile's key span fits one chunk (then the forward needs no out_sums).
 WA_FN bool spans_fit_one_chunk(const Sizes& s) { return slots(s) <= kKeyChunk; }
 
-// Tile rows per band of the backward: the part buffer of a band holds at most half the
-// output's elements, or one tile row.
+// Tile rows per band of the backward: the part buffer of a band holds at most an eighth of the
+// output's elements, or one tile row. (Forward and backward then hold at most about 2.5 times
+// the output above q, k, v at 448 from 32, C = 384 in float32: the output, its gradient and dq,
+// which are there in any case, take 2.33 of it.)
 WA_FN int64_t band_rows(const Sizes& s) {
   const int64_t per_row = s.B * tiles_along(s.W, kTileCols) * slots(s) * (s.D + s.C);
-  const int64_t budget = max_(per_row, s.B * s.C * s.H * s.W / 2);
+  const int64_t budget = max_(per_row, s.B * s.C * s.H * s.W / 8);
   return max_<int64_t>(1, min_(tiles_along(s.H, kTileRows), budget / per_row));
 }
 
