@@ -32,7 +32,7 @@
 //
 // Backward (pixel_block, then reduce_block). Per tile and chunk: dW[key][p] = <g(p), v(key)>,
 // then per head the weights a_n, delta_n(p) = sum_key a_n dW, ds_n = scale/N a_n (dW - delta_n),
-// dq_n(p) += sum_key ds_n k_n(key) (added to the tile's own dq), and the tile's shares of the
+// dq_n(p) += sum_key ds_n k_n(key) (the tile's own dq), and the tile's shares of the
 // key gradients, dk_n(key) = sum_{p in tile} ds_n q_n(p) and dv(key) = sum_{p in tile} W g(p),
 // written to a partial-sum buffer: one row of D + C values per (tile, span key) ("slot"). A
 // span of more than one chunk walks twice (delta first). reduce_block then adds, per key, the
@@ -97,11 +97,12 @@ struct Sizes {
 // The tensors of one call. q (B, D, H, W) with element (b, e, p) at
 // q[b * q_batch + e * q_channel + p * q_pixel]; k, v contiguous (B, D, h, w), (B, C, h, w), and
 // channels last k_cl, v_cl (B, h, w, D), (B, h, w, C); g contiguous (B, C, H, W). The forward's
-// out (B, C, H, W) in scalar_t, written once from acc_t sums; where a tile's key span takes
-// more than one chunk, the sums of the chunks before its last go through out_sums (B, C, H, W)
-// in acc_t (null when no span does; it may be out itself when the types agree). The acc_t
-// outputs: lse (B, N, H, W), dq (B, D, H, W, zero on entry), part (the backward's partial rows
-// of one band), kv (B, h, w, D + C: dk | dv, zero on entry).
+// out (B, C, H, W) and the backward's dq (B, D, H, W) are in scalar_t, each element written once
+// from acc_t sums; where a tile's key span takes more than one chunk, the sums of the chunks
+// before its last go through out_sums and dq_sums, of the same shapes in acc_t (null when no
+// span does; they may be out and dq themselves when the types agree). The acc_t outputs: lse
+// (B, N, H, W), part (the backward's partial rows of one band), kv (B, h, w, D + C: dk | dv,
+// zero on entry).
 template <typename scalar_t, typename acc_t>
 struct Tensors {
   const scalar_t* q;
@@ -114,7 +115,8 @@ struct Tensors {
   scalar_t* out;
   acc_t* out_sums;
   acc_t* lse;
-  acc_t* dq;
+  scalar_t* dq;
+  acc_t* dq_sums;
   acc_t* part;
   acc_t* kv;
 };
@@ -165,7 +167,7 @@ WA_FN int64_t slots(const Sizes& s) {
   return widest_span(s.H, s.h, s.ratio, kTileRows) * widest_span(s.W, s.w, s.ratio, kTileCols);
 }
 
-// Whether every tile's key span fits one chunk (then the forward needs no out_sums).
+// Whether every tile's key span fits one chunk (then no out_sums or dq_sums is needed).
 WA_FN bool spans_fit_one_chunk(const Sizes& s) { return slots(s) <= kKeyChunk; }
 
 // Tile rows per band of the backward: the part buffer of a band holds at most an eighth of the
@@ -644,7 +646,7 @@ WA_FN int64_t pixel_shared_bytes(const Sizes& s) {
          static_cast<int64_t>(sizeof(acc_t));
 }
 
-// One tile of output pixels of `band`: dq (added to) and its partial rows: part[(block *
+// One tile of output pixels of `band`: its dq and its partial rows: part[(block *
 // band.slots + u) * (D + C) + e] for span key u, dk channels e < D, then dv channels.
 template <typename Run, typename scalar_t, typename acc_t>
 WA_FN void pixel_block(const Run& run, const Sizes& s, const Tensors<scalar_t, acc_t>& x,
@@ -663,6 +665,8 @@ WA_FN void pixel_block(const Run& run, const Sizes& s, const Tensors<scalar_t, a
   acc_t* part_delta = delta + N * kPixels;                        // [kShares][kPixels]
   const scalar_t* q_b = x.q + tile.b * x.q_batch;
   const scalar_t* g_b = x.g + tile.b * s.C * HW;
+  scalar_t* const dq_b = x.dq + tile.b * s.D * HW;
+  acc_t* const dq_sums_b = one_chunk ? nullptr : x.dq_sums + tile.b * s.D * HW;
   acc_t* const part = x.part + block * band.slots * row_length;
   run([&](int t) {
     for (int64_t index = t; index < N * kPixels; index += kThreads) {
@@ -727,13 +731,20 @@ WA_FN void pixel_block(const Run& run, const Sizes& s, const Tensors<scalar_t, a
             load_keys_by_key(s, tile, x.k_cl, s.D, e0, ee, u0, count, kop, kQKLd, t);
             load_pixels(s, tile, q_b, x.q_channel, x.q_pixel, e0, ee, pop, t);
           });
-          acc_t* dq_b = x.dq + tile.b * s.D * HW;
-          const PixelMapResult<acc_t, acc_t> dq{dq_b, dq_b, tile, s.H, s.W, e0, ee};
+          // dq[e][p] (+)= sum_u ds[u][p] k[u][e] (the span's last chunk into dq, the ones
+          // before into dq_sums); dk_n[u][e] = sum_p ds q
           const PartialRows<acc_t> dk{part, row_length, u0, e0, ee, count};
-          run([&](int t) {  // dq[e][p] += sum_u ds[u][p] k[u][e]; dk_n[u][e] = sum_p ds q
-            gemm_nn(t, kPixels, ee, count, S, kPixelLd, kop, kQKLd, dq);
-            gemm_tn(t, ee, count, kPixels, pop, kPixelLd, S, kPixelLd, dk);
-          });
+          auto products = [&](const auto& dq) {
+            run([&](int t) {
+              gemm_nn(t, kPixels, ee, count, S, kPixelLd, kop, kQKLd, dq);
+              gemm_tn(t, ee, count, kPixels, pop, kPixelLd, S, kPixelLd, dk);
+            });
+          };
+          const acc_t* from = u0 == 0 ? nullptr : dq_sums_b;
+          if (u0 + count == total)
+            products(PixelMapResult<acc_t, scalar_t>{from, dq_b, tile, s.H, s.W, e0, ee});
+          else
+            products(PixelMapResult<acc_t, acc_t>{from, dq_sums_b, tile, s.H, s.W, e0, ee});
         }
       }
       if (walk == 0) continue;

@@ -1,5 +1,5 @@
 // Host side of the tiled kernels (common/window_tiles.h), the same for the GPU launcher and the
-// CPU emulation: the forward's sums buffer; the backward's partial-row buffer of one band, the
+// CPU emulation: the sums buffers of out and dq; the backward's partial-row buffer of one band, the
 // band loop, and dk, dv from their channels-last sums.
 #pragma once
 
@@ -15,14 +15,14 @@ namespace wa {
 inline namespace WA_ISA {
 namespace tiles {
 
-// The forward's out_sums for `out` (see Tensors), in `sums_options` (the accumulation dtype):
-// undefined when every span fits one chunk; `out` itself when `share` and the dtypes agree; else
-// a new tensor.
-inline at::Tensor forward_out_sums(const Sizes& s, const at::Tensor& out,
-                                   const at::TensorOptions& sums_options, bool share) {
+// The sums buffer of the map `map` (out_sums of out, dq_sums of dq; see Tensors), in
+// `sums_options` (the accumulation dtype): undefined when every span fits one chunk; `map`
+// itself when `share` and the dtypes agree; else a new tensor.
+inline at::Tensor sums_buffer(const Sizes& s, const at::Tensor& map,
+                              const at::TensorOptions& sums_options, bool share) {
   if (spans_fit_one_chunk(s)) return at::Tensor();
-  if (share && out.scalar_type() == c10::typeMetaToScalarType(sums_options.dtype())) return out;
-  return at::empty(out.sizes(), sums_options);
+  if (share && map.scalar_type() == c10::typeMetaToScalarType(sums_options.dtype())) return map;
+  return at::empty(map.sizes(), sums_options);
 }
 
 // Allocates one band's partial rows and the channels-last dk | dv sums (zero) in `options`

@@ -68,7 +68,7 @@ std::tuple<Tensor, Tensor, Tensor> backward_cpu(const Tensor& grad_out, const Te
   p.lse = lse.to(acc_dtype(q)).contiguous();
   p.delta = at::empty_like(p.lse);
   if (p.kernels == Kernels::tiled) {
-    p.dq = at::zeros(q.sizes(), q.options());
+    p.dq = at::empty(q.sizes(), q.options());
     p.dk = at::empty(k.sizes(), k.options());
     p.dv = at::empty(v.sizes(), v.options());
     cpu::tiled_backward(p, k.contiguous());

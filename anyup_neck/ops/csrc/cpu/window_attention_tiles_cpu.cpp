@@ -34,15 +34,22 @@ tiles::Sizes sizes_of(const Problem& p) {
 }
 
 // The problem's tensors as the block code sees them (CPU kernels accumulate in their dtype),
-// with the forward's out_sums buffer, if any.
+// with the sums buffer of out or dq, if any (the other is unused).
 template <typename scalar_t>
 tiles::Tensors<scalar_t, scalar_t> tensors_of(const Problem& p, const at::Tensor& k,
-                                              const at::Tensor& out_sums = at::Tensor()) {
+                                              const at::Tensor& sums) {
   auto data = [](const at::Tensor& t) { return t.defined() ? t.data_ptr<scalar_t>() : nullptr; };
   const Layout q = layout_of(p.q);
-  return {data(p.q),        q.batch,   q.channel, q.pixel,      data(k),
-          data(p.k_cl),     data(p.v), data(p.v_cl), data(p.grad_out), data(p.out),
-          data(out_sums),   data(p.lse), data(p.dq), nullptr,    nullptr};
+  return {data(p.q),    q.batch,     q.channel,  q.pixel,    data(k),
+          data(p.k_cl), data(p.v),   data(p.v_cl), data(p.grad_out), data(p.out),
+          data(sums),   data(p.lse), data(p.dq), data(sums), nullptr,
+          nullptr};
+}
+
+// A map's sums buffer apart from the map even where the dtypes agree: the path the GPU takes
+// for float16 and bfloat16 (sums in float32, the map written once from them).
+at::Tensor sums_apart(const tiles::Sizes& s, const at::Tensor& map) {
+  return tiles::sums_buffer(s, map, map.options(), /*share=*/false);
 }
 
 // Runs block(SerialBlock, index, shared) for every block index below `blocks`, over
@@ -62,9 +69,7 @@ void run_blocks(int64_t blocks, int64_t shared_bytes, const Block& block) {
 
 void tiled_forward(Problem& p, const at::Tensor& k) {
   const tiles::Sizes s = sizes_of(p);
-  // out_sums apart from out even where the dtypes agree: the path the GPU takes for float16
-  // and bfloat16 (sums in float32, out written once from them).
-  const at::Tensor out_sums = tiles::forward_out_sums(s, p.out, p.out.options(), /*share=*/false);
+  const at::Tensor out_sums = sums_apart(s, p.out);
   AT_DISPATCH_FLOATING_TYPES(p.q.scalar_type(), "window_attention_tiled_forward", [&] {
     const auto x = tensors_of<scalar_t>(p, k, out_sums);
     const auto scale = static_cast<scalar_t>(p.scale);
@@ -78,8 +83,9 @@ void tiled_forward(Problem& p, const at::Tensor& k) {
 
 void tiled_backward(Problem& p, const at::Tensor& k) {
   const tiles::Sizes s = sizes_of(p);
+  const at::Tensor dq_sums = sums_apart(s, p.dq);
   AT_DISPATCH_FLOATING_TYPES(p.q.scalar_type(), "window_attention_tiled_backward", [&] {
-    auto x = tensors_of<scalar_t>(p, k);
+    auto x = tensors_of<scalar_t>(p, k, dq_sums);
     const auto scale = static_cast<scalar_t>(p.scale);
     const auto [dk, dv] = tiles::backward_in_bands(
         s, x, p.q.options(),

@@ -225,12 +225,13 @@ tiles::Tensors<scalar_t, acc_t> tile_tensors(const Tensor& q, const Tensor& k, c
                                              const Tensor& v, const Tensor& v_cl,
                                              const Tensor& g, const Tensor& out,
                                              const Tensor& out_sums, const Tensor& lse,
-                                             const Tensor& dq) {
+                                             const Tensor& dq, const Tensor& dq_sums) {
   auto in = [](const Tensor& t) { return t.defined() ? t.data_ptr<scalar_t>() : nullptr; };
   auto acc = [](const Tensor& t) { return t.defined() ? t.data_ptr<acc_t>() : nullptr; };
   const Layout ql = layout_of(q);
-  return {in(q),     ql.batch, ql.channel, ql.pixel, in(k),   in(k_cl), in(v),   in(v_cl),
-          in(g),     in(out),  acc(out_sums), acc(lse), acc(dq), nullptr,  nullptr};
+  return {in(q),     ql.batch, ql.channel,   ql.pixel, in(k),  in(k_cl),      in(v),
+          in(v_cl),  in(g),    in(out),      acc(out_sums),    acc(lse),      in(dq),
+          acc(dq_sums), nullptr, nullptr};
 }
 
 void check_cuda(const Tensor& q) {
@@ -271,9 +272,9 @@ std::tuple<Tensor, Tensor> forward_cuda(const Tensor& q_in, const Tensor& k, con
     if (choice == Kernels::tiled) {
       const Tensor k_channels = k.contiguous(), v_cl = v.permute({0, 2, 3, 1}).contiguous();
       const tiles::Sizes ts = tile_sizes(s);
-      const Tensor out_sums = tiles::forward_out_sums(ts, out, acc_options, /*share=*/true);
+      const Tensor out_sums = tiles::sums_buffer(ts, out, acc_options, /*share=*/true);
       const auto x = tile_tensors<scalar_t, acc_t>(q, k_channels, k_cl, v, v_cl, Tensor(), out,
-                                                   out_sums, lse, Tensor());
+                                                   out_sums, lse, Tensor(), Tensor());
       launch_tiled(tiled_forward_kernel<scalar_t, acc_t>,
                    tiles::band_blocks(ts, tiles::whole_map(ts)),
                    tiles::forward_shared_bytes<acc_t>(ts), "the forward", ts, x,
@@ -305,7 +306,9 @@ std::tuple<Tensor, Tensor, Tensor> backward_cuda(const Tensor& grad_out, const T
   const Tensor v = v_in.contiguous();
   const auto acc_options = q.options().dtype(acc_dtype(q));
   const Tensor lse = lse_in.to(acc_dtype(q)).contiguous();
-  Tensor dq = at::zeros(q.sizes(), acc_options);
+  // The tiled kernels write dq in q's dtype (NCHW), the per-pixel ones add to float32 zeros.
+  Tensor dq = choice == Kernels::tiled ? at::empty(q.sizes(), q.options())
+                                       : at::zeros(q.sizes(), acc_options);
   Tensor dk, dv;  // the per-pixel key pass accumulates into zeros, the tiled one reduces rows
   const int64_t slices = (s.C + kSlice - 1) / kSlice;
   const auto stream = c10::cuda::getCurrentCUDAStream();
@@ -315,9 +318,10 @@ std::tuple<Tensor, Tensor, Tensor> backward_cuda(const Tensor& grad_out, const T
     const auto sc = static_cast<acc_t>(scale);
     if (choice == Kernels::tiled) {
       const Tensor k_channels = k.contiguous(), v_cl = v.permute({0, 2, 3, 1}).contiguous();
-      auto x = tile_tensors<scalar_t, acc_t>(q, k_channels, k_cl, v, v_cl, g, Tensor(), Tensor(),
-                                             lse, dq);
       const tiles::Sizes ts = tile_sizes(s);
+      const Tensor dq_sums = tiles::sums_buffer(ts, dq, acc_options, /*share=*/true);
+      auto x = tile_tensors<scalar_t, acc_t>(q, k_channels, k_cl, v, v_cl, g, Tensor(), Tensor(),
+                                             lse, dq, dq_sums);
       std::tie(dk, dv) = tiles::backward_in_bands(
           ts, x, acc_options,
           [&](const tiles::Band& band) {
