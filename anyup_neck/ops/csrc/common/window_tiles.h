@@ -400,6 +400,20 @@ struct PixelMapResult {
   }
 };
 
+// use(result) with the result of channels [c0, c0 + N) of a per-pixel map for the chunk of
+// `count` span keys from u0 (`total` in the span), continuing the sums of the chunks before:
+// the span's last chunk into `map` (out_t), the ones before into `sums` (acc_t).
+template <typename acc_t, typename out_t, typename Use>
+WA_FN void chunk_result(const Sizes& s, const PixelTile& tile, int64_t u0, int64_t count,
+                        int64_t total, out_t* map, acc_t* sums, int64_t c0, int64_t N,
+                        const Use& use) {
+  const acc_t* from = u0 == 0 ? nullptr : sums;
+  if (u0 + count == total)
+    use(PixelMapResult<acc_t, out_t>{from, map, tile, s.H, s.W, c0, N});
+  else
+    use(PixelMapResult<acc_t, acc_t>{from, sums, tile, s.H, s.W, c0, N});
+}
+
 // Partial rows (channels m < M from channel e0, span keys n < N from key u0) of one tile: row
 // u0 + n of part, element e0 + m (row_length values per row).
 template <typename acc_t>
@@ -620,18 +634,12 @@ WA_FN void forward_block(const Run& run, const Sizes& s, const Tensors<scalar_t,
       run([&](int t) {
         load_keys_by_key(s, tile, x.v_cl, s.C, c0, cc, u0, count, values, kPixelLd, t);
       });
-      // out[c][p] (+)= sum_u weights[u][p] values[u][c]: the span's last chunk into out, the
-      // ones before into out_sums
-      auto accumulate = [&](const auto& result) {
+      // out[c][p] (+)= sum_u weights[u][p] values[u][c]
+      chunk_result(s, tile, u0, count, total, out_b, sums_b, c0, cc, [&](const auto& result) {
         run([&](int t) {
           gemm_nn(t, kPixels, cc, count, weights, kPixelLd, values, kPixelLd, result);
         });
-      };
-      const acc_t* from = u0 == 0 ? nullptr : sums_b;
-      if (u0 + count == total)
-        accumulate(PixelMapResult<acc_t, scalar_t>{from, out_b, tile, s.H, s.W, c0, cc});
-      else
-        accumulate(PixelMapResult<acc_t, acc_t>{from, sums_b, tile, s.H, s.W, c0, cc});
+      });
     }
   }
 }
@@ -731,20 +739,14 @@ WA_FN void pixel_block(const Run& run, const Sizes& s, const Tensors<scalar_t, a
             load_keys_by_key(s, tile, x.k_cl, s.D, e0, ee, u0, count, kop, kQKLd, t);
             load_pixels(s, tile, q_b, x.q_channel, x.q_pixel, e0, ee, pop, t);
           });
-          // dq[e][p] (+)= sum_u ds[u][p] k[u][e] (the span's last chunk into dq, the ones
-          // before into dq_sums); dk_n[u][e] = sum_p ds q
+          // dq[e][p] (+)= sum_u ds[u][p] k[u][e]; dk_n[u][e] = sum_p ds q
           const PartialRows<acc_t> dk{part, row_length, u0, e0, ee, count};
-          auto products = [&](const auto& dq) {
+          chunk_result(s, tile, u0, count, total, dq_b, dq_sums_b, e0, ee, [&](const auto& dq) {
             run([&](int t) {
               gemm_nn(t, kPixels, ee, count, S, kPixelLd, kop, kQKLd, dq);
               gemm_tn(t, ee, count, kPixels, pop, kPixelLd, S, kPixelLd, dk);
             });
-          };
-          const acc_t* from = u0 == 0 ? nullptr : dq_sums_b;
-          if (u0 + count == total)
-            products(PixelMapResult<acc_t, scalar_t>{from, dq_b, tile, s.H, s.W, e0, ee});
-          else
-            products(PixelMapResult<acc_t, acc_t>{from, dq_sums_b, tile, s.H, s.W, e0, ee});
+          });
         }
       }
       if (walk == 0) continue;
