@@ -39,11 +39,6 @@ inline Rows rows_of(const at::Tensor& x, bool vectors) {
           vectors && length % kRun == 0};
 }
 
-// A new tensor with t's sizes and strides (flat pixels in t's memory format), of `dtype`.
-inline at::Tensor empty_like_layout(const at::Tensor& t, at::ScalarType dtype) {
-  return at::empty_strided(t.sizes(), t.strides(), t.options().dtype(dtype));
-}
-
 // Calls fn(scalar_t{}) for x's floating dtype.
 template <typename Fn>
 void dispatch(const at::Tensor& x, const char* op, Fn&& fn) {
@@ -177,7 +172,7 @@ at::Tensor group_norm_silu_input_grad(const at::Tensor& x, const at::Tensor& gra
                                       Launch&& launch) {
   const char* name = "group_norm_silu_input_grad";
   check_silu_backward_args(name, x, grad, {&scale, &shift, &coef_g, &coef_x, &coef, &center});
-  at::Tensor dx = empty_like_layout(x, x.scalar_type());
+  at::Tensor dx = at::empty_like(x);   // x's strides (its memory format)
   if (x.numel() == 0) return dx;
   dispatch(x, name, [&](auto tag) {
     using scalar_t = decltype(tag);
