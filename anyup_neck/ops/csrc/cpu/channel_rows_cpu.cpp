@@ -1,8 +1,8 @@
-// CPU kernels of the channel-row ops (common/channel_rows.h): affine_silu_grad_sums,
-// group_norm_silu_input_grad, and for the tests _affine_silu_rows and _rotary_2d_rows_
-// (affine_silu and rotary_2d_ through the row code; those ops' own CPU kernels are SIMD). Every
-// (row, run) or piece a GPU thread would take, with the same indexing, vector moves and
-// arithmetic.
+// CPU kernels of the channel-row ops (common/channel_rows.h): group_norm_coefficients,
+// affine_silu_grad_sums, group_norm_silu_input_grad, and for the tests _affine_silu_rows and
+// _rotary_2d_rows_ (affine_silu and rotary_2d_ through the row code; those ops' own CPU kernels
+// are SIMD). Every (row, run) or piece a GPU thread would take, with the same indexing, vector
+// moves and arithmetic.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>

@@ -1,11 +1,12 @@
 // CUDA kernels of the channel-row ops (contracts: common/fused_ops.h; element code:
 // common/channel_rows.h, runs of 8 elements per thread, no index division per element):
-// affine_silu (GroupNorm + SiLU's apply pass), affine_silu_grad_sums and
-// group_norm_silu_input_grad (its backward's two passes over x and grad), rotary_2d_ (the 2-D rotary encoding in place, NCHW or
-// channels-last, angle tables in float32). float32, float16 and bfloat16 with float32 arithmetic;
-// float64 in float64. Compiled here and run on the CPU through the same row code in the tests;
-// not yet run on a GPU, so the Python layer uses them only when told to
-// (anyup_neck.ops.fused.use_cuda_kernels).
+// group_norm_coefficients (GroupNorm's statistics and affine map; per-thread pieces of the
+// sums, see Pieces), affine_silu (GroupNorm + SiLU's apply pass), affine_silu_grad_sums and
+// group_norm_silu_input_grad (its backward's two passes over x and grad), rotary_2d_ (the 2-D
+// rotary encoding in place or its transpose, NCHW or channels-last, angle tables in float32).
+// float32, float16 and bfloat16 with float32 arithmetic; float64 in float64. Compiled here and
+// run on the CPU through the same row code in the tests; not yet run on a GPU, so the Python
+// layer uses them only when told to (anyup_neck.ops.fused.use_cuda_kernels).
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
