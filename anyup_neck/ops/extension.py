@@ -49,8 +49,10 @@ CUDA_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 #: (CPU only, its default: 16 pixels per SIMD register); 'per_pixel' (the per-pixel math shared
 #: with CUDA, CUDA's default; on the CPU run pixel by pixel so that tests exercise it); 'tiled'
 #: (the tiled CUDA kernels of csrc/common/window_tiles.h, backend 'cuda_tiled'; on the CPU
-#: their block code emulated thread by thread between the barriers, for the tests).
-KERNELS = ('auto', 'fast', 'per_pixel', 'tiled')
+#: their block code emulated thread by thread between the barriers, for the tests);
+#: 'tiled_reversed' (CPU only: 'tiled' with each phase's threads and each launch's blocks in
+#: reverse order, a race check: it must give the same bits as 'tiled').
+KERNELS = ('auto', 'fast', 'per_pixel', 'tiled', 'tiled_reversed')
 
 _FORWARD = 'anyup_neck::window_attention_forward'
 _BACKWARD = 'anyup_neck::window_attention_backward'

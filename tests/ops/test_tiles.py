@@ -100,6 +100,27 @@ def test_tiled_backward_is_deterministic():
         assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize('case', ALL + [(1, 4, 8, 8, (60, 64), (9, 9), 0.13, '')],
+                         ids=ALL_IDS + ['upsampling scale, several bands'])
+def test_tiled_has_no_races(case):
+    """Every phase's threads and every launch's blocks in reverse order (kernels='tiled_reversed')
+    give the same bits as in order: no thread reads or writes what another thread of its block
+    writes between the same two barriers, no block depends on another of its launch."""
+    B, N, d, C, out_size, in_size, ratio, _ = case
+    for dtype in (torch.float32, torch.float64):
+        q, k, v = (t.to(dtype) for t in make_inputs(B, N, d, C, out_size, in_size))
+        grad = torch.randn(B, C, *out_size, generator=torch.Generator().manual_seed(3)).to(dtype)
+        args = (N, ratio, d ** -0.5)
+        results = []
+        for kernels in ('tiled', 'tiled_reversed'):
+            out, lse = torch.ops.anyup_neck.window_attention_forward(q, k, v, *args, kernels)
+            grads = torch.ops.anyup_neck.window_attention_backward(grad, q, k, v, lse, *args,
+                                                                   kernels)
+            results.append((out, lse, *grads))
+        for name, a, b in zip(('out', 'lse', 'dq', 'dk', 'dv'), *results):
+            assert torch.equal(a, b), (dtype, name)
+
+
 def test_tiled_at_upsampling_scale():
     """224x232 from 32x33 (about 7 pixels per key), ratio 0.13: spans of 36 to 121 keys, so one
     call has tiles of one key chunk and of two, and the backward runs in several bands; against

@@ -47,7 +47,7 @@ std::tuple<Tensor, Tensor> forward_cpu(const Tensor& q, const Tensor& k, const T
   p.v_cl = v.permute({0, 2, 3, 1}).contiguous();
   p.out = at::empty({p.B, p.C, p.H, p.W}, q.options());
   p.lse = at::empty({p.B, p.heads, p.H, p.W}, q.options().dtype(acc_dtype(q)));
-  if (p.kernels == Kernels::tiled) {
+  if (cpu::is_tiled(p.kernels)) {
     cpu::tiled_forward(p, k.contiguous());
   } else {
     ANYUP_NECK_CPU_DISPATCH(forward, p)
@@ -67,17 +67,14 @@ std::tuple<Tensor, Tensor, Tensor> backward_cpu(const Tensor& grad_out, const Te
   p.grad_out = grad_out.contiguous();
   p.lse = lse.to(acc_dtype(q)).contiguous();
   p.delta = at::empty_like(p.lse);
-  if (p.kernels == Kernels::tiled) {
-    p.dq = at::empty(q.sizes(), q.options());
-    p.dk = at::empty(k.sizes(), k.options());
-    p.dv = at::empty(v.sizes(), v.options());
-    cpu::tiled_backward(p, k.contiguous());
-    return {p.dq, p.dk, p.dv};
-  }
   p.dq = at::empty(q.sizes(), q.options());
   p.dk = at::empty(k.sizes(), k.options());
   p.dv = at::empty(v.sizes(), v.options());
-  ANYUP_NECK_CPU_DISPATCH(backward, p)
+  if (cpu::is_tiled(p.kernels)) {
+    cpu::tiled_backward(p, k.contiguous());
+  } else {
+    ANYUP_NECK_CPU_DISPATCH(backward, p)
+  }
   return {p.dq, p.dk, p.dv};
 }
 

@@ -2,11 +2,15 @@
 // block's phases run one after the other, each phase for every thread of the block in turn,
 // over a shared-memory array of the size the GPU gets. Blocks run in parallel (they write
 // disjoint outputs). The shared memory is filled with NaN before each block, so a phase that
-// reads what no earlier phase wrote shows in the results.
+// reads what no earlier phase wrote shows in the results; guard zones of NaN on both sides of it
+// are checked after each block, so a write outside it stops the op with an error. With
+// Kernels::tiled_reversed the threads of every phase and the blocks of every launch run in
+// reverse order: results that differ from Kernels::tiled show a race on the GPU.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 
+#include <cmath>
 #include <limits>
 #include <vector>
 
@@ -21,11 +25,12 @@ namespace {
 
 namespace tiles = wa::tiles;
 
-// The barrier-separated phases of one block, run thread by thread.
+// The barrier-separated phases of one block, run thread by thread (in reverse if `reversed`).
 struct SerialBlock {
+  bool reversed;
   template <typename Phase>
   void operator()(const Phase& phase) const {
-    for (int t = 0; t < tiles::kThreads; ++t) phase(t);
+    for (int i = 0; i < tiles::kThreads; ++i) phase(reversed ? tiles::kThreads - 1 - i : i);
   }
 };
 
@@ -52,15 +57,26 @@ at::Tensor sums_apart(const tiles::Sizes& s, const at::Tensor& map) {
   return tiles::sums_buffer(s, map, map.options(), /*share=*/false);
 }
 
+// Elements of the NaN guard zones before and after a block's shared memory.
+constexpr int64_t kGuard = 256;
+
 // Runs block(SerialBlock, index, shared) for every block index below `blocks`, over
-// `shared_bytes` of NaN-filled shared memory per block.
+// `shared_bytes` of NaN-filled shared memory per block between two guard zones; the order of
+// threads and blocks is reversed for Kernels::tiled_reversed.
 template <typename scalar_t, typename Block>
-void run_blocks(int64_t blocks, int64_t shared_bytes, const Block& block) {
+void run_blocks(Kernels kernels, int64_t blocks, int64_t shared_bytes, const Block& block) {
+  const SerialBlock run{kernels == Kernels::tiled_reversed};
+  const int64_t size = (shared_bytes + sizeof(scalar_t) - 1) / sizeof(scalar_t);
   at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
-    std::vector<scalar_t> shared(shared_bytes / sizeof(scalar_t) + 1);
-    for (int64_t index = begin; index < end; ++index) {
-      std::fill(shared.begin(), shared.end(), std::numeric_limits<scalar_t>::quiet_NaN());
-      block(SerialBlock{}, index, static_cast<void*>(shared.data()));
+    std::vector<scalar_t> memory(kGuard + size + kGuard);
+    for (int64_t i = begin; i < end; ++i) {
+      std::fill(memory.begin(), memory.end(), std::numeric_limits<scalar_t>::quiet_NaN());
+      block(run, run.reversed ? blocks - 1 - i : i, static_cast<void*>(memory.data() + kGuard));
+      for (int64_t g = 0; g < kGuard; ++g) {
+        TORCH_CHECK(std::isnan(memory[g]) && std::isnan(memory[kGuard + size + g]),
+                    "window_attention (tiled kernels): a block wrote outside its ", shared_bytes,
+                    " bytes of shared memory");
+      }
     }
   });
 }
@@ -73,7 +89,7 @@ void tiled_forward(Problem& p, const at::Tensor& k) {
   AT_DISPATCH_FLOATING_TYPES(p.q.scalar_type(), "window_attention_tiled_forward", [&] {
     const auto x = tensors_of<scalar_t>(p, k, out_sums);
     const auto scale = static_cast<scalar_t>(p.scale);
-    run_blocks<scalar_t>(tiles::band_blocks(s, tiles::whole_map(s)),
+    run_blocks<scalar_t>(p.kernels, tiles::band_blocks(s, tiles::whole_map(s)),
                          tiles::forward_shared_bytes<scalar_t>(s),
                          [&](const SerialBlock& run, int64_t index, void* shared) {
                            tiles::forward_block(run, s, x, scale, index, shared);
@@ -90,13 +106,15 @@ void tiled_backward(Problem& p, const at::Tensor& k) {
     const auto [dk, dv] = tiles::backward_in_bands(
         s, x, p.q.options(),
         [&](const tiles::Band& band) {
-          run_blocks<scalar_t>(tiles::band_blocks(s, band), tiles::pixel_shared_bytes<scalar_t>(s),
+          run_blocks<scalar_t>(p.kernels, tiles::band_blocks(s, band),
+                               tiles::pixel_shared_bytes<scalar_t>(s),
                                [&](const SerialBlock& run, int64_t index, void* shared) {
                                  tiles::pixel_block(run, s, x, band, scale, index, shared);
                                });
         },
         [&](const tiles::Band& band) {
-          run_blocks<scalar_t>(s.B * s.h * s.w, tiles::reduce_shared_bytes<scalar_t>(s),
+          run_blocks<scalar_t>(p.kernels, s.B * s.h * s.w,
+                               tiles::reduce_shared_bytes<scalar_t>(s),
                                [&](const SerialBlock& run, int64_t index, void* shared) {
                                  tiles::reduce_block(run, s, x, band, index, shared);
                                });
