@@ -65,6 +65,8 @@
 // 48 KB (cudaFuncSetAttribute) and checks the device's limit.
 #pragma once
 
+#include <cstdint>
+#include <stdexcept>
 #include <type_traits>
 
 #include "window_attention_math.h"
@@ -220,9 +222,21 @@ struct PixelTile {
 // ---------------------------------------------------------------------------------------------
 // 4 x 4 register tiles of small matrix products (phase bodies).
 
+// Where the GPU moves 4 floats as one vector, their address must be 16-byte aligned (else the
+// kernel stops with a misaligned-address error); the CPU emulation checks it.
+template <typename T>
+WA_FN void check_vector_alignment(const T* p) {
+#ifndef __CUDA_ARCH__
+  if (std::is_same<T, float>::value && reinterpret_cast<std::uintptr_t>(p) % 16 != 0)
+    throw std::runtime_error("window_attention (tiled kernels): a 4-float vector access is not "
+                             "16-byte aligned");
+#endif
+}
+
 // 4 consecutive values from p (16-byte aligned): one vector load for float on the GPU.
 template <typename T>
 WA_FN void load4(const T* p, T* r) {
+  check_vector_alignment(p);
 #ifdef __CUDA_ARCH__
   if constexpr (std::is_same<T, float>::value) {
     const float4 v = *reinterpret_cast<const float4*>(p);
@@ -242,6 +256,7 @@ WA_FN void load4(const T* p, T* r) {
 // assignment there into scalar stores).
 template <bool kGlobal, typename T>
 WA_FN void store4(T* p, const T* r) {
+  check_vector_alignment(p);
 #ifdef __CUDA_ARCH__
   if constexpr (std::is_same<T, float>::value) {
     const float4 v = make_float4(r[0], r[1], r[2], r[3]);
