@@ -101,7 +101,7 @@ def window_attention_tiled(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, nu
     v_cols = v[..., cols]                                             # (B, C, h, Tc, KW)
     # Which keys each pixel may see, as additive 0/-inf biases per axis, broadcast inside
     # the logits instead of materialising a (Tr, Tc, th*tw, KH*KW) mask.
-    neg_inf = torch.tensor(float('-inf'), dtype=q.dtype, device=q.device)
+    neg_inf = torch.full((), float('-inf'), dtype=q.dtype, device=q.device)
     zero = torch.zeros((), dtype=q.dtype, device=q.device)
     row_bias = torch.where(row_valid, zero, neg_inf)[:, None, None, :, None, :, None]
     col_bias = torch.where(col_valid, zero, neg_inf)[None, :, None, None, :, None, :]

@@ -28,9 +28,11 @@ def window_bounds_1d(out_len: int, in_len: int, window_ratio: float,
         return start, torch.full_like(start, in_len)
     # A tensor divisor: CUDA divides by a Python number through its reciprocal, which can round
     # the centre differently from the exact float32 quotient the rule (and the kernels) use.
-    length = torch.tensor(float(out_len), dtype=torch.float32, device=device)
+    # The constants are filled on the device: a tensor made on the host and copied there would
+    # wait for all queued GPU work.
+    length = torch.full((), float(out_len), dtype=torch.float32, device=device)
     centre = (torch.arange(out_len, dtype=torch.float32, device=device) + 0.5) / length
-    ratio = torch.tensor(window_ratio, dtype=torch.float32, device=device)
+    ratio = torch.full((), window_ratio, dtype=torch.float32, device=device)
     start = ((centre - ratio).clamp(0.0, 1.0) * in_len).floor().long()
     stop = ((centre + ratio).clamp(0.0, 1.0) * in_len).ceil().long()
     return start, stop

@@ -22,6 +22,27 @@ DEMO_DEPTH = CONFIGS / 'demo' / 'shapes_depth_vit_anyup_dpt.py'
 #: A small AnyUp: random weights need not have the official width.
 TINY_ANYUP = dict(qk_dim=16, num_heads=4, lfu_basis=8)
 
+#: Small models of both segmentors (a 2-block random ViT, AnyUp neck, linear or DPT head) on
+#: preprocessed (B, 3, *IMAGE) inputs.
+IMAGE = (32, 40)
+BACKBONE = dict(type='TimmBackbone', model_name='vit_tiny_patch16_224',
+                model_kwargs=dict(patch_size=8, depth=2, embed_dim=48, num_heads=2, img_size=32))
+PREPROCESSOR = dict(type='SegDataPreProcessor', mean=[127.5] * 3, std=[127.5] * 3,
+                    bgr_to_rgb=True, size=IMAGE)
+SEGMENTOR = dict(type='AnyUpEncoderDecoder', data_preprocessor=PREPROCESSOR, backbone=BACKBONE,
+                 neck=dict(type='AnyUpNeck', upsampler=TINY_ANYUP),
+                 decode_head=dict(type='LinearHead', in_channels=48, num_classes=3,
+                                  dropout_ratio=0.0, norm_cfg=dict(type='BN')),
+                 test_cfg=dict(mode='whole'))
+DEPTH = dict(type='AnyUpDepthEstimator', data_preprocessor=PREPROCESSOR,
+             backbone=dict(BACKBONE, out_indices=(0, 1)),
+             neck=dict(type='AnyUpNeck', upsampler=TINY_ANYUP, in_index=(0, 1),
+                       out_strides=(4, 8)),
+             decode_head=dict(type='DPTDepthHead', in_channels=[48, 48], in_index=[0, 1],
+                              reassemble_channels=(8, 16), channels=8, norm_cfg=None,
+                              dropout_ratio=0.0),
+             test_cfg=dict(mode='whole'))
+
 #: Environment for subprocesses: the CPU process settings, the repo importable.
 SUBPROCESS_ENV = runtime.environment(PYTHONPATH=str(REPO))
 

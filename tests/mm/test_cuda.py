@@ -23,29 +23,11 @@ from mmseg.structures import SegDataSample
 
 from tests.numerics import relative_error
 
-from .helpers import DEMO_SEG, REPO, SUBPROCESS_ENV, TINY_ANYUP, as_cli, tiny_run_options
+from .helpers import (DEMO_SEG, DEPTH, IMAGE, REPO, SEGMENTOR, SUBPROCESS_ENV, TINY_ANYUP, as_cli,
+                      tiny_run_options)
 
 pytestmark = [pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device'),
               pytest.mark.usefixtures('no_tf32')]
-
-IMAGE = (32, 40)
-BACKBONE = dict(type='TimmBackbone', model_name='vit_tiny_patch16_224',
-                model_kwargs=dict(patch_size=8, depth=2, embed_dim=48, num_heads=2, img_size=32))
-PREPROCESSOR = dict(type='SegDataPreProcessor', mean=[127.5] * 3, std=[127.5] * 3,
-                    bgr_to_rgb=True, size=IMAGE)
-SEGMENTOR = dict(type='AnyUpEncoderDecoder', data_preprocessor=PREPROCESSOR, backbone=BACKBONE,
-                 neck=dict(type='AnyUpNeck', upsampler=TINY_ANYUP),
-                 decode_head=dict(type='LinearHead', in_channels=48, num_classes=3,
-                                  dropout_ratio=0.0, norm_cfg=dict(type='BN')),
-                 test_cfg=dict(mode='whole'))
-DEPTH = dict(type='AnyUpDepthEstimator', data_preprocessor=PREPROCESSOR,
-             backbone=dict(BACKBONE, out_indices=(0, 1)),
-             neck=dict(type='AnyUpNeck', upsampler=TINY_ANYUP, in_index=(0, 1),
-                       out_strides=(4, 8)),
-             decode_head=dict(type='DPTDepthHead', in_channels=[48, 48], in_index=[0, 1],
-                              reassemble_channels=(8, 16), channels=8, norm_cfg=None,
-                              dropout_ratio=0.0),
-             test_cfg=dict(mode='whole'))
 
 
 def test_anyup_neck_forward_and_backward_match_the_cpu():

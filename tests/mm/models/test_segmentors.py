@@ -7,7 +7,11 @@ import torch
 from mmengine.config import ConfigDict
 from mmengine.optim import build_optim_wrapper
 from mmseg.registry import MODELS
+from torch._subclasses.fake_tensor import FakeTensorMode
 
+from tests.host_waits import HostWaits
+
+from .. import helpers
 from ..helpers import TINY_ANYUP
 
 SEGMENTOR = dict(
@@ -114,3 +118,16 @@ def test_freeze_backbone_keeps_it_out_of_training_and_of_the_optimizer():
 def test_bad_configs_fail_at_build_time(edit, error, message):
     with pytest.raises(error, match=message):
         build(edit)
+
+
+@pytest.mark.parametrize('config', [helpers.SEGMENTOR, helpers.DEPTH], ids=['seg', 'depth'])
+def test_gpu_forward_never_waits(config):
+    """On fake CUDA tensors (tests/host_waits.py): backbone, AnyUp neck and head queue their
+    kernels without a value crossing between host and device."""
+    model = MODELS.build(ConfigDict(config))
+    with FakeTensorMode(allow_non_fake_inputs=True), torch.device('cuda'):
+        model = model.cuda()
+        with HostWaits() as waits:
+            out = model._forward(torch.randn(2, 3, *helpers.IMAGE))
+    assert out.shape[0] == 2 and out.device.type == 'cuda'
+    assert waits.found == []
