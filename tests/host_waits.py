@@ -11,6 +11,7 @@ from host data is created without a copy, so the makers are watched too).
 """
 from __future__ import annotations
 
+import os
 import traceback
 from pathlib import Path
 
@@ -30,7 +31,7 @@ COPIES = {aten._to_copy.default, aten.copy_.default}
 MAKERS = {torch.tensor, torch.as_tensor, torch.Tensor.new_tensor}
 
 
-_TORCH = str(Path(torch.__file__).parent)
+_TORCH = str(Path(torch.__file__).parent) + os.sep
 
 
 def _caller() -> str:
@@ -48,10 +49,11 @@ class _Ops(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if func in READS_DATA:
+        inputs = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
+        if func in READS_DATA and any(t.device.type != 'cpu' for t in inputs):
             self.found.append((str(func), _caller()))
         out = func(*args, **kwargs)
-        tensors = [t for t in tree_flatten((args, kwargs, out))[0] if isinstance(t, torch.Tensor)]
+        tensors = inputs + [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)]
         host = [t for t in tensors if t.device.type == 'cpu']
         if host and len(host) < len(tensors) and (func in COPIES or any(t.dim() for t in host)):
             self.found.append((str(func), _caller()))

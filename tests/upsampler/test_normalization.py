@@ -4,7 +4,8 @@ import re
 import pytest
 import torch
 
-from anyup_neck.upsampler import IMAGENET_MEAN, IMAGENET_STD, imagenet_normalise
+from anyup_neck.upsampler import (IMAGENET_MEAN, IMAGENET_STD, ChannelNormalisation,
+                                  imagenet_normalise)
 
 
 def test_imagenet_normalise_per_channel_any_leading_shape():
@@ -15,6 +16,16 @@ def test_imagenet_normalise_per_channel_any_leading_shape():
         torch.testing.assert_close(normalised[:, c], (images[:, c] - m) / s)
     torch.testing.assert_close(imagenet_normalise(images[0]), normalised[0])
     assert (IMAGENET_MEAN, IMAGENET_STD) == ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+def test_channel_normalisation_module_moves_with_the_model_and_saves_nothing(dtype):
+    module = ChannelNormalisation(IMAGENET_MEAN, IMAGENET_STD)
+    assert module.state_dict() == {}
+    images = torch.rand(2, 3, 5, 4, dtype=dtype)
+    assert torch.equal(module(images), imagenet_normalise(images))
+    on_meta = module.to('meta')
+    assert on_meta.mean.device.type == 'meta' and on_meta(images.to('meta')).dtype == dtype
 
 
 @pytest.mark.parametrize('shape', [(2, 4, 5, 5), (5, 5)])

@@ -9,6 +9,8 @@ from anyup_neck import AnyUp
 from anyup_neck.mm.engine import save_upsampler
 from anyup_neck.mm.models import AnyUpCropConsistency
 from anyup_neck.mm.models.crop_consistency import CropGeometry
+from anyup_neck.ops import fused
+from tests.host_waits import HostWaits
 
 from .test_losses import _cos_mse_reference
 
@@ -198,3 +200,33 @@ def test_bad_inputs_and_modes_are_named():
         model.loss(_images(1, 64, 64).float())
     with pytest.raises(ValueError, match='mode'):
         model(_images(1, 64, 64), mode='tensor')
+
+
+def test_gpu_training_step_never_waits(monkeypatch):
+    """A training step queues its GPU work without a value crossing between host and device
+    (tests/host_waits.py; the meta device stands in for CUDA, with the GPU formulations): the
+    draws and the crop corners stay on the host. Augmentations limited to those that run on the
+    images' device (JPEG goes through the host by design; noise and two torchvision
+    operations copy host-made tensors)."""
+    monkeypatch.setattr(fused, 'uses_gpu_formulation', lambda x: True)
+    monkeypatch.setattr(torch, 'is_autocast_enabled', lambda *args: False)  # none on meta
+    on_device = ['photometric_distortion', 'grayscale', 'blur', 'autocontrast', 'equalize',
+                 'posterize', 'solarize', 'invert']
+    model = _model(augment=dict(ops=on_device)).to('meta')
+    inputs = _images(2, 64, 64).to('meta')
+    with HostWaits() as waits:
+        for _ in range(2):
+            losses = model.loss(inputs)
+            sum(losses.values()).backward()
+    assert set(losses) == {'loss_crop', 'loss_self_consistency', 'loss_input_consistency'}
+    assert waits.found == []
+
+
+def test_a_loaded_checkpoint_resumes_at_its_step():
+    inputs = _images(2, 64, 64)
+    trained = _model()
+    trained.loss(inputs)
+    resumed = _model()
+    resumed.load_state_dict(trained.state_dict())
+    assert float(resumed.loss(inputs)['loss_crop']) == float(trained.loss(inputs)['loss_crop'])
+    assert int(resumed.step) == int(trained.step) == 2

@@ -19,7 +19,7 @@ from mmengine.model import BaseModule
 from mmseg.registry import MODELS
 from torch import nn
 
-from ....upsampler.normalization import normalise_channels
+from ....upsampler.normalization import ChannelNormalisation
 
 
 def _check_model_name(model_name: str) -> None:
@@ -118,6 +118,8 @@ class TimmBackbone(BaseModule):
         config = model.pretrained_cfg
         self.mean = tuple(255.0 * m for m in config.get('mean', timm.data.IMAGENET_DEFAULT_MEAN))
         self.std = tuple(255.0 * s for s in config.get('std', timm.data.IMAGENET_DEFAULT_STD))
+        self.normalisation = ChannelNormalisation([m / 255 for m in self.mean],
+                                                  [s / 255 for s in self.std])
         if hasattr(model, 'prune_intermediate_layers'):
             model.prune_intermediate_layers(self.out_indices, prune_norm=not norm, prune_head=True)
         self.model = model
@@ -136,8 +138,7 @@ class TimmBackbone(BaseModule):
         What mmseg's data preprocessor does with ``mean``/``std`` on the 0-255 scale, for
         callers that hold images in [0, 1].
         """
-        return normalise_channels(images, [m / 255 for m in self.mean],
-                                  [s / 255 for s in self.std])
+        return self.normalisation(images)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """(B, 3, H, W) normalised image -> tuple of NCHW maps, one per ``out_indices``."""

@@ -16,7 +16,7 @@ loss = cos-MSE(output under the crops, targets)
 
 Backbones see images in their own normalisation (``TimmBackbone.normalise``) and run under
 ``no_grad`` in eval mode; AnyUp's guidance image is ImageNet-normalised
-(:func:`anyup_neck.upsampler.imagenet_normalise`). Checkpoints hold the
+(as :func:`anyup_neck.upsampler.imagenet_normalise` does it). Checkpoints hold the
 upsampler (``upsampler.*``, the official key names under that prefix) and the step counter,
 not the frozen backbones, which are rebuilt from their configs.
 """
@@ -33,7 +33,7 @@ from mmengine.model import BaseModel
 from mmseg.registry import MODELS
 from torch import nn
 
-from ....upsampler import AnyUp, imagenet_normalise
+from ....upsampler import IMAGENET_MEAN, IMAGENET_STD, AnyUp, ChannelNormalisation
 from ..losses import cos_mse, input_consistency_loss, self_consistency_loss
 from .crop_geometry import CropGeometry, take_windows
 from .strong_augment import StrongAugment
@@ -64,6 +64,10 @@ def _fill_backbones(module: 'AnyUpCropConsistency', state_dict: dict, prefix: st
     """load_state_dict pre-hook: take the backbones' weights from the built modules."""
     for key, value in module.backbones.state_dict(prefix=prefix + 'backbones.').items():
         state_dict.setdefault(key, value)
+
+
+def _read_step(module: 'AnyUpCropConsistency', incompatible_keys) -> None:
+    module._steps = int(module.step)
 
 
 def freeze_unused_parameters(upsampler: AnyUp) -> list[str]:
@@ -135,10 +139,13 @@ class AnyUpCropConsistency(BaseModel):
                 name, cfg, image_size, input_size, crop_size)
         self.backbones.requires_grad_(False).eval()
         self.upsampler = AnyUp(**{'lfu_mode': 'paper', **(upsampler or {})})
+        self.guidance = ChannelNormalisation(IMAGENET_MEAN, IMAGENET_STD)
         freeze_unused_parameters(self.upsampler)
         self.register_buffer('step', torch.zeros((), dtype=torch.long))
+        self._steps = 0  # the host's copy of ``step`` (reading the buffer would wait for a GPU)
         self.register_state_dict_post_hook(_drop_backbones)
         self.register_load_state_dict_pre_hook(_fill_backbones)
+        self.register_load_state_dict_post_hook(_read_step)
 
     @staticmethod
     def _build_backbone(name: str, cfg: dict, image_size, input_size,
@@ -194,7 +201,7 @@ class AnyUpCropConsistency(BaseModel):
         crops = take_windows(images, origins * geometry.patch_size, geometry.crop_size)
         features = self._features(name, small)
         targets = self._features(name, crops)
-        encoding = self.upsampler.encode_image(imagenet_normalise(small))
+        encoding = self.upsampler.encode_image(self.guidance(small))
         upsampled = self.upsampler.upsample(encoding, features, geometry.output_grid)
         predicted = take_windows(upsampled, origins, geometry.crop_grid)
         return CropSample(small, features, encoding, upsampled, origins, predicted, targets)
@@ -211,15 +218,16 @@ class AnyUpCropConsistency(BaseModel):
     def loss(self, inputs: torch.Tensor) -> dict[str, torch.Tensor]:
         """One training step's loss terms (weighted; mmengine sums the ``loss_*`` entries)."""
         images = self._images(inputs)
-        generator = self._generator(_TRAIN, int(self.step), get_rank())
-        self.step += 1
+        generator = self._generator(_TRAIN, self._steps, get_rank())
+        self._steps += 1
+        self.step.fill_(self._steps)
         names = list(self.backbones)
         name = names[int(torch.randint(len(names), (), generator=generator))]
         sample = self._crop_sample(name, images, generator)
         losses = {'loss_crop': cos_mse(sample.predicted, sample.targets)}
         if self.self_consistency_weight:
             size = self.geometries[name].input_size
-            augmented = imagenet_normalise(self.augment(sample.small, generator))
+            augmented = self.guidance(self.augment(sample.small, generator))
             guided = self.upsampler(augmented, sample.features, size)
             with torch.no_grad():
                 clean = self.upsampler.upsample(sample.encoding, sample.features, size)

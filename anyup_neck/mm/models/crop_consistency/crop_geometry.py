@@ -82,20 +82,19 @@ class CropGeometry:
 def take_windows(x: torch.Tensor, origins: torch.Tensor, size: Size) -> torch.Tensor:
     """Cut ``size`` windows at ``origins`` out of each map, keeping autograd.
 
-    x: (B, C, H, W); origins: (B, K, 2) int64 top-left corners (row, col) in x's pixels.
+    x: (B, C, H, W); origins: (B, K, 2) int64 top-left corners (row, col) in x's pixels, on
+    the host (where :meth:`CropGeometry.sample_origins` draws them: the corners are checked and
+    the windows sliced there, so nothing is copied to or read from x's device).
     Returns (B * K, C, *size), window k of image b at index b * K + k.
     """
     B, K = origins.shape[:2]
     if origins.shape != (B, K, 2) or B != x.shape[0]:
         raise ValueError(f'origins: expected shape ({x.shape[0]}, K, 2), '
                          f'got {tuple(origins.shape)}')
-    origins = origins.to(x.device)
-    if (origins < 0).any() or (origins[..., 0] + size[0] > x.shape[-2]).any() \
-            or (origins[..., 1] + size[1] > x.shape[-1]).any():
+    corners = origins.tolist()
+    (H, W), (h, w) = x.shape[-2:], size
+    if any(r < 0 or c < 0 or r + h > H or c + w > W for row in corners for r, c in row):
         raise ValueError(f'origins: windows of size {tuple(size)} must lie inside the '
-                         f'{tuple(x.shape[-2:])} map, got corners {origins.tolist()}')
-    rows = origins[..., 0, None] + torch.arange(size[0], device=x.device)    # (B, K, h)
-    cols = origins[..., 1, None] + torch.arange(size[1], device=x.device)    # (B, K, w)
-    batch = torch.arange(B, device=x.device).view(B, 1, 1, 1)
-    windows = x[batch, :, rows[..., :, None], cols[..., None, :]]           # (B, K, h, w, C)
-    return windows.permute(0, 1, 4, 2, 3).reshape(B * K, x.shape[1], *size)
+                         f'{(H, W)} map, got corners {corners}')
+    return torch.stack([x[b, :, r:r + h, c:c + w] for b, row in enumerate(corners)
+                        for r, c in row])
