@@ -39,6 +39,13 @@ def _forward_and_grads(case, dtype: torch.dtype, kernels: str):
     return out.detach(), [t.grad for t in leaves]
 
 
+def _op_results(q, k, v, grad, args, kernels: str) -> tuple[torch.Tensor, ...]:
+    """out, lse, dq, dk, dv of the op's forward and backward (args: heads, ratio, scale)."""
+    out, lse = torch.ops.anyup_neck.window_attention_forward(q, k, v, *args, kernels)
+    grads = torch.ops.anyup_neck.window_attention_backward(grad, q, k, v, lse, *args, kernels)
+    return (out, lse, *grads)
+
+
 @pytest.mark.parametrize('case', ALL, ids=ALL_IDS)
 def test_tiled_matches_reference(case):
     expected, expected_grads = _forward_and_grads(case, torch.float64, 'reference')
@@ -111,12 +118,8 @@ def test_tiled_has_no_races(case):
         q, k, v = (t.to(dtype) for t in make_inputs(B, N, d, C, out_size, in_size))
         grad = torch.randn(B, C, *out_size, generator=torch.Generator().manual_seed(3)).to(dtype)
         args = (N, ratio, d ** -0.5)
-        results = []
-        for kernels in ('tiled', 'tiled_reversed'):
-            out, lse = torch.ops.anyup_neck.window_attention_forward(q, k, v, *args, kernels)
-            grads = torch.ops.anyup_neck.window_attention_backward(grad, q, k, v, lse, *args,
-                                                                   kernels)
-            results.append((out, lse, *grads))
+        results = [_op_results(q, k, v, grad, args, kernels)
+                   for kernels in ('tiled', 'tiled_reversed')]
         for name, a, b in zip(('out', 'lse', 'dq', 'dk', 'dv'), *results):
             assert torch.equal(a, b), (dtype, name)
 
@@ -154,12 +157,7 @@ def test_tiled_equals_the_cpu_kernels_on_random_shapes():
         args = (N, ratio, d ** -0.5)
         grad = torch.randn(B, C, *out_size, dtype=torch.float64,
                            generator=torch.Generator().manual_seed(seed))
-        results = []
-        for kernels in ('tiled', 'fast'):
-            out, lse = torch.ops.anyup_neck.window_attention_forward(q, k, v, *args, kernels)
-            grads = torch.ops.anyup_neck.window_attention_backward(grad, q, k, v, lse, *args,
-                                                                   kernels)
-            results.append((out, lse, *grads))
+        results = [_op_results(q, k, v, grad, args, kernels) for kernels in ('tiled', 'fast')]
         for name, got, expected in zip(('out', 'lse', 'dq', 'dk', 'dv'), *results):
             scale = max(1.0, expected.abs().max().item())  # dq, dk vanish for 1-key windows
             assert (got - expected).abs().max().item() <= 1e-11 * scale, (
