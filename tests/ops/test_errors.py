@@ -73,3 +73,13 @@ def test_kernel_checks_direct_op_calls():
         torch.ops.anyup_neck.window_attention_forward(Q, K, V, 3, 0.1, 1.0)
     with pytest.raises(RuntimeError, match='v must have q.s batch and k.s spatial size'):
         torch.ops.anyup_neck.window_attention_forward(Q, K, V[:, :, :2], 2, 0.1, 1.0)
+
+
+@pytest.mark.skipif(not extension.available(), reason='needs the compiled extension')
+@pytest.mark.parametrize('kernels', ['fast', 'per_pixel'])
+def test_cpu_kernels_name_the_dtypes_they_take(kernels):
+    """Half precision runs on the CPU only in the tiled kernels' emulation (tests)."""
+    q, k, v = (t.bfloat16() for t in (Q, K, V))
+    with pytest.raises(RuntimeError, match=r'expected float32 or float64, got BFloat16 \(float16 '
+                                           r'and bfloat16 only with the tiled'):
+        torch.ops.anyup_neck.window_attention_forward(q, k, v, 2, 0.1, 0.5, kernels)

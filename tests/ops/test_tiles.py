@@ -10,6 +10,7 @@ import torch
 
 from anyup_neck.ops import extension
 from anyup_neck.upsampler.official import dense_attention
+from tests.numerics import relative_error
 from tests.ops.helpers import CASE_IDS, CASES, compiled_op, make_inputs
 
 pytestmark = pytest.mark.skipif(not extension.available(), reason='needs the compiled extension')
@@ -57,6 +58,23 @@ def test_tiled_matches_reference(case):
             assert g.dtype == dtype and g.shape == e.shape
             torch.testing.assert_close(g.double(), e, rtol=tol, atol=tol,
                                        msg=lambda m: f'{dtype} d{name}: {m}')
+
+
+#: Scale-relative error bounds against float64 for inputs in half precision (their rounding).
+HALF_TOLERANCE = {torch.float16: 4e-3, torch.bfloat16: 3e-2}
+
+
+@pytest.mark.parametrize('dtype', list(HALF_TOLERANCE), ids=str)
+@pytest.mark.parametrize('case', ALL, ids=ALL_IDS)
+def test_tiled_in_half_precision(case, dtype):
+    """float16 and bfloat16 inputs with float32 accumulation, the GPU's types: shared memory,
+    lse and the partial rows in float32, out and dq written once in the inputs' dtype (from
+    float32 sums kept apart where a span takes several key chunks)."""
+    expected, expected_grads = _forward_and_grads(case, torch.float64, 'reference')
+    got, grads = _forward_and_grads(case, dtype, 'tiled')
+    assert got.dtype == dtype and relative_error(got, expected) < HALF_TOLERANCE[dtype]
+    for name, g, e in zip('qkv', grads, expected_grads):
+        assert g.dtype == dtype and relative_error(g, e) < HALF_TOLERANCE[dtype], name
 
 
 def test_tiled_lse_is_the_per_pixel_kernels():
@@ -114,7 +132,7 @@ def test_tiled_has_no_races(case):
     give the same bits as in order: no thread reads or writes what another thread of its block
     writes between the same two barriers, no block depends on another of its launch."""
     B, N, d, C, out_size, in_size, ratio, _ = case
-    for dtype in (torch.float32, torch.float64):
+    for dtype in (torch.bfloat16, torch.float32, torch.float64):
         q, k, v = (t.to(dtype) for t in make_inputs(B, N, d, C, out_size, in_size))
         grad = torch.randn(B, C, *out_size, generator=torch.Generator().manual_seed(3)).to(dtype)
         args = (N, ratio, d ** -0.5)

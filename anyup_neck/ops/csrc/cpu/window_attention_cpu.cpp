@@ -14,9 +14,12 @@ cpu::Problem make_problem(const Tensor& q, const Tensor& k, const Tensor& v, int
                           double window_ratio, double scale, c10::string_view kernels) {
   TORCH_CHECK(q.device().is_cpu(), "window_attention (CPU kernel): expected CPU tensors, got ",
               q.device());
-  TORCH_CHECK(q.scalar_type() == at::kFloat || q.scalar_type() == at::kDouble,
-              "window_attention (CPU kernel): expected float32 or float64, got ", q.scalar_type());
   cpu::Problem p;
+  p.kernels = parse_kernels(kernels, Kernels::fast, "CPU");
+  const bool single_or_double = q.scalar_type() == at::kFloat || q.scalar_type() == at::kDouble;
+  TORCH_CHECK(single_or_double || cpu::is_tiled(p.kernels),
+              "window_attention (CPU kernel): expected float32 or float64, got ", q.scalar_type(),
+              " (float16 and bfloat16 only with the tiled kernels' emulation)");
   p.B = q.size(0);
   p.D = q.size(1);
   p.C = v.size(1);
@@ -28,7 +31,6 @@ cpu::Problem make_problem(const Tensor& q, const Tensor& k, const Tensor& v, int
   p.dim = p.D / num_heads;
   p.ratio = static_cast<float>(window_ratio);
   p.scale = scale;
-  p.kernels = parse_kernels(kernels, Kernels::fast, "CPU");
   p.k_cl = k.permute({0, 2, 3, 1}).contiguous();
   p.v = v.contiguous();
   return p;

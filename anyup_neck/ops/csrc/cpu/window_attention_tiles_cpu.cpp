@@ -1,13 +1,15 @@
 // The tiled CUDA kernels' block code (common/window_tiles.h) on the CPU, for the tests: each
 // block's phases run one after the other, each phase for every thread of the block in turn,
-// over a shared-memory array of the size the GPU gets. Blocks run in parallel (they write
-// disjoint outputs). The shared memory is filled with NaN before each block, so a phase that
+// over a shared-memory array of the size the GPU gets, in the GPU's types (float16 and
+// bfloat16 inputs with float32 accumulation too). Blocks run in parallel (they write disjoint
+// outputs). The shared memory is filled with NaN before each block, so a phase that
 // reads what no earlier phase wrote shows in the results; guard zones of NaN on both sides of it
 // are checked after each block, so a write outside it stops the op with an error. With
 // Kernels::tiled_reversed the threads of every phase and the blocks of every launch run in
 // reverse order: results that differ from Kernels::tiled show a race on the GPU.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 
 #include <cmath>
@@ -38,39 +40,46 @@ tiles::Sizes sizes_of(const Problem& p) {
   return {p.B, p.D, p.C, p.H, p.W, p.h, p.w, p.dim, static_cast<int>(p.heads), p.ratio};
 }
 
-// The problem's tensors as the block code sees them (CPU kernels accumulate in their dtype),
-// with the sums buffer of out or dq, if any (the other is unused).
-template <typename scalar_t>
-tiles::Tensors<scalar_t, scalar_t> tensors_of(const Problem& p, const at::Tensor& k,
-                                              const at::Tensor& sums) {
-  auto data = [](const at::Tensor& t) { return t.defined() ? t.data_ptr<scalar_t>() : nullptr; };
+// The problem's tensors as the block code sees them: scalar_t the inputs' dtype, acc_t its
+// accumulation dtype, as on the GPU (float32 for float16, bfloat16 and float32); with the sums
+// buffer of out or dq, if any (the other is unused).
+template <typename scalar_t, typename acc_t>
+tiles::Tensors<scalar_t, acc_t> tensors_of(const Problem& p, const at::Tensor& k,
+                                           const at::Tensor& sums) {
+  auto in = [](const at::Tensor& t) { return t.defined() ? t.data_ptr<scalar_t>() : nullptr; };
+  auto acc = [](const at::Tensor& t) { return t.defined() ? t.data_ptr<acc_t>() : nullptr; };
   const Layout q = layout_of(p.q);
-  return {data(p.q),    q.batch,     q.channel,  q.pixel,    data(k),
-          data(p.k_cl), data(p.v),   data(p.v_cl), data(p.grad_out), data(p.out),
-          data(sums),   data(p.lse), data(p.dq), data(sums), nullptr,
+  return {in(p.q),   q.batch,     q.channel,   q.pixel,          in(k),
+          in(p.k_cl), in(p.v),    in(p.v_cl),  in(p.grad_out),   in(p.out),
+          acc(sums), acc(p.lse),  in(p.dq),    acc(sums),        nullptr,
           nullptr};
+}
+
+// The accumulation dtype's options for tensors like `t`.
+at::TensorOptions acc_options(const at::Tensor& t) {
+  return t.options().dtype(at::toOpMathType(t.scalar_type()));
 }
 
 // A map's sums buffer apart from the map even where the dtypes agree: the path the GPU takes
 // for float16 and bfloat16 (sums in float32, the map written once from them).
 at::Tensor sums_apart(const tiles::Sizes& s, const at::Tensor& map) {
-  return tiles::sums_buffer(s, map, map.options(), /*share=*/false);
+  return tiles::sums_buffer(s, map, acc_options(map), /*share=*/false);
 }
 
 // Elements of the NaN guard zones before and after a block's shared memory.
 constexpr int64_t kGuard = 256;
 
 // Runs block(SerialBlock, index, shared) for every block index below `blocks`, over
-// `shared_bytes` of NaN-filled shared memory per block between two guard zones; the order of
-// threads and blocks is reversed for Kernels::tiled_reversed.
-template <typename scalar_t, typename Block>
+// `shared_bytes` of NaN-filled shared memory (of acc_t) per block between two guard zones; the
+// order of threads and blocks is reversed for Kernels::tiled_reversed.
+template <typename acc_t, typename Block>
 void run_blocks(Kernels kernels, int64_t blocks, int64_t shared_bytes, const Block& block) {
   const SerialBlock run{kernels == Kernels::tiled_reversed};
-  const int64_t size = (shared_bytes + sizeof(scalar_t) - 1) / sizeof(scalar_t);
+  const int64_t size = (shared_bytes + sizeof(acc_t) - 1) / sizeof(acc_t);
   at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
-    std::vector<scalar_t> memory(kGuard + size + kGuard);
+    std::vector<acc_t> memory(kGuard + size + kGuard);
     for (int64_t i = begin; i < end; ++i) {
-      std::fill(memory.begin(), memory.end(), std::numeric_limits<scalar_t>::quiet_NaN());
+      std::fill(memory.begin(), memory.end(), std::numeric_limits<acc_t>::quiet_NaN());
       block(run, run.reversed ? blocks - 1 - i : i, static_cast<void*>(memory.data() + kGuard));
       for (int64_t g = 0; g < kGuard; ++g) {
         TORCH_CHECK(std::isnan(memory[g]) && std::isnan(memory[kGuard + size + g]),
@@ -86,38 +95,41 @@ void run_blocks(Kernels kernels, int64_t blocks, int64_t shared_bytes, const Blo
 void tiled_forward(Problem& p, const at::Tensor& k) {
   const tiles::Sizes s = sizes_of(p);
   const at::Tensor out_sums = sums_apart(s, p.out);
-  AT_DISPATCH_FLOATING_TYPES(p.q.scalar_type(), "window_attention_tiled_forward", [&] {
-    const auto x = tensors_of<scalar_t>(p, k, out_sums);
-    const auto scale = static_cast<scalar_t>(p.scale);
-    run_blocks<scalar_t>(p.kernels, tiles::band_blocks(s, tiles::whole_map(s)),
-                         tiles::forward_shared_bytes<scalar_t>(s),
-                         [&](const SerialBlock& run, int64_t index, void* shared) {
-                           tiles::forward_block(run, s, x, scale, index, shared);
-                         });
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p.q.scalar_type(),
+                                  "window_attention_tiled_forward", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const auto x = tensors_of<scalar_t, acc_t>(p, k, out_sums);
+    const auto scale = static_cast<acc_t>(p.scale);
+    run_blocks<acc_t>(p.kernels, tiles::band_blocks(s, tiles::whole_map(s)),
+                      tiles::forward_shared_bytes<acc_t>(s),
+                      [&](const SerialBlock& run, int64_t index, void* shared) {
+                        tiles::forward_block(run, s, x, scale, index, shared);
+                      });
   });
 }
 
 void tiled_backward(Problem& p, const at::Tensor& k) {
   const tiles::Sizes s = sizes_of(p);
   const at::Tensor dq_sums = sums_apart(s, p.dq);
-  AT_DISPATCH_FLOATING_TYPES(p.q.scalar_type(), "window_attention_tiled_backward", [&] {
-    auto x = tensors_of<scalar_t>(p, k, dq_sums);
-    const auto scale = static_cast<scalar_t>(p.scale);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p.q.scalar_type(),
+                                  "window_attention_tiled_backward", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    auto x = tensors_of<scalar_t, acc_t>(p, k, dq_sums);
+    const auto scale = static_cast<acc_t>(p.scale);
     const auto [dk, dv] = tiles::backward_in_bands(
-        s, x, p.q.options(),
+        s, x, acc_options(p.q),
         [&](const tiles::Band& band) {
-          run_blocks<scalar_t>(p.kernels, tiles::band_blocks(s, band),
-                               tiles::pixel_shared_bytes<scalar_t>(s),
-                               [&](const SerialBlock& run, int64_t index, void* shared) {
-                                 tiles::pixel_block(run, s, x, band, scale, index, shared);
-                               });
+          run_blocks<acc_t>(p.kernels, tiles::band_blocks(s, band),
+                            tiles::pixel_shared_bytes<acc_t>(s),
+                            [&](const SerialBlock& run, int64_t index, void* shared) {
+                              tiles::pixel_block(run, s, x, band, scale, index, shared);
+                            });
         },
         [&](const tiles::Band& band) {
-          run_blocks<scalar_t>(p.kernels, s.B * s.h * s.w,
-                               tiles::reduce_shared_bytes<scalar_t>(s),
-                               [&](const SerialBlock& run, int64_t index, void* shared) {
-                                 tiles::reduce_block(run, s, x, band, index, shared);
-                               });
+          run_blocks<acc_t>(p.kernels, s.B * s.h * s.w, tiles::reduce_shared_bytes<acc_t>(s),
+                            [&](const SerialBlock& run, int64_t index, void* shared) {
+                              tiles::reduce_block(run, s, x, band, index, shared);
+                            });
         });
     p.dk.copy_(dk);
     p.dv.copy_(dv);
