@@ -51,7 +51,7 @@ CUDA_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 #: (the tiled CUDA kernels of csrc/common/window_tiles.h, backend 'cuda_tiled'; on the CPU
 #: their block code emulated thread by thread between the barriers, for the tests);
 #: 'tiled_reversed' (CPU only: 'tiled' with each phase's threads and each launch's blocks in
-#: reverse order, a race check: it must give the same bits as 'tiled').
+#: reverse order, blocks one at a time, a race check: it must give the same bits as 'tiled').
 KERNELS = ('auto', 'fast', 'per_pixel', 'tiled', 'tiled_reversed')
 
 _FORWARD = 'anyup_neck::window_attention_forward'

@@ -30,10 +30,11 @@ using at::Tensor;
 //                on a GPU); on the CPU their block code runs thread by thread between the
 //                barriers, with the same shared-memory indexing (tests).
 //   "tiled_reversed"  CPU only: "tiled" with the threads of every phase and the blocks of every
-//                launch run in reverse order, a race check for the tests: a thread that reads
-//                or writes what another thread writes in the same phase (no barrier between
-//                them on the GPU), or a block that depends on another block of its launch, gives
-//                other results than "tiled".
+//                launch run in reverse order (blocks one at a time), a race check for the
+//                tests: a thread that reads or writes what another thread writes in the same
+//                phase (no barrier between them on the GPU), or a block that depends on another
+//                block of its launch, gives other results than "tiled" wherever the order
+//                changes a value (two threads adding to one sum, which a GPU can lose, do not).
 enum class Kernels { fast, per_pixel, tiled, tiled_reversed };
 
 // `name` as Kernels; "auto" gives `device_default`. `device` names the caller in the error for

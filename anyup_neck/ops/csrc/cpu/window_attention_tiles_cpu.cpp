@@ -3,15 +3,19 @@
 // over a shared-memory array of the size the GPU gets, in the GPU's types (float16 and
 // bfloat16 inputs with float32 accumulation too). Blocks run in parallel (they write disjoint
 // outputs). The shared memory is filled with NaN before each block, so a phase that
-// reads what no earlier phase wrote shows in the results; guard zones of NaN on both sides of it
-// are checked after each block, so a write outside it stops the op with an error. With
-// Kernels::tiled_reversed the threads of every phase and the blocks of every launch run in
-// reverse order: results that differ from Kernels::tiled show a race on the GPU.
+// reads what no earlier phase wrote shows in the results (shared integers are not NaN: an
+// unwritten offset is a garbage index instead); guard zones of NaN on both sides of it are
+// checked after each block, so a write just outside it stops the op with an error. With
+// Kernels::tiled_reversed the threads of every phase, and the blocks of every launch, run in
+// reverse order and one block at a time: results that differ from Kernels::tiled show a race
+// on the GPU. (Conflicts that give the same value in either order, such as two threads adding
+// to one sum, which a GPU can lose, do not show.)
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -66,17 +70,20 @@ at::Tensor sums_apart(const tiles::Sizes& s, const at::Tensor& map) {
   return tiles::sums_buffer(s, map, acc_options(map), /*share=*/false);
 }
 
-// Elements of the NaN guard zones before and after a block's shared memory.
+// Elements of the NaN guard zones before and after a block's shared memory (a stray write
+// lands there unless it is NaN or goes further than this).
 constexpr int64_t kGuard = 256;
 
 // Runs block(SerialBlock, index, shared) for every block index below `blocks`, over
-// `shared_bytes` of NaN-filled shared memory (of acc_t) per block between two guard zones; the
-// order of threads and blocks is reversed for Kernels::tiled_reversed.
+// `shared_bytes` of NaN-filled shared memory (of acc_t) per block between two guard zones:
+// blocks in parallel, or for Kernels::tiled_reversed one after another from the last, each
+// phase's threads from the last.
 template <typename acc_t, typename Block>
 void run_blocks(Kernels kernels, int64_t blocks, int64_t shared_bytes, const Block& block) {
   const SerialBlock run{kernels == Kernels::tiled_reversed};
   const int64_t size = (shared_bytes + sizeof(acc_t) - 1) / sizeof(acc_t);
-  at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
+  const int64_t grain = run.reversed ? std::max<int64_t>(blocks, 1) : 1;  // one chunk: serial
+  at::parallel_for(0, blocks, grain, [&](int64_t begin, int64_t end) {
     std::vector<acc_t> memory(kGuard + size + kGuard);
     for (int64_t i = begin; i < end; ++i) {
       std::fill(memory.begin(), memory.end(), std::numeric_limits<acc_t>::quiet_NaN());
