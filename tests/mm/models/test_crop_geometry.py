@@ -65,6 +65,10 @@ def test_take_windows_keeps_gradients():
         for r, c in row:
             expected[b, r:r + 3, c:c + 3] += 1
     torch.testing.assert_close(x.grad, expected[:, None].expand(2, 4, 6, 6))
+    # Overlapping windows, against float64 finite differences.
+    x64 = torch.rand(2, 3, 5, 7, dtype=torch.float64, requires_grad=True)
+    corners = torch.tensor([[[0, 0], [1, 2], [1, 2]], [[2, 4], [0, 3], [1, 3]]])
+    assert torch.autograd.gradcheck(lambda t: take_windows(t, corners, (3, 3)), (x64,))
 
 
 @pytest.mark.parametrize('kwargs, message', [

@@ -96,5 +96,26 @@ def take_windows(x: torch.Tensor, origins: torch.Tensor, size: Size) -> torch.Te
     if any(r < 0 or c < 0 or r + h > H or c + w > W for row in corners for r, c in row):
         raise ValueError(f'origins: windows of size {tuple(size)} must lie inside the '
                          f'{(H, W)} map, got corners {corners}')
-    return torch.stack([x[b, :, r:r + h, c:c + w] for b, row in enumerate(corners)
-                        for r, c in row])
+    return _Windows.apply(x, corners, (h, w))
+
+
+class _Windows(torch.autograd.Function):
+    """(B, C, H, W) -> (B * K, C, h, w) windows at host corners [[(r, c)] * K] * B. Its
+    backward adds the windows' gradients into one map of zeros (autograd through the slices
+    would make a full-size gradient per window and add them up)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, corners: list, size: Size) -> torch.Tensor:
+        ctx.shape, ctx.corners, ctx.size = x.shape, corners, size
+        h, w = size
+        return torch.stack([x[b, :, r:r + h, c:c + w] for b, row in enumerate(corners)
+                            for r, c in row])
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (h, w), windows = ctx.size, iter(grad)
+        dx = grad.new_zeros(ctx.shape)
+        for b, row in enumerate(ctx.corners):
+            for r, c in row:
+                dx[b, :, r:r + h, c:c + w].add_(next(windows))
+        return dx, None, None
