@@ -5,9 +5,13 @@ everything queued before (and the GPU then idles while the host queues the next 
 a value crosses between host and device: a tensor made on the host and copied to the GPU
 (``torch.tensor(x, device='cuda')``), a value read back (``.item()``, ``bool(t)``, ``.cpu()``)
 or an op whose output size depends on the data (``nonzero``, boolean indexing).
-:class:`HostWaits` records such ops while a model runs on fake CUDA tensors
-(``FakeTensorMode``: shapes and devices, no data) or on the meta device (where a tensor made
-from host data is created without a copy, so the makers are watched too).
+:class:`HostWaits` records such ops, as the dispatcher sees them, while a model runs on fake
+CUDA tensors (``FakeTensorMode``: shapes and devices, no data) or on the meta device (where a
+tensor made from host data is created without a copy, so the makers are watched too). It
+counts every copy between host and device, non-blocking ones too (only those from pinned
+memory would not wait). It cannot see waits inside an op's own C++ or CUDA code (e.g.
+``histc`` finding its range, an explicit ``torch.cuda.synchronize()``); on fake tensors the
+extension's ops run their shape functions, not their CUDA launchers.
 """
 from __future__ import annotations
 
@@ -24,11 +28,13 @@ aten = torch.ops.aten
 #: Ops that read device data on the host.
 READS_DATA = {aten._local_scalar_dense.default, aten.nonzero.default, aten.masked_select.default,
               aten.unique_consecutive.default, aten._unique2.default, aten.is_nonzero.default}
-#: Copies; one between host and device waits (the inputs of other ops may include host
-#: scalars: 0-dim CPU tensors, which CUDA kernels take by value).
-COPIES = {aten._to_copy.default, aten.copy_.default}
+#: Copies; one between host and device waits. The inputs of other ops may include host
+#: scalars, 0-dim CPU tensors, which CUDA kernels take by value; except for these ops, which
+#: copy such a value to the device.
+COPIES = {aten._to_copy.default, aten.copy_.default, aten.index_put.default,
+          aten.index_put_.default, aten._index_put_impl_.default}
 #: Tensors made from host data: on a device, a copy.
-MAKERS = {torch.tensor, torch.as_tensor, torch.Tensor.new_tensor}
+MAKERS = {torch.tensor, torch.as_tensor, torch.asarray, torch.Tensor.new_tensor}
 
 
 _TORCH = str(Path(torch.__file__).parent) + os.sep
@@ -76,7 +82,7 @@ class _Makers(TorchFunctionMode):
 
 class HostWaits:
     """``with HostWaits() as waits:`` records in ``waits.found`` (op, caller) for every op
-    that would make the host wait for the device."""
+    that would make the host wait for the device (as far as the module docstring says)."""
 
     def __init__(self):
         self.found: list[tuple[str, str]] = []

@@ -34,7 +34,9 @@ def normalise_channels(images: torch.Tensor, mean: Sequence[float] | torch.Tenso
 
 class ChannelNormalisation(nn.Module):
     """:func:`normalise_channels` with a fixed mean and std, held as buffers that move with
-    the module (float64, not saved in checkpoints): no copy from the host per call.
+    the module: no copy from the host per call. They are float64 until the module is cast
+    (``.half()`` rounds them like any buffer) and are not saved in checkpoints (the values come
+    from the constructor).
 
     Input (..., 3, H, W) RGB; output the same shape, dtype and device.
     """

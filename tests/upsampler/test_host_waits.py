@@ -37,8 +37,10 @@ def test_host_waits_are_found(device):
             x * torch.tensor(2.0, device='cpu')         # a host scalar: taken by value
             x + torch.tensor([1.0, 2.0, 3.0])           # made on the host, copied
             x + torch.ones(3, device='cpu').to(device)  # copied
-    assert {caller for _, caller in waits.found} == {f'{__file__}:{here + 2}',
-                                                     f'{__file__}:{here + 3}'}
+            x + torch.asarray([1.0, 2.0, 3.0])          # made on the host, copied
+            x.index_put_((torch.arange(2),), torch.tensor(5.0, device='cpu'))  # copied
+    lines = {f'{__file__}:{here + n}' for n in (2, 3, 4, 5)}
+    assert {caller for _, caller in waits.found} == lines
 
 
 @pytest.mark.parametrize('kernels', [False, True], ids=['pytorch-ops', 'cuda-kernels'])

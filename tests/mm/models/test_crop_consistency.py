@@ -212,7 +212,7 @@ def test_gpu_training_step_never_waits(monkeypatch):
     monkeypatch.setattr(torch, 'is_autocast_enabled', lambda *args: False)  # none on meta
     on_device = ['photometric_distortion', 'grayscale', 'blur', 'autocontrast', 'equalize',
                  'posterize', 'solarize', 'invert']
-    model = _model(augment=dict(ops=on_device)).to('meta')
+    model = _model(augment=dict(ops=on_device, num_ops=len(on_device))).to('meta')  # all run
     inputs = _images(2, 64, 64).to('meta')
     with HostWaits() as waits:
         for _ in range(2):
