@@ -232,9 +232,9 @@ def _apply_affine_silu(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor
 
 
 class _GroupNormSiLU(torch.autograd.Function):
-    """``silu(group_norm(x))`` for autograd, saving x and the (B, G) statistics only (autograd
-    through the PyTorch ops also saves the normalised map, a second full-size tensor); the
-    backward recomputes the normalised map from them. Its formulas: with ``g`` the gradient at
+    """``silu(group_norm(x))`` for autograd, saving x, the (B, G) statistics and the (B, C)
+    affine map only (autograd through the PyTorch ops also saves the normalised map, a second
+    full-size tensor); the backward recomputes the normalised map from them. Its formulas: with ``g`` the gradient at
     the GroupNorm's output, per (sample, channel) ``S1 = sum(g)``, ``S2 = sum(g * x)``, so
     ``sum(g * xhat) = rstd (S2 - mean S1)``; per group ``A = sum_c w S1`` and
     ``Bv = sum_c w rstd (S2 - mean S1)``; then ``dx = rstd w g - rstd A / n - rstd^2 (x - mean)
@@ -245,7 +245,8 @@ class _GroupNormSiLU(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
                 num_groups: int, eps: float) -> torch.Tensor:
         scale, shift, mean, rstd = _group_norm_coefficients(x, weight, bias, num_groups, eps)
-        ctx.save_for_backward(x, weight, bias, mean, rstd)
+        ctx.save_for_backward(x, weight, mean, rstd, scale, shift)
+        ctx.bias_dtype = bias.dtype
         return _apply_affine_silu(x, scale, shift)
 
     @staticmethod
@@ -253,8 +254,7 @@ class _GroupNormSiLU(torch.autograd.Function):
         # Full-map passes (reads + writes). PyTorch ops: g 5 (z, then g over it), S1 1, S2 4,
         # dx 5 (over g). CUDA kernels: S1 and S2 2 (x and grad read, g never stored), dx 3;
         # they centre x on the group's mean, so no sum cancels when the mean is large.
-        x, weight, bias, mean, rstd = ctx.saved_tensors
-        scale, shift = _group_affine(mean, rstd, weight, bias)
+        x, weight, mean, rstd, scale, shift = ctx.saved_tensors
         C = x.shape[1]
         mean_c, rstd_c = _channels(mean, C), _channels(rstd, C)
         layout = _flat_pixels_format(x)
@@ -286,7 +286,7 @@ class _GroupNormSiLU(torch.autograd.Function):
             dx = dx.addcmul_(x, _per_channel(coef_x, x)).to(x.dtype)
         return (dx if ctx.needs_input_grad[0] else None,
                 s_xhat.sum(0).to(weight.dtype) if ctx.needs_input_grad[1] else None,
-                s1.sum(0).to(bias.dtype) if ctx.needs_input_grad[2] else None, None, None)
+                s1.sum(0).to(ctx.bias_dtype) if ctx.needs_input_grad[2] else None, None, None)
 
 
 def group_norm_silu_by_reductions(x: torch.Tensor, norm: nn.GroupNorm,
