@@ -13,8 +13,8 @@ by itself, from the tensors' device and dtype and whether autograd records them,
   differentiable by autograd. :func:`group_norm_silu` is the case that matters: PyTorch's CUDA
   GroupNorm reduces each (sample, group) in one thread block, 8 blocks at batch 1 for 8 groups;
   here the statistics are PyTorch's own reductions over a (B, G, n) view, which split one long
-  reduction over many blocks, and under autograd one Function saves only x and the
-  statistics. Its full-map passes can run the extension's CUDA kernels
+  reduction over many blocks, and under autograd one Function saves only x and the (sample,
+  group) and (sample, channel) coefficients. Its full-map passes can run the extension's CUDA kernels
   (:data:`use_cuda_kernels`, :func:`cuda_kernels_usable`; off until measured on a GPU);
 * **the plain PyTorch ops**, e.g. autograd's path on the CPU.
 
@@ -295,7 +295,7 @@ def group_norm_silu_by_reductions(x: torch.Tensor, norm: nn.GroupNorm,
 
     Statistics and per-(sample, channel) scale and shift from :func:`_group_norm_coefficients`,
     then the apply pass (:func:`_apply_affine_silu`); the result has x's dtype and layout. Under
-    autograd :class:`_GroupNormSiLU`, which saves only x and the statistics.
+    autograd :class:`_GroupNormSiLU`, which saves only x, the statistics and the affine map.
     """
     if records_grad(x, norm.weight, norm.bias):
         return _GroupNormSiLU.apply(x, norm.weight, norm.bias, norm.num_groups, norm.eps)
