@@ -24,6 +24,8 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
+from anyup_neck.ops import fused
+
 aten = torch.ops.aten
 #: Ops that read device data on the host.
 READS_DATA = {aten._local_scalar_dense.default, aten.nonzero.default, aten.masked_select.default,
@@ -46,6 +48,16 @@ def _caller() -> str:
     frames = [f for f in traceback.extract_stack()
               if not f.filename.startswith(_TORCH) and f.filename != __file__]
     return f'{frames[-1].filename}:{frames[-1].lineno}'
+
+
+def gpu_paths_on_meta(monkeypatch, cuda_kernels: bool = False) -> None:
+    """On the meta device (autograd on fake CUDA tensors needs a real device), select what
+    CUDA tensors select: the GPU formulations, with ``cuda_kernels`` the extension's CUDA
+    kernels wherever autograd does not record; autocast is off (meta has none)."""
+    monkeypatch.setattr(fused, 'uses_gpu_formulation', lambda x: True)
+    if cuda_kernels:
+        monkeypatch.setattr(fused, 'cuda_kernels_usable', lambda *t: not fused.records_grad(*t))
+    monkeypatch.setattr(torch, 'is_autocast_enabled', lambda *args: False)
 
 
 class _Ops(TorchDispatchMode):

@@ -11,13 +11,13 @@ defines the ops
         -> (dq, dk, dv)
 
 with CPU kernels (float32/float64) and, when built with CUDA, CUDA kernels (float32, float16,
-bfloat16, float64). Here they get their fake (shape-only) kernels, so ``torch.compile`` and
-meta tensors work, and the autograd formula (the backward op, called with the forward's
-``kernels``), so gradients and ``gradcheck`` work. The fused ops with CUDA kernels
-(``affine_silu``, ``group_norm_coefficients``, ``affine_silu_grad_sums``,
-``group_norm_silu_input_grad``, ``rotary_2d_``; see :mod:`anyup_neck.ops.fused`) get their fake kernels here too. ``lse`` (B, N, H, W) is the per-pixel,
-per-head log-sum-exp the backward recomputes the weights from; it is float32, or float64 for
-float64 inputs.
+bfloat16, float64). Here they get their fake (shape-only) kernels, so ``torch.compile`` and meta
+tensors work, and the autograd formula (the backward op, called with the forward's ``kernels``),
+so gradients and ``gradcheck`` work. The fused ops with CUDA kernels (``affine_silu``,
+``group_norm_coefficients``, ``affine_silu_grad_sums``, ``group_norm_silu_input_grad``,
+``rotary_2d_``; see :mod:`anyup_neck.ops.fused`) get their fake kernels here too. ``lse`` (B, N,
+H, W) is the per-pixel, per-head log-sum-exp the backward recomputes the weights from; it is
+float32, or float64 for float64 inputs.
 
 ``kernels`` is private (users keep ``'auto'``, the device's default; the tests name the others,
 see :data:`KERNELS`). The CPU kernels' instruction set is the widest the processor supports, or

@@ -14,8 +14,8 @@ by itself, from the tensors' device and dtype and whether autograd records them,
   GroupNorm reduces each (sample, group) in one thread block, 8 blocks at batch 1 for 8 groups;
   here the statistics are PyTorch's own reductions over a (B, G, n) view, which split one long
   reduction over many blocks, and under autograd one Function saves only x and the (sample,
-  group) and (sample, channel) coefficients. Its full-map passes can run the extension's CUDA kernels
-  (:data:`use_cuda_kernels`, :func:`cuda_kernels_usable`; off until measured on a GPU);
+  group) and (sample, channel) coefficients. Its full-map passes can run the extension's CUDA
+  kernels (:data:`use_cuda_kernels`, :func:`cuda_kernels_usable`; off until measured on a GPU);
 * **the plain PyTorch ops**, e.g. autograd's path on the CPU.
 
 The primitives:
@@ -234,12 +234,12 @@ def _apply_affine_silu(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor
 class _GroupNormSiLU(torch.autograd.Function):
     """``silu(group_norm(x))`` for autograd, saving x, the (B, G) statistics and the (B, C)
     affine map only (autograd through the PyTorch ops also saves the normalised map, a second
-    full-size tensor); the backward recomputes the normalised map from them. Its formulas: with ``g`` the gradient at
-    the GroupNorm's output, per (sample, channel) ``S1 = sum(g)``, ``S2 = sum(g * x)``, so
-    ``sum(g * xhat) = rstd (S2 - mean S1)``; per group ``A = sum_c w S1`` and
+    full-size tensor); the backward recomputes the normalised map from them. Its formulas: with
+    ``g`` the gradient at the GroupNorm's output, per (sample, channel) ``S1 = sum(g)``, ``S2 =
+    sum(g * x)``, so ``sum(g * xhat) = rstd (S2 - mean S1)``; per group ``A = sum_c w S1`` and
     ``Bv = sum_c w rstd (S2 - mean S1)``; then ``dx = rstd w g - rstd A / n - rstd^2 (x - mean)
-    Bv / n`` for n values per group, ``dweight = sum_b rstd (S2 - mean S1)``,
-    ``dbias = sum_b S1``, all in the statistics dtype."""
+    Bv / n`` for n values per group, ``dweight = sum_b rstd (S2 - mean S1)``, ``dbias = sum_b
+    S1``, all in the statistics dtype."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,

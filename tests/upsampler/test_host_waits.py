@@ -1,7 +1,8 @@
 """AnyUp on a GPU never makes the host wait for it: no value crosses between host and device
 inside the forward or the training step (see tests/host_waits.py). The forward runs on fake
-CUDA tensors, through exactly the GPU's code paths; autograd needs a real CUDA device, so the
-training step runs on the meta device with the GPU formulations selected as on CUDA."""
+CUDA tensors, through the GPU's Python code paths (the extension's ops run their shape
+functions); autograd needs a real CUDA device, so the training step runs on the meta device
+with the GPU formulations selected as on CUDA."""
 from __future__ import annotations
 
 import contextlib
@@ -14,7 +15,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 
 from anyup_neck import AnyUp
 from anyup_neck.ops import extension, fused
-from tests.host_waits import HostWaits
+from tests.host_waits import HostWaits, gpu_paths_on_meta
 
 pytestmark = pytest.mark.skipif(not extension.available(), reason='needs the compiled extension')
 BACKENDS = importlib.import_module('anyup_neck.ops.window_attention').BACKENDS
@@ -58,10 +59,7 @@ def test_gpu_forward_never_waits(as_on_cuda, monkeypatch, backend, kernels):
 
 @pytest.mark.parametrize('backend', ['torch', 'cuda_tiled'])
 def test_gpu_training_step_never_waits(as_on_cuda, monkeypatch, backend):
-    monkeypatch.setattr(fused, 'use_cuda_kernels', True)
-    monkeypatch.setattr(fused, 'uses_gpu_formulation', lambda x: True)
-    monkeypatch.setattr(fused, 'cuda_kernels_usable', lambda *t: not fused.records_grad(*t))
-    monkeypatch.setattr(torch, 'is_autocast_enabled', lambda *args: False)  # none on meta
+    gpu_paths_on_meta(monkeypatch, cuda_kernels=True)
     with torch.device('meta'):
         model = AnyUp(qk_dim=16, num_heads=4, lfu_basis=8, backend=backend)
         image, features = torch.randn(2, 3, 48, 40), torch.randn(2, 24, 6, 5)

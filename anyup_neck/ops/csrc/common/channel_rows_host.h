@@ -127,8 +127,8 @@ using Coefficients = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 
 template <typename Launch>
 Coefficients group_norm_coefficients(const at::Tensor& x, const at::Tensor& weight,
-                                                const at::Tensor& bias, int64_t groups,
-                                                double eps, Launch&& launch) {
+                                     const at::Tensor& bias, int64_t groups, double eps,
+                                     Launch&& launch) {
   const char* name = "group_norm_coefficients";
   check_map(name, "x", x, x);
   const int64_t B = x.size(0), C = x.size(1);

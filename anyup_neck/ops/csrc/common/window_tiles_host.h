@@ -1,6 +1,7 @@
 // Host side of the tiled kernels (common/window_tiles.h), the same for the GPU launcher and the
-// CPU emulation: the sums buffers of out and dq; the backward's partial-row buffer of one band, the
-// band loop, and dk, dv from their channels-last sums.
+// CPU emulation: the kernels' view of the tensors, the sums buffers of out and dq; the
+// backward's partial-row buffer of one band, the band loop, and dk, dv from their channels-last
+// sums.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -8,12 +9,31 @@
 #include <algorithm>
 #include <utility>
 
+#include "window_attention.h"
 #include "window_tiles.h"
 
 namespace anyup_neck {
 namespace wa {
 inline namespace WA_ISA {
 namespace tiles {
+
+// The tiled kernels' view of one call's tensors: q (any flat-pixel layout), k, k_cl, v, v_cl,
+// g, out, dq in scalar_t, out_sums, lse, dq_sums in acc_t; an undefined tensor gives a null
+// pointer (the backward's part and kv buffers are set by the caller).
+template <typename scalar_t, typename acc_t>
+Tensors<scalar_t, acc_t> tensors_of(const at::Tensor& q, const at::Tensor& k,
+                                    const at::Tensor& k_cl, const at::Tensor& v,
+                                    const at::Tensor& v_cl, const at::Tensor& g,
+                                    const at::Tensor& out, const at::Tensor& out_sums,
+                                    const at::Tensor& lse, const at::Tensor& dq,
+                                    const at::Tensor& dq_sums) {
+  auto in = [](const at::Tensor& t) { return t.defined() ? t.data_ptr<scalar_t>() : nullptr; };
+  auto acc = [](const at::Tensor& t) { return t.defined() ? t.data_ptr<acc_t>() : nullptr; };
+  const Layout ql = layout_of(q);
+  return {in(q),        ql.batch, ql.channel, ql.pixel,      in(k),    in(k_cl), in(v),
+          in(v_cl),     in(g),    in(out),    acc(out_sums), acc(lse), in(dq),
+          acc(dq_sums), nullptr,  nullptr};
+}
 
 // The sums buffer of the map `map` (out_sums of out, dq_sums of dq; see Tensors), in
 // `sums_options` (the accumulation dtype): undefined when every span fits one chunk; `map`

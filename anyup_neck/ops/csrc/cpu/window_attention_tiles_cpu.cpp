@@ -44,21 +44,6 @@ tiles::Sizes sizes_of(const Problem& p) {
   return {p.B, p.D, p.C, p.H, p.W, p.h, p.w, p.dim, static_cast<int>(p.heads), p.ratio};
 }
 
-// The problem's tensors as the block code sees them: scalar_t the inputs' dtype, acc_t its
-// accumulation dtype, as on the GPU (float32 for float16, bfloat16 and float32); with the sums
-// buffer of out or dq, if any (the other is unused).
-template <typename scalar_t, typename acc_t>
-tiles::Tensors<scalar_t, acc_t> tensors_of(const Problem& p, const at::Tensor& k,
-                                           const at::Tensor& sums) {
-  auto in = [](const at::Tensor& t) { return t.defined() ? t.data_ptr<scalar_t>() : nullptr; };
-  auto acc = [](const at::Tensor& t) { return t.defined() ? t.data_ptr<acc_t>() : nullptr; };
-  const Layout q = layout_of(p.q);
-  return {in(p.q),   q.batch,     q.channel,   q.pixel,          in(k),
-          in(p.k_cl), in(p.v),    in(p.v_cl),  in(p.grad_out),   in(p.out),
-          acc(sums), acc(p.lse),  in(p.dq),    acc(sums),        nullptr,
-          nullptr};
-}
-
 // The accumulation dtype's options for tensors like `t`.
 at::TensorOptions acc_options(const at::Tensor& t) {
   return t.options().dtype(at::toOpMathType(t.scalar_type()));
@@ -105,7 +90,9 @@ void tiled_forward(Problem& p, const at::Tensor& k) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p.q.scalar_type(),
                                   "window_attention_tiled_forward", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const auto x = tensors_of<scalar_t, acc_t>(p, k, out_sums);
+    const auto x = tiles::tensors_of<scalar_t, acc_t>(p.q, k, p.k_cl, p.v, p.v_cl, at::Tensor(),
+                                                        p.out, out_sums, p.lse, at::Tensor(),
+                                                        at::Tensor());
     const auto scale = static_cast<acc_t>(p.scale);
     run_blocks<acc_t>(p.kernels, tiles::band_blocks(s, tiles::whole_map(s)),
                       tiles::forward_shared_bytes<acc_t>(s),
@@ -121,7 +108,9 @@ void tiled_backward(Problem& p, const at::Tensor& k) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p.q.scalar_type(),
                                   "window_attention_tiled_backward", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    auto x = tensors_of<scalar_t, acc_t>(p, k, dq_sums);
+    auto x = tiles::tensors_of<scalar_t, acc_t>(p.q, k, p.k_cl, p.v, p.v_cl, p.grad_out,
+                                                  at::Tensor(), at::Tensor(), p.lse, p.dq,
+                                                  dq_sums);
     const auto scale = static_cast<acc_t>(p.scale);
     const auto [dk, dv] = tiles::backward_in_bands(
         s, x, acc_options(p.q),

@@ -218,22 +218,6 @@ void launch_tiled(Kernel kernel, int64_t blocks, int64_t bytes, const char* name
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-// The tiled kernels' view of one call's tensors; an undefined tensor gives a null pointer (the
-// backward's part and kv buffers are set by the caller).
-template <typename scalar_t, typename acc_t>
-tiles::Tensors<scalar_t, acc_t> tile_tensors(const Tensor& q, const Tensor& k, const Tensor& k_cl,
-                                             const Tensor& v, const Tensor& v_cl,
-                                             const Tensor& g, const Tensor& out,
-                                             const Tensor& out_sums, const Tensor& lse,
-                                             const Tensor& dq, const Tensor& dq_sums) {
-  auto in = [](const Tensor& t) { return t.defined() ? t.data_ptr<scalar_t>() : nullptr; };
-  auto acc = [](const Tensor& t) { return t.defined() ? t.data_ptr<acc_t>() : nullptr; };
-  const Layout ql = layout_of(q);
-  return {in(q),     ql.batch, ql.channel,   ql.pixel, in(k),  in(k_cl),      in(v),
-          in(v_cl),  in(g),    in(out),      acc(out_sums),    acc(lse),      in(dq),
-          acc(dq_sums), nullptr, nullptr};
-}
-
 void check_cuda(const Tensor& q) {
   TORCH_CHECK(q.is_cuda(), "window_attention (CUDA kernel): expected CUDA tensors, got ",
               q.device());
@@ -273,8 +257,8 @@ std::tuple<Tensor, Tensor> forward_cuda(const Tensor& q_in, const Tensor& k, con
       const Tensor k_channels = k.contiguous(), v_cl = v.permute({0, 2, 3, 1}).contiguous();
       const tiles::Sizes ts = tile_sizes(s);
       const Tensor out_sums = tiles::sums_buffer(ts, out, acc_options, /*share=*/true);
-      const auto x = tile_tensors<scalar_t, acc_t>(q, k_channels, k_cl, v, v_cl, Tensor(), out,
-                                                   out_sums, lse, Tensor(), Tensor());
+      const auto x = tiles::tensors_of<scalar_t, acc_t>(q, k_channels, k_cl, v, v_cl, Tensor(),
+                                                        out, out_sums, lse, Tensor(), Tensor());
       launch_tiled(tiled_forward_kernel<scalar_t, acc_t>,
                    tiles::band_blocks(ts, tiles::whole_map(ts)),
                    tiles::forward_shared_bytes<acc_t>(ts), "the forward", ts, x,
@@ -320,8 +304,8 @@ std::tuple<Tensor, Tensor, Tensor> backward_cuda(const Tensor& grad_out, const T
       const Tensor k_channels = k.contiguous(), v_cl = v.permute({0, 2, 3, 1}).contiguous();
       const tiles::Sizes ts = tile_sizes(s);
       const Tensor dq_sums = tiles::sums_buffer(ts, dq, acc_options, /*share=*/true);
-      auto x = tile_tensors<scalar_t, acc_t>(q, k_channels, k_cl, v, v_cl, g, Tensor(), Tensor(),
-                                             lse, dq, dq_sums);
+      auto x = tiles::tensors_of<scalar_t, acc_t>(q, k_channels, k_cl, v, v_cl, g, Tensor(),
+                                                  Tensor(), lse, dq, dq_sums);
       std::tie(dk, dv) = tiles::backward_in_bands(
           ts, x, acc_options,
           [&](const tiles::Band& band) {
