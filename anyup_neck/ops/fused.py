@@ -260,7 +260,7 @@ class _GroupNormSiLU(torch.autograd.Function):
         # dx 5 (over g). CUDA kernels: S1 and S2 2 (x and grad read, g never stored), dx 3;
         # they centre x on the group's mean, so no sum cancels when the mean is large.
         # The coefficient math runs on the (B, 2, G, C/G) sums and (B, G) tensors, which
-        # broadcast into the (B, G, C/G, H, W) view of the map: 11 small ops (25 on (B, C) ones).
+        # broadcast into the (B, G, C/G, H, W) view of the map: 11 small ops (23 on (B, C) ones).
         x, weight, mean, rstd, scale, shift = ctx.saved_tensors
         B, C = x.shape[:2]
         G = mean.shape[1]
