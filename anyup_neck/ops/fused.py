@@ -213,8 +213,8 @@ def _group_norm_coefficients(x: torch.Tensor, weight: torch.Tensor, bias: torch.
     """(scale, shift, mean, rstd): GroupNorm's affine map ``x * scale + shift``, each (B, C),
     and its statistics, each (B, G), in the statistics dtype. Where :func:`cuda_kernels_usable`
     (x NCHW- or channels-last-contiguous, with pixels) the extension's kernel (one pass over
-    x, three launches); otherwise :func:`group_statistics` and :func:`_group_affine` (about 8
-    small ops after the reductions, 14 in float16/bfloat16)."""
+    x, three launches); otherwise :func:`group_statistics` and :func:`_group_affine` (4 small
+    ops after the reduction; 7 after the two reductions in float16/bfloat16)."""
     if _flat_pixels_format(x) is not None and x.numel() > 0 and cuda_kernels_usable(x):
         return torch.ops.anyup_neck.group_norm_coefficients(x, weight, bias, num_groups, eps)
     mean, rstd = group_statistics(x, num_groups, eps)
