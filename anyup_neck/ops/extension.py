@@ -50,9 +50,10 @@ CUDA_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 #: with CUDA, CUDA's default; on the CPU run pixel by pixel so that tests exercise it); 'tiled'
 #: (the tiled CUDA kernels of csrc/common/window_tiles.h, backend 'cuda_tiled'; on the CPU
 #: their block code emulated thread by thread between the barriers, for the tests);
-#: 'tiled_reversed' (CPU only: 'tiled' with each phase's threads and each launch's blocks in
-#: reverse order, blocks one at a time, a race check: it must give the same bits as 'tiled').
-KERNELS = ('auto', 'fast', 'per_pixel', 'tiled', 'tiled_reversed')
+#: 'tiled_racecheck' (CPU only: 'tiled' with each phase's threads and each launch's blocks in
+#: reverse order, blocks one at a time, and every shared-memory word changed by at most one
+#: thread of a phase (else an error): a race check; it must give the same bits as 'tiled').
+KERNELS = ('auto', 'fast', 'per_pixel', 'tiled', 'tiled_racecheck')
 
 _FORWARD = 'anyup_neck::window_attention_forward'
 _BACKWARD = 'anyup_neck::window_attention_backward'

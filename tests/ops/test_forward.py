@@ -47,7 +47,7 @@ def test_cpp_through_the_shared_per_query_math(case):
 
 def test_kernels_choice_is_checked():
     with pytest.raises(RuntimeError, match="window_attention \\(CPU\\): kernels: expected auto, "
-                                           "fast, per_pixel, tiled or tiled_reversed, got 'quick'"):
+                                           "fast, per_pixel, tiled or tiled_racecheck, got 'quick'"):
         _check('cpp', CASES[0], torch.float64, 1e-12, kernels='quick')
 
 

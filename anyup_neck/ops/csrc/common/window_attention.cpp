@@ -55,11 +55,11 @@ Kernels parse_kernels(c10::string_view name, Kernels device_default, const char*
   if (name == "per_pixel") return Kernels::per_pixel;
   if (name == "tiled") return Kernels::tiled;
   const bool cpu = std::string(device) == "CPU";
-  TORCH_CHECK(cpu && (name == "fast" || name == "tiled_reversed"), "window_attention (", device,
+  TORCH_CHECK(cpu && (name == "fast" || name == "tiled_racecheck"), "window_attention (", device,
               "): kernels: expected ",
-              cpu ? "auto, fast, per_pixel, tiled or tiled_reversed" : "auto, per_pixel or tiled",
+              cpu ? "auto, fast, per_pixel, tiled or tiled_racecheck" : "auto, per_pixel or tiled",
               ", got '", std::string(name), "'");
-  return name == "fast" ? Kernels::fast : Kernels::tiled_reversed;
+  return name == "fast" ? Kernels::fast : Kernels::tiled_racecheck;
 }
 
 int64_t max_heads() { return wa::kMaxHeads; }

@@ -29,13 +29,14 @@ using at::Tensor;
 //   "tiled"      the tiled kernels of common/window_tiles.h: on CUDA selectable (not yet run
 //                on a GPU); on the CPU their block code runs thread by thread between the
 //                barriers, with the same shared-memory indexing (tests).
-//   "tiled_reversed"  CPU only: "tiled" with the threads of every phase and the blocks of every
-//                launch run in reverse order (blocks one at a time), a race check for the
-//                tests: a thread that reads or writes what another thread writes in the same
-//                phase (no barrier between them on the GPU), or a block that depends on another
-//                block of its launch, gives other results than "tiled" wherever the order
-//                changes a value (two threads adding to one sum, which a GPU can lose, do not).
-enum class Kernels { fast, per_pixel, tiled, tiled_reversed };
+//   "tiled_racecheck"  CPU only: "tiled" with the threads of every phase and the blocks of
+//                every launch run in reverse order (blocks one at a time), a race check for
+//                the tests: a thread that reads what another thread writes in the same phase
+//                (no barrier between them on the GPU), or a block that depends on another block
+//                of its launch, gives other results than "tiled" wherever the order changes a
+//                value; and two threads of a phase that change the same shared-memory word
+//                (e.g. both adding to one sum, which a GPU can lose) stop it with an error.
+enum class Kernels { fast, per_pixel, tiled, tiled_racecheck };
 
 // `name` as Kernels; "auto" gives `device_default`. `device` names the caller in the error for
 // a name that device has no kernels for.

@@ -15,7 +15,7 @@ namespace cpu {
 struct Problem {
   int64_t B, D, C, H, W, h, w, heads, dim;  // D = q/k channels = heads * dim, C = v channels
   float ratio;
-  Kernels kernels = Kernels::fast;  // per_pixel, tiled(_reversed): the CUDA kernels' code (tests)
+  Kernels kernels = Kernels::fast;  // per_pixel, tiled(_racecheck): the CUDA kernels' code (tests)
   double scale;
   at::Tensor q;         // (B, D, H, W), NCHW- or channels-last-contiguous
   at::Tensor k_cl;      // (B, h, w, D) contiguous
@@ -30,9 +30,9 @@ struct Problem {
 
 // The tiled CUDA kernels' block code (common/window_tiles.h) run thread by thread
 // (cpu/window_attention_tiles_cpu.cpp), given k (B, D, h, w) contiguous: forward fills out and
-// lse; backward fills dq, dk and dv (all contiguous). Kernels::tiled_reversed runs the threads
-// of each phase and the blocks of each launch in reverse order.
-inline bool is_tiled(Kernels k) { return k == Kernels::tiled || k == Kernels::tiled_reversed; }
+// lse; backward fills dq, dk and dv (all contiguous). Kernels::tiled_racecheck also checks
+// for races (see there).
+inline bool is_tiled(Kernels k) { return k == Kernels::tiled || k == Kernels::tiled_racecheck; }
 void tiled_forward(Problem& p, const at::Tensor& k);
 void tiled_backward(Problem& p, const at::Tensor& k);
 
