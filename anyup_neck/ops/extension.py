@@ -51,8 +51,9 @@ CUDA_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 #: (the tiled CUDA kernels of csrc/common/window_tiles.h, backend 'cuda_tiled'; on the CPU
 #: their block code emulated thread by thread between the barriers, for the tests);
 #: 'tiled_racecheck' (CPU only: 'tiled' with each phase's threads and each launch's blocks in
-#: reverse order, blocks one at a time, and every shared-memory word changed by at most one
-#: thread of a phase (else an error): a race check; it must give the same bits as 'tiled').
+#: reverse order, blocks one at a time; every shared-memory word changed by at most one thread
+#: of a phase and every output element by at most one block of a launch, else an error: a
+#: race check; it must give the same bits as 'tiled').
 KERNELS = ('auto', 'fast', 'per_pixel', 'tiled', 'tiled_racecheck')
 
 _FORWARD = 'anyup_neck::window_attention_forward'

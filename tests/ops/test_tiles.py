@@ -129,13 +129,13 @@ def test_tiled_backward_is_deterministic():
                          ids=ALL_IDS + ['upsampling scale, several bands'])
 def test_tiled_has_no_races(case):
     """Every phase's threads and every launch's blocks in reverse order give the same bits as
-    in order, and no shared-memory word is changed by two threads of a phase
-    (kernels='tiled_racecheck', which stops otherwise): no thread reads or writes what another
-    thread of its block writes between the same two barriers, no block depends on another of
-    its launch. In float32: the threads, blocks and shared-memory indexing are those of every
-    dtype (float16 and bfloat16 accumulate in float32 shared memory; float64 has the same
-    indexing in wider words), and the write check costs a scan of the block's shared memory
-    per thread and phase."""
+    in order, no shared-memory word is changed by two threads of a phase and no output element
+    by two blocks of a launch (kernels='tiled_racecheck', which stops otherwise): no thread
+    reads or writes what another thread of its block writes between the same two barriers, no
+    block depends on another of its launch or updates what another updates. In float32: the
+    threads, blocks and shared-memory indexing are those of every dtype (float16 and bfloat16
+    accumulate in float32 shared memory; float64 has the same indexing in wider words), and the
+    write check costs a scan of the block's shared memory per thread and phase."""
     B, N, d, C, out_size, in_size, ratio, _ = case
     q, k, v = (t.float() for t in make_inputs(B, N, d, C, out_size, in_size))
     grad = torch.randn(B, C, *out_size, generator=torch.Generator().manual_seed(3))

@@ -34,8 +34,9 @@ using at::Tensor;
 //                the tests: a thread that reads what another thread writes in the same phase
 //                (no barrier between them on the GPU), or a block that depends on another block
 //                of its launch, gives other results than "tiled" wherever the order changes a
-//                value; and two threads of a phase that change the same shared-memory word
-//                (e.g. both adding to one sum, which a GPU can lose) stop it with an error.
+//                value; and two threads of a phase that change the same shared-memory word,
+//                or two blocks of a launch the same output element (e.g. both adding to one
+//                sum, which a GPU can lose), stop it with an error.
 enum class Kernels { fast, per_pixel, tiled, tiled_racecheck };
 
 // `name` as Kernels; "auto" gives `device_default`. `device` names the caller in the error for

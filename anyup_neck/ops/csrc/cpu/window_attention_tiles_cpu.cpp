@@ -12,9 +12,12 @@
 // time: a thread that reads what another thread of its phase writes, or a block that depends
 // on another block of its launch, gives results that differ from Kernels::tiled. And every
 // 4-byte word of shared memory that a thread changes must be changed by no other thread of its
-// phase, else the op stops with an error: two threads updating one sum give the same result
-// in either order here, but on a GPU one of the updates can be lost. (Two threads writing the
-// same value to one word are not seen; on a GPU that race is harmless.)
+// phase, and every element of a launch's output buffers that a block changes by no other block
+// of the launch, else the op stops with an error: two threads or blocks updating one sum give
+// the same result in either order here, but on a GPU one of the updates can be lost. (Two
+// writes of the same value are not seen; on a GPU that race is harmless. Two threads of one
+// block changing one element in global memory are not checked: a scan of the outputs per
+// thread would cost too much.)
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -24,6 +27,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <utility>
 #include <vector>
 
 #include "../common/window_attention.h"
@@ -36,6 +40,23 @@ namespace cpu {
 namespace {
 
 namespace tiles = wa::tiles;
+
+// Calls changed(i) for every element i < count (of `element` bytes) that differs between `now`
+// and `seen`, after copying it into `seen`.
+template <typename Changed>
+void for_each_change(const unsigned char* now, unsigned char* seen, int64_t count,
+                     int64_t element, const Changed& changed) {
+  constexpr int64_t kRun = 64;  // elements compared at once before looking at single ones
+  for (int64_t i0 = 0; i0 < count; i0 += kRun) {
+    const int64_t end = std::min(count, i0 + kRun);
+    if (std::memcmp(now + i0 * element, seen + i0 * element, (end - i0) * element) == 0) continue;
+    for (int64_t i = i0; i < end; ++i) {
+      if (std::memcmp(now + i * element, seen + i * element, element) == 0) continue;
+      std::memcpy(seen + i * element, now + i * element, element);
+      changed(i);
+    }
+  }
+}
 
 // The barrier-separated phases of one block, run thread by thread: in order, or for the race
 // check in reverse order, recording which thread of the phase changed each 4-byte word of the
@@ -57,28 +78,57 @@ struct SerialBlock {
     std::fill(writer->begin(), writer->end(), -1);
     for (int t = tiles::kThreads - 1; t >= 0; --t) {
       phase(t);
-      record_writes(t);
-    }
-  }
-
-  // Marks the words thread t changed as its own; stops if another thread changed one already.
-  void record_writes(int t) const {
-    constexpr int64_t kRun = 64;  // words compared at once before looking at single ones
-    unsigned char* const seen = before->data();
-    for (int64_t w0 = 0; w0 < words; w0 += kRun) {
-      const int64_t end = std::min(words, w0 + kRun);
-      if (std::memcmp(shared + 4 * w0, seen + 4 * w0, 4 * (end - w0)) == 0) continue;
-      for (int64_t w = w0; w < end; ++w) {
-        if (std::memcmp(shared + 4 * w, seen + 4 * w, 4) == 0) continue;
+      for_each_change(shared, before->data(), words, 4, [&](int64_t w) {
         const int other = (*writer)[w];
         TORCH_CHECK(other < 0 || other == t, "window_attention (tiled kernels): threads ", other,
                     " and ", t, " of a block both wrote shared-memory word ", w,
                     " between two barriers (a race on the GPU)");
         (*writer)[w] = t;
-        std::memcpy(seen + 4 * w, shared + 4 * w, 4);
-      }
+      });
     }
   }
+};
+
+// A buffer in global memory that a launch writes: `count` elements of `element` bytes.
+struct Written {
+  const char* name;
+  unsigned char* data;
+  int64_t count, element;
+};
+
+Written written(const char* name, const at::Tensor& t) {  // none for an undefined tensor
+  if (!t.defined()) return {name, nullptr, 0, 1};
+  return {name, static_cast<unsigned char*>(t.data_ptr()), t.numel(), t.element_size()};
+}
+
+// For the race check: which block of a launch changed each element of the buffers it writes. A
+// second block changing an element stops the op: on a GPU one of the two writes (or updates)
+// is lost, whatever order the blocks run in.
+class BlockWrites {
+ public:
+  explicit BlockWrites(std::vector<Written> buffers) : buffers_(std::move(buffers)) {
+    for (const Written& b : buffers_) {
+      seen_.emplace_back(b.data, b.data + b.count * b.element);
+      writer_.emplace_back(b.count, -1);
+    }
+  }
+
+  void record(int64_t block) {
+    for (size_t i = 0; i < buffers_.size(); ++i) {
+      const Written& b = buffers_[i];
+      for_each_change(b.data, seen_[i].data(), b.count, b.element, [&](int64_t e) {
+        TORCH_CHECK(writer_[i][e] < 0, "window_attention (tiled kernels): blocks ",
+                    writer_[i][e], " and ", block, " of a launch both wrote element ", e, " of ",
+                    b.name, " (a race on the GPU)");
+        writer_[i][e] = block;
+      });
+    }
+  }
+
+ private:
+  std::vector<Written> buffers_;
+  std::vector<std::vector<unsigned char>> seen_;
+  std::vector<std::vector<int64_t>> writer_;
 };
 
 tiles::Sizes sizes_of(const Problem& p) {
@@ -103,13 +153,16 @@ constexpr int64_t kGuard = 256;
 // Runs block(SerialBlock, index, shared) for every block index below `blocks`, over
 // `shared_bytes` of NaN-filled shared memory (of acc_t) per block between two guard zones:
 // blocks in parallel, or for Kernels::tiled_racecheck one after another from the last, each
-// phase's threads from the last, with their writes checked.
+// phase's threads from the last, with their writes to shared memory and the blocks' writes to
+// the launch's buffers `writes` checked.
 template <typename acc_t, typename Block>
-void run_blocks(Kernels kernels, int64_t blocks, int64_t shared_bytes, const Block& block) {
+void run_blocks(Kernels kernels, int64_t blocks, int64_t shared_bytes,
+                std::vector<Written> writes, const Block& block) {
   const bool racecheck = kernels == Kernels::tiled_racecheck;
   const int64_t size = (shared_bytes + sizeof(acc_t) - 1) / sizeof(acc_t);
   const int64_t words = size * static_cast<int64_t>(sizeof(acc_t)) / 4;
   const int64_t grain = racecheck ? std::max<int64_t>(blocks, 1) : 1;  // one chunk: serial
+  BlockWrites block_writes(racecheck ? std::move(writes) : std::vector<Written>());
   at::parallel_for(0, blocks, grain, [&](int64_t begin, int64_t end) {
     std::vector<acc_t> memory(kGuard + size + kGuard);
     std::vector<unsigned char> before(racecheck ? 4 * words : 0);
@@ -117,13 +170,15 @@ void run_blocks(Kernels kernels, int64_t blocks, int64_t shared_bytes, const Blo
     const SerialBlock run{racecheck, reinterpret_cast<unsigned char*>(memory.data() + kGuard),
                           words, &before, &writer};
     for (int64_t i = begin; i < end; ++i) {
+      const int64_t index = racecheck ? blocks - 1 - i : i;
       std::fill(memory.begin(), memory.end(), std::numeric_limits<acc_t>::quiet_NaN());
-      block(run, racecheck ? blocks - 1 - i : i, static_cast<void*>(memory.data() + kGuard));
+      block(run, index, static_cast<void*>(memory.data() + kGuard));
       for (int64_t g = 0; g < kGuard; ++g) {
         TORCH_CHECK(std::isnan(memory[g]) && std::isnan(memory[kGuard + size + g]),
                     "window_attention (tiled kernels): a block wrote outside its ", shared_bytes,
                     " bytes of shared memory");
       }
+      block_writes.record(index);
     }
   });
 }
@@ -142,6 +197,8 @@ void tiled_forward(Problem& p, const at::Tensor& k) {
     const auto scale = static_cast<acc_t>(p.scale);
     run_blocks<acc_t>(p.kernels, tiles::band_blocks(s, tiles::whole_map(s)),
                       tiles::forward_shared_bytes<acc_t>(s),
+                      {written("out", p.out), written("out_sums", out_sums),
+                       written("lse", p.lse)},
                       [&](const SerialBlock& run, int64_t index, void* shared) {
                         tiles::forward_block(run, s, x, scale, index, shared);
                       });
@@ -161,15 +218,20 @@ void tiled_backward(Problem& p, const at::Tensor& k) {
     const auto [dk, dv] = tiles::backward_in_bands(
         s, x, acc_options(p.q),
         [&](const tiles::Band& band) {
-          run_blocks<acc_t>(p.kernels, tiles::band_blocks(s, band),
-                            tiles::pixel_shared_bytes<acc_t>(s),
+          const int64_t blocks = tiles::band_blocks(s, band), row = s.D + s.C;
+          const Written part{"the partial rows", reinterpret_cast<unsigned char*>(x.part),
+                             blocks * band.slots * row, sizeof(acc_t)};
+          run_blocks<acc_t>(p.kernels, blocks, tiles::pixel_shared_bytes<acc_t>(s),
+                            {written("dq", p.dq), written("dq_sums", dq_sums), part},
                             [&](const SerialBlock& run, int64_t index, void* shared) {
                               tiles::pixel_block(run, s, x, band, scale, index, shared);
                             });
         },
         [&](const tiles::Band& band) {
+          const Written kv{"dk | dv", reinterpret_cast<unsigned char*>(x.kv),
+                           s.B * s.h * s.w * (s.D + s.C), sizeof(acc_t)};
           run_blocks<acc_t>(p.kernels, s.B * s.h * s.w, tiles::reduce_shared_bytes<acc_t>(s),
-                            [&](const SerialBlock& run, int64_t index, void* shared) {
+                            {kv}, [&](const SerialBlock& run, int64_t index, void* shared) {
                               tiles::reduce_block(run, s, x, band, index, shared);
                             });
         });
