@@ -713,10 +713,11 @@ def basis_softmax_mean(features: torch.Tensor, basis: torch.Tensor,
 
     CPU kernel: per pixel in cache, the M*C responses never written to memory. Otherwise one
     grouped convolution (each channel against the M kernels: responses already in flat
-    order, nothing gathered), the division by the tap counts, the softmax (float32, float64
-    for float64) and the mean over the (B, M, C) or (B, C, M) view; without autograd in
-    blocks of rows of at most :func:`piece_elements` responses (each block's convolution reads
-    its rows and the k // 2 rows either side). The result has the features' dtype.
+    order, nothing gathered), the division by the tap counts, which writes the responses in
+    the softmax's dtype (float32, float64 for float64), the softmax and the mean over the
+    (B, M, C) or (B, C, M) view; without autograd in blocks of rows of at most
+    :func:`piece_elements` responses (each block's convolution reads its rows and the k // 2
+    rows either side). The result has the features' dtype.
     """
     if cpu_kernels_usable(features, basis):
         return torch.ops.anyup_neck.basis_softmax_mean(features, basis.to(features.dtype),
@@ -725,13 +726,14 @@ def basis_softmax_mean(features: torch.Tensor, basis: torch.Tensor,
     M, k = basis.shape[0], basis.shape[-1]
     pad = k // 2
     padded = F.pad(features, (pad, pad, pad, pad))
+    softmax_dtype = _statistics_dtype(features.dtype)
+    # In the softmax's dtype, so the division writes the responses in it (one pass, no copy).
     taps = F.conv2d(F.pad(features.new_ones(1, 1, h, w), (pad, pad, pad, pad)),
-                    features.new_ones(1, 1, k, k))                       # (1, 1, h, w)
+                    features.new_ones(1, 1, k, k)).to(softmax_dtype)     # (1, 1, h, w)
     kernels = basis.to(padded.dtype).repeat(C, 1, 1, 1)                  # output c * M + m
     # The (M, C) grid over the flat responses: column c is channel c's responses (per_channel),
     # or the flat order read as M rows of C.
     grid, softmax_dim = ((C, M), 2) if per_channel else ((M, C), 1)
-    softmax_dtype = _statistics_dtype(features.dtype)
     # Under autograd every block's responses are saved anyway: one block, fewer launches.
     rows = (h if records_grad(features, basis)
             else max(1, piece_elements(features) // (B * M * C * w)))
@@ -740,8 +742,7 @@ def basis_softmax_mean(features: torch.Tensor, basis: torch.Tensor,
         r1 = min(h, r0 + rows)
         responses = F.conv2d(padded[:, :, r0:r1 + 2 * pad], kernels, groups=C)
         responses = (responses / taps[:, :, r0:r1]).view(B, *grid, r1 - r0, w)
-        blocks.append(responses.softmax(dim=softmax_dim, dtype=softmax_dtype)
-                      .sum(dim=3 - softmax_dim))
+        blocks.append(responses.softmax(dim=softmax_dim).sum(dim=3 - softmax_dim))
     total = blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=2)
     return (total / C).to(features.dtype)
 
