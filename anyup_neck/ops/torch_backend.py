@@ -108,15 +108,22 @@ def window_attention_tiled(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, nu
 
     per_tile_row = B * Tc * th * tw * KH * KW * max(num_heads, 1) + B * Tc * KH * KW * C
     chunk = max(1, _CHUNK_ELEMENTS // max(per_tile_row, 1))
-    # Written chunk by chunk into its final layout, so no second full-size copy is made.
-    out = q.new_empty(B, C, Tr, th, Tc, tw)
-    for t0 in range(0, Tr, chunk):
+    firsts = range(0, Tr, chunk)
+    # Without autograd the chunks are written into the output's final layout, so no second
+    # full-size copy is made. Under autograd the chunks' queries come from one split and their
+    # outputs go into one cat, whose backwards write each gradient once: slices of q and writes
+    # into a preallocated output would make autograd add (q) and copy (the output) a full-size
+    # gradient once per chunk (11 GB of 21 in fp32 at 448 from 32, C = 384, batch 1).
+    recording = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
+    out = None if recording else q.new_empty(B, C, Tr, th, Tc, tw)
+    pieces = []
+    q_rows = torch.split(q, [min(H, (t0 + chunk) * th) - t0 * th for t0 in firsts], dim=2)
+    for t0, qc in zip(firsts, q_rows):
         t1 = min(Tr, t0 + chunk)
         kc = k_cols[:, :, :, rows[t0:t1]]                             # (B, N, d, t, KH, Tc, KW)
         kc = kc.permute(0, 3, 5, 1, 2, 4, 6).reshape(B, t1 - t0, Tc, num_heads, d, KH * KW)
         kc = kc * scale                      # scaled here, on the keys, not on the logits
         # This chunk's queries as (B, t, Tc, N, th*tw, d), zero-padded to whole tiles.
-        qc = q[:, :, t0 * th:t1 * th]
         qc = torch.nn.functional.pad(qc, (0, Tc * tw - W, 0, (t1 - t0) * th - qc.shape[2]))
         qc = qc.reshape(B, num_heads, d, t1 - t0, th, Tc, tw).permute(0, 3, 5, 1, 4, 6, 2)
         qc = qc.reshape(B, t1 - t0, Tc, num_heads, th * tw, d)
@@ -130,6 +137,10 @@ def window_attention_tiled(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, nu
         vc = v_cols[:, :, rows[t0:t1]]                                # (B, C, t, KH, Tc, KW)
         vc = vc.permute(0, 2, 4, 3, 5, 1).reshape(B, t1 - t0, Tc, KH * KW, C)
         tile_out = torch.matmul(weights, vc)                          # (B, t, Tc, P, C)
-        out[:, :, t0:t1] = tile_out.view(B, t1 - t0, Tc, th, tw, C).permute(0, 5, 1, 3, 2, 4)
-    out = out.view(B, C, Tr * th, Tc * tw)
+        piece = tile_out.view(B, t1 - t0, Tc, th, tw, C).permute(0, 5, 1, 3, 2, 4)
+        if recording:
+            pieces.append(piece)
+        else:
+            out[:, :, t0:t1] = piece
+    out = (torch.cat(pieces, dim=2) if recording else out).view(B, C, Tr * th, Tc * tw)
     return out if (Tr * th, Tc * tw) == (H, W) else out[:, :, :H, :W].contiguous()

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from anyup_neck.ops import window_attention
+from anyup_neck.ops import torch_backend, window_attention
 from anyup_neck.upsampler.official import dense_attention
 from tests.ops.helpers import CASE_IDS, CASES, compiled_op, cpu_isas, make_inputs, use_isa
 
@@ -16,14 +16,21 @@ def _grads(fn, q, k, v, grad_out):
 
 
 def _compare_with_reference(case, dtype: torch.dtype, tol: float, seed: int = 0,
-                            kernels: str = 'auto') -> None:
+                            kernels: str = 'auto', backend: str | None = None) -> None:
+    """Gradients of the compiled op (``kernels``), or of ``window_attention`` with ``backend``,
+    against autograd through the dense reference in float64."""
     B, N, d, C, out_size, in_size, ratio, _ = case
     q, k, v = make_inputs(B, N, d, C, out_size, in_size, seed=seed)
     grad_out = torch.randn(B, C, *out_size, dtype=torch.float64,
                            generator=torch.Generator().manual_seed(seed + 1))
     expected = _grads(lambda *t: dense_attention(*t, N, ratio), q, k, v, grad_out)
-    got = _grads(lambda *t: compiled_op(*t, N, ratio, kernels),
-                 q.to(dtype), k.to(dtype), v.to(dtype), grad_out.to(dtype))
+    if backend is None:
+        def attend(*t):
+            return compiled_op(*t, N, ratio, kernels)
+    else:
+        def attend(*t):
+            return window_attention(*t, num_heads=N, window_ratio=ratio, backend=backend)
+    got = _grads(attend, q.to(dtype), k.to(dtype), v.to(dtype), grad_out.to(dtype))
     for name, g, e in zip('qkv', got, expected):
         assert g.dtype == dtype and g.shape == e.shape, name
         torch.testing.assert_close(g.double(), e, rtol=tol, atol=tol, msg=lambda m: f'd{name}: {m}')
@@ -69,3 +76,26 @@ def test_backward_is_deterministic():
                    q, k, v, grad_out) for _ in range(2)]
     for a, b in zip(*runs):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize('chunk_elements', [1 << 24, 1], ids=['one chunk', 'a chunk per tile row'])
+@pytest.mark.parametrize('case', [CASES[2], CASES[7], (1, 2, 4, 3, (23, 10), (5, 4), 0.2, '')],
+                         ids=[CASES[2][-1], CASES[7][-1], 'last tile row short'])
+def test_torch_backend_gradients(case, chunk_elements, monkeypatch):
+    """The tiled PyTorch backend under autograd (queries split by chunk of tile rows, outputs
+    joined by one cat) against the dense reference, with one chunk and with many; without
+    autograd (outputs written into the final layout) the same values."""
+    monkeypatch.setattr(torch_backend, '_CHUNK_ELEMENTS', chunk_elements)
+    _compare_with_reference(case, torch.float64, 1e-11, backend='torch')
+    B, N, d, C, out_size, in_size, ratio, _ = case
+    q, k, v = make_inputs(B, N, d, C, out_size, in_size)
+
+    def attend(*t):
+        return window_attention(*t, num_heads=N, window_ratio=ratio, backend='torch')
+
+    with torch.no_grad():
+        untracked = attend(q, k, v)
+    leaves = [t.requires_grad_() for t in (q, k, v)]
+    torch.testing.assert_close(untracked, attend(*leaves), rtol=0, atol=0)
+    assert torch.autograd.gradcheck(attend, leaves, eps=1e-6, atol=1e-7, rtol=1e-5,
+                                    fast_mode=True)
