@@ -109,18 +109,26 @@ def window_attention_tiled(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, nu
     per_tile_row = B * Tc * th * tw * KH * KW * max(num_heads, 1) + B * Tc * KH * KW * C
     chunk = max(1, _CHUNK_ELEMENTS // max(per_tile_row, 1))
     firsts = range(0, Tr, chunk)
-    # Without autograd the chunks are written into the output's final layout, so no second
-    # full-size copy is made. Under autograd the chunks' queries come from one split and their
-    # outputs go into one cat, whose backwards write each gradient once: slices of q and writes
-    # into a preallocated output would make autograd add (q) and copy (the output) a full-size
-    # gradient once per chunk (11 GB of 21 in fp32 at 448 from 32, C = 384, batch 1).
+    # Without autograd a chunk's keys and values are gathered when it runs and its output is
+    # written into the output's final layout: memory is bounded by the chunk. Under autograd
+    # the keys and values are gathered once and split, the queries split, and the outputs
+    # joined by one cat, so that the backwards write each gradient once: per-chunk gathers,
+    # slices of q and writes into a preallocated output make autograd build, add and copy a
+    # full-size gradient once per chunk (at 448 from 32, C = 384, 33 chunks at batch 4: 49 GB
+    # of traffic, quadratic in the batch; the gathers add 0.2 GB per image here).
     recording = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
     out = None if recording else q.new_empty(B, C, Tr, th, Tc, tw)
     pieces = []
     q_rows = torch.split(q, [min(H, (t0 + chunk) * th) - t0 * th for t0 in firsts], dim=2)
-    for t0, qc in zip(firsts, q_rows):
+    if recording:
+        k_rows = k_cols[:, :, :, rows].split(chunk, dim=3)
+        v_rows = v_cols[:, :, rows].split(chunk, dim=2)
+    else:
+        k_rows = (k_cols[:, :, :, rows[t0:t0 + chunk]] for t0 in firsts)
+        v_rows = (v_cols[:, :, rows[t0:t0 + chunk]] for t0 in firsts)
+    for t0, qc, kc, vc in zip(firsts, q_rows, k_rows, v_rows):
         t1 = min(Tr, t0 + chunk)
-        kc = k_cols[:, :, :, rows[t0:t1]]                             # (B, N, d, t, KH, Tc, KW)
+        # kc (B, N, d, t, KH, Tc, KW), vc (B, C, t, KH, Tc, KW)
         kc = kc.permute(0, 3, 5, 1, 2, 4, 6).reshape(B, t1 - t0, Tc, num_heads, d, KH * KW)
         kc = kc * scale                      # scaled here, on the keys, not on the logits
         # This chunk's queries as (B, t, Tc, N, th*tw, d), zero-padded to whole tiles.
@@ -134,7 +142,6 @@ def window_attention_tiled(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, nu
         logits = logits + bias if logits.requires_grad else logits.add_(bias)
         weights = logits.view(B, t1 - t0, Tc, num_heads, th * tw, KH * KW)
         weights = weights.softmax(dim=-1).mean(dim=3)                 # (B, t, Tc, P, K)
-        vc = v_cols[:, :, rows[t0:t1]]                                # (B, C, t, KH, Tc, KW)
         vc = vc.permute(0, 2, 4, 3, 5, 1).reshape(B, t1 - t0, Tc, KH * KW, C)
         tile_out = torch.matmul(weights, vc)                          # (B, t, Tc, P, C)
         piece = tile_out.view(B, t1 - t0, Tc, th, tw, C).permute(0, 5, 1, 3, 2, 4)
