@@ -114,8 +114,9 @@ def window_attention_tiled(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, nu
     # the keys and values are gathered once and split, the queries split, and the outputs
     # joined by one cat, so that the backwards write each gradient once: per-chunk gathers,
     # slices of q and writes into a preallocated output make autograd build, add and copy a
-    # full-size gradient once per chunk (at 448 from 32, C = 384, 33 chunks at batch 4: 49 GB
-    # of traffic, quadratic in the batch; the gathers add 0.2 GB per image here).
+    # full-size gradient once per chunk (at 448 from 32, C = 384, batch 4, in 33 chunks: 231 GB
+    # of traffic instead of 37, growing with the square of the batch; the gathers held at once
+    # take 0.2 GB per image there).
     recording = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
     out = None if recording else q.new_empty(B, C, Tr, th, Tc, tw)
     pieces = []
