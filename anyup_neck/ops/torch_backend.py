@@ -143,9 +143,11 @@ def window_attention_tiled(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, nu
         logits = logits + bias if logits.requires_grad else logits.add_(bias)
         weights = logits.view(B, t1 - t0, Tc, num_heads, th * tw, KH * KW)
         weights = weights.softmax(dim=-1).mean(dim=3)                 # (B, t, Tc, P, K)
-        vc = vc.permute(0, 2, 4, 3, 5, 1).reshape(B, t1 - t0, Tc, KH * KW, C)
-        tile_out = torch.matmul(weights, vc)                          # (B, t, Tc, P, C)
-        piece = tile_out.view(B, t1 - t0, Tc, th, tw, C).permute(0, 5, 1, 3, 2, 4)
+        # Channels before pixels, so the copies into the output's layout move runs of tw
+        # pixels and the values' copy runs of KW keys, not single values.
+        vc = vc.permute(0, 2, 4, 1, 3, 5).reshape(B, t1 - t0, Tc, C, KH * KW)
+        tile_out = torch.matmul(vc, weights.mT)                       # (B, t, Tc, C, P)
+        piece = tile_out.view(B, t1 - t0, Tc, C, th, tw).permute(0, 3, 1, 4, 2, 5)
         if recording:
             pieces.append(piece)
         else:
