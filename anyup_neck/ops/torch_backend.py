@@ -132,8 +132,11 @@ def window_attention_tiled(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, nu
         # kc (B, N, d, t, KH, Tc, KW), vc (B, C, t, KH, Tc, KW)
         kc = kc.permute(0, 3, 5, 1, 2, 4, 6).reshape(B, t1 - t0, Tc, num_heads, d, KH * KW)
         kc = kc * scale                      # scaled here, on the keys, not on the logits
-        # This chunk's queries as (B, t, Tc, N, th*tw, d), zero-padded to whole tiles.
-        qc = torch.nn.functional.pad(qc, (0, Tc * tw - W, 0, (t1 - t0) * th - qc.shape[2]))
+        # This chunk's queries as (B, t, Tc, N, th*tw, d), zero-padded to whole tiles (a pad
+        # copies even when it adds nothing).
+        padding = (0, Tc * tw - W, 0, (t1 - t0) * th - qc.shape[2])
+        if any(padding):
+            qc = torch.nn.functional.pad(qc, padding)
         qc = qc.reshape(B, num_heads, d, t1 - t0, th, Tc, tw).permute(0, 3, 5, 1, 4, 6, 2)
         qc = qc.reshape(B, t1 - t0, Tc, num_heads, th * tw, d)
         logits = torch.matmul(qc, kc).view(B, t1 - t0, Tc, num_heads, th, tw, KH, KW)

@@ -79,8 +79,10 @@ def test_backward_is_deterministic():
 
 
 @pytest.mark.parametrize('chunk_elements', [1 << 24, 1], ids=['one chunk', 'a chunk per tile row'])
-@pytest.mark.parametrize('case', [CASES[2], CASES[7], (1, 2, 4, 3, (23, 10), (5, 4), 0.2, '')],
-                         ids=[CASES[2][-1], CASES[7][-1], 'last tile row short'])
+@pytest.mark.parametrize('case', [CASES[2], CASES[7], (1, 2, 4, 3, (23, 10), (5, 4), 0.2, ''),
+                                  (2, 2, 4, 3, (16, 12), (4, 3), 0.2, '')],
+                         ids=[CASES[2][-1], CASES[7][-1], 'last tile row short',
+                              'whole tiles, nothing padded'])
 def test_torch_backend_gradients(case, chunk_elements, monkeypatch):
     """The tiled PyTorch backend under autograd (queries split by chunk of tile rows, outputs
     joined by one cat) against the dense reference, with one chunk and with many; without
