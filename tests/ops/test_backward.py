@@ -15,21 +15,24 @@ def _grads(fn, q, k, v, grad_out):
     return [t.grad for t in leaves]
 
 
+def _torch_backend(heads: int, ratio: float):
+    """``window_attention`` through the tiled PyTorch backend, as a function of (q, k, v)."""
+    def attend(q, k, v):
+        return window_attention(q, k, v, num_heads=heads, window_ratio=ratio, backend='torch')
+    return attend
+
+
 def _compare_with_reference(case, dtype: torch.dtype, tol: float, seed: int = 0,
-                            kernels: str = 'auto', backend: str | None = None) -> None:
-    """Gradients of the compiled op (``kernels``), or of ``window_attention`` with ``backend``,
-    against autograd through the dense reference in float64."""
+                            kernels: str = 'auto', torch_backend_op: bool = False) -> None:
+    """Gradients of the compiled op (``kernels``), or with ``torch_backend_op`` of the tiled
+    PyTorch backend, against autograd through the dense reference in float64."""
     B, N, d, C, out_size, in_size, ratio, _ = case
     q, k, v = make_inputs(B, N, d, C, out_size, in_size, seed=seed)
     grad_out = torch.randn(B, C, *out_size, dtype=torch.float64,
                            generator=torch.Generator().manual_seed(seed + 1))
     expected = _grads(lambda *t: dense_attention(*t, N, ratio), q, k, v, grad_out)
-    if backend is None:
-        def attend(*t):
-            return compiled_op(*t, N, ratio, kernels)
-    else:
-        def attend(*t):
-            return window_attention(*t, num_heads=N, window_ratio=ratio, backend=backend)
+    attend = (_torch_backend(N, ratio) if torch_backend_op
+              else lambda *t: compiled_op(*t, N, ratio, kernels))
     got = _grads(attend, q.to(dtype), k.to(dtype), v.to(dtype), grad_out.to(dtype))
     for name, g, e in zip('qkv', got, expected):
         assert g.dtype == dtype and g.shape == e.shape, name
@@ -88,13 +91,10 @@ def test_torch_backend_gradients(case, chunk_elements, monkeypatch):
     joined by one cat) against the dense reference, with one chunk and with many; without
     autograd (outputs written into the final layout) the same values."""
     monkeypatch.setattr(torch_backend, '_CHUNK_ELEMENTS', chunk_elements)
-    _compare_with_reference(case, torch.float64, 1e-11, backend='torch')
+    _compare_with_reference(case, torch.float64, 1e-11, torch_backend_op=True)
     B, N, d, C, out_size, in_size, ratio, _ = case
     q, k, v = make_inputs(B, N, d, C, out_size, in_size)
-
-    def attend(*t):
-        return window_attention(*t, num_heads=N, window_ratio=ratio, backend='torch')
-
+    attend = _torch_backend(N, ratio)
     with torch.no_grad():
         untracked = attend(q, k, v)
     leaves = [t.requires_grad_() for t in (q, k, v)]
