@@ -8,10 +8,13 @@ mmengine's Runner from ``--launcher`` (``torchrun`` sets the environment it read
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import os.path as osp
+from collections.abc import Iterator
 
 import torch
+import torch.distributed as dist
 from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 from mmseg.registry import RUNNERS
@@ -133,3 +136,21 @@ def build_runner(cfg: Config) -> Runner:
     """mmengine's Runner for ``cfg`` (or ``cfg.runner_type``), CPU-only torchrun included."""
     prepare_cpu_distributed(cfg)
     return Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+
+
+@contextlib.contextmanager
+def releasing_process_group() -> Iterator[None]:
+    """Destroy, on leaving the block, the process group a distributed run created in it.
+
+    mmengine's Runner (or :func:`prepare_cpu_distributed`) creates the group and never
+    destroys it. Left to interpreter shutdown, gloo's worker threads can still be joinable
+    when they are destroyed, and a rank that finished its run aborts ("terminate called
+    without an active exception"); NCCL warns. A group that existed before the block (the
+    caller's) is left alone.
+    """
+    created_here = not (dist.is_available() and dist.is_initialized())
+    try:
+        yield
+    finally:
+        if created_here and dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()

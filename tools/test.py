@@ -13,7 +13,8 @@ import sys
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout
 
 from _runner_cli import (base_parser, build_runner, enable_visualization,  # noqa: E402
-                         load_config, set_prediction_output, skip_pretrained_weights)
+                         load_config, releasing_process_group, set_prediction_output,
+                         skip_pretrained_weights)
 
 
 def main() -> None:
@@ -34,8 +35,8 @@ def main() -> None:
         enable_visualization(cfg, args.show_dir, args.show, args.wait_time)
     if args.out is not None:
         set_prediction_output(cfg, args.out)
-    runner = build_runner(cfg)
-    runner.test()
+    with releasing_process_group():
+        build_runner(cfg).test()
 
 
 if __name__ == '__main__':

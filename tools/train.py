@@ -10,7 +10,7 @@ import sys
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout
 
 from _runner_cli import (add_training_options, apply_training_options,  # noqa: E402
-                         base_parser, build_runner, load_config)
+                         base_parser, build_runner, load_config, releasing_process_group)
 
 
 def main() -> None:
@@ -19,8 +19,8 @@ def main() -> None:
     args = parser.parse_args()
     cfg = load_config(args)
     apply_training_options(cfg, args)
-    runner = build_runner(cfg)
-    runner.train()
+    with releasing_process_group():
+        build_runner(cfg).train()
 
 
 if __name__ == '__main__':

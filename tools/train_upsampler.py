@@ -22,7 +22,7 @@ from mmengine.config import Config  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 from _runner_cli import (add_training_options, apply_training_options,  # noqa: E402
-                         base_parser, build_runner, load_config)
+                         base_parser, build_runner, load_config, releasing_process_group)
 
 
 def build_config(argv: list[str] | None = None) -> Config:
@@ -37,8 +37,9 @@ def build_config(argv: list[str] | None = None) -> Config:
 
 def main(argv: list[str] | None = None) -> Runner:
     """Train as the command line says; return the Runner (its model holds the result)."""
-    runner = build_runner(build_config(argv))
-    runner.train()
+    with releasing_process_group():
+        runner = build_runner(build_config(argv))
+        runner.train()
     return runner
 
 

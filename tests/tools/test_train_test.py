@@ -4,6 +4,9 @@ import subprocess
 import sys
 import textwrap
 
+import torch.distributed as dist
+from _runner_cli import releasing_process_group
+
 from tests.mm.helpers import DEMO_SEG, REPO, SUBPROCESS_ENV, as_cli, tiny_run_options
 
 TRAIN = str(REPO / 'tools' / 'train.py')
@@ -100,3 +103,23 @@ def test_torchrun_two_processes_gloo(demo_data, anyup_checkpoint, tmp_path):
     assert "model_wrapper_cfg = dict(type='mmseg.CPUDistributedDataParallel')" in out  # DDP
     assert out.count('Iter(train) [2/2]') == 1  # logged by rank 0 only
     assert (tmp_path / 'work' / 'iter_2.pth').is_file()
+
+
+def test_releasing_process_group_destroys_only_the_group_its_block_created():
+    """Without it a torchrun rank could abort at exit after a finished run (gloo's threads)."""
+    def init_single_process_group():
+        dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{free_port()}',
+                                rank=0, world_size=1)
+
+    with releasing_process_group():
+        init_single_process_group()
+        assert dist.is_initialized()
+    assert not dist.is_initialized()
+
+    init_single_process_group()  # the caller's group
+    try:
+        with releasing_process_group():
+            pass
+        assert dist.is_initialized()
+    finally:
+        dist.destroy_process_group()
