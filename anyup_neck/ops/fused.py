@@ -605,10 +605,36 @@ def _rotary_tables(x: torch.Tensor, row_angles: torch.Tensor,
     return row.cos(), row.sin(), col.cos(), col.sin()
 
 
-def _turn(x: torch.Tensor) -> torch.Tensor:
-    """cat(-x2, x1) for the channel halves x1, x2 of (B, D, H, W) x (a new tensor)."""
+def _quarter_turned(tables: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """:func:`_rotary_tables` of every angle plus pi/2 (the row angles' cos and sin become
+    -sin and cos): the rotary map with them is the map's derivative by its angle."""
+    cos_r, sin_r, cos_c, sin_c = tables
+    return -sin_r, cos_r, cos_c, sin_c
+
+
+def _rotate_block(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor,
+                  transpose: bool, overwrite: bool) -> torch.Tensor:
+    """``x cos + turn(x) sin`` (transposed: ``x cos - turn(x) swap(sin)``) for (B, D, r, W) x,
+    turn(x) = cat(-x2, x1), swap exchanging the channel halves, from the (D, r, W) tables
+    ``cos`` and ``signed_sin`` = cat(-sin1, sin2) of :func:`_block_tables`; into x with
+    ``overwrite``. As ``turn(x) sin = swap(x) signed_sin`` and ``-turn(x) swap(sin) =
+    swap(x) swap(signed_sin)``: a multiply, then per channel half one ``addcmul_`` from the
+    other half of x (in place, each half in turn, keeping a copy of the first), no turned
+    map."""
     x1, x2 = x.chunk(2, dim=1)
-    return torch.cat([-x2, x1], dim=1)
+    sin1, sin2 = signed_sin.chunk(2, dim=0)
+    sin_for_x2, sin_for_x1 = (sin2, sin1) if transpose else (sin1, sin2)
+    if overwrite:
+        cos1, cos2 = cos.chunk(2, dim=0)
+        first_half = x1.clone()
+        x1.mul_(cos1).addcmul_(x2, sin_for_x2)
+        x2.mul_(cos2).addcmul_(first_half, sin_for_x1)
+        return x
+    out = x * cos
+    out1, out2 = out.chunk(2, dim=1)
+    out1.addcmul_(x2, sin_for_x2)
+    out2.addcmul_(x1, sin_for_x1)
+    return out
 
 
 def _rotate(x: torch.Tensor, tables: tuple[torch.Tensor, ...], transpose: bool = False,
@@ -616,10 +642,11 @@ def _rotate(x: torch.Tensor, tables: tuple[torch.Tensor, ...], transpose: bool =
     """The rotary map (or with ``transpose`` its transposed map) of :func:`rotary_2d` for the
     ``tables`` of :func:`_rotary_tables`, without autograd; into x with ``overwrite``.
 
-    With c, s the cos and sin of each channel's angle and ``swap`` exchanging the halves:
-    ``x c + turn(x) s``, transposed ``x c - turn(x) swap(s)``. The extension's kernel where it
-    can (CPU: channels-last float32/float64; CUDA: :func:`cuda_kernels_usable`), on x or a copy;
-    otherwise PyTorch ops in blocks of rows of at most :func:`piece_elements` values.
+    The extension's kernel where it can (CPU: channels-last float32/float64; CUDA:
+    :func:`cuda_kernels_usable`), on x or a copy; otherwise :func:`_rotate_block` in blocks
+    of rows whose temporaries hold at most :func:`piece_elements` values, each block's cos and
+    sin built from the tables (on a GPU a 448x448 map is one block; blocks out of place are
+    joined by a cat).
     """
     on_gpu = _flat_pixels_format(x) is not None and cuda_kernels_usable(x, *tables)
     on_cpu = (x.is_contiguous(memory_format=torch.channels_last)
@@ -628,33 +655,48 @@ def _rotate(x: torch.Tensor, tables: tuple[torch.Tensor, ...], transpose: bool =
         out = x if overwrite else x.clone(memory_format=torch.preserve_format)
         torch.ops.anyup_neck.rotary_2d_(out, *(t.contiguous() for t in tables), transpose)
         return out
-    cos_r, sin_r, cos_c, sin_c = tables
     B, D, H, W = x.shape
-    blocks = []
-    step = max(1, piece_elements(x) // (B * D * W))
-    for r0 in range(0, H, step):
-        r = slice(r0, min(H, r0 + step))
-        cos = (cos_r[r, None] * cos_c - sin_r[r, None] * sin_c).permute(2, 0, 1).to(x.dtype)
-        sin = (sin_r[r, None] * cos_c + cos_r[r, None] * sin_c).permute(2, 0, 1).to(x.dtype)
-        if transpose:
-            sin = -sin.roll(D // 2, dims=0)
-        xb = x[:, :, r]
-        turned = _turn(xb)
-        if overwrite:
-            xb.mul_(cos).addcmul_(turned, sin)
-        else:
-            blocks.append(torch.addcmul(xb * cos, turned, sin))
-    if overwrite:
-        return x
-    return blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=2)
+    # A block's temporaries: its (D, r, W) tables, and in place a copy of half its rows of x.
+    step = max(1, piece_elements(x) // ((B if overwrite else 1) * D * W))
+    rows = [slice(r0, min(H, r0 + step)) for r0 in range(0, H, step)]
+    blocks = [_rotate_block(x[:, :, r], *_block_tables(x, tables, r), transpose, overwrite)
+              for r in rows]
+    return x if overwrite else blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=2)
+
+
+def _block_tables(x: torch.Tensor, tables: tuple[torch.Tensor, ...],
+                  rows: slice) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cos, signed_sin) of each channel's angle at the pixels of ``rows`` of (B, D, H, W) x,
+    signed_sin being sin with its first channel half negated, each (D, r, W) in x's dtype and
+    laid out like x's pixels (so that the rotation reads them in runs). By the angle-addition
+    formulas from :func:`_rotary_tables`' ``tables``, with the signs in the small (n, D)
+    tables: a multiply and an ``addcmul_`` each, in the tables' dtype (no negative
+    ``value``, which torch.compile rounds differently in place)."""
+    cos_r, sin_r, cos_c, sin_c = tables                                  # (H, D), (W, D)
+    cos_r, sin_r = cos_r[rows], sin_r[rows]
+    sign = torch.ones(cos_r.shape[1], dtype=cos_r.dtype, device=cos_r.device)
+    sign[:sign.numel() // 2] = -1
+    row_tables = (cos_r, -sin_r, sin_r * sign, cos_r * sign)
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        # (r, 1, D) times (1, W, D): (r, W, D), viewed as (D, r, W)
+        row_tables = [t[:, None] for t in row_tables]
+        cos_c, sin_c, order = cos_c[None], sin_c[None], (2, 0, 1)
+    else:  # (D, r, 1) times (D, 1, W): (D, r, W)
+        row_tables = [t.t().contiguous()[:, :, None] for t in row_tables]
+        cos_c, sin_c = (t.t().contiguous()[:, None] for t in (cos_c, sin_c))
+        order = (0, 1, 2)
+    cos = torch.mul(row_tables[0], cos_c).addcmul_(row_tables[1], sin_c)
+    signed_sin = torch.mul(row_tables[2], cos_c).addcmul_(row_tables[3], sin_c)
+    return cos.permute(order).to(x.dtype), signed_sin.permute(order).to(x.dtype)
 
 
 class _Rotary2d(torch.autograd.Function):
     """:func:`rotary_2d` for autograd, saving x and the four (n, D) tables (autograd through the
     PyTorch ops also saves full-size cos, sin and turned maps). With g the output's gradient:
     ``dx`` is the transposed map applied to g; the angle of channel d at pixel (i, j) gets
-    ``g (turn(x) c - x s)`` (the map applied to turn(x)), summed over the batch and the columns
-    for ``row_angles[i, d]``, over the batch and the rows for ``col_angles[j, d]``."""
+    ``g (turn(x) c - x s)`` (the map for every angle plus pi/2, applied to x), summed over the
+    batch and the columns for ``row_angles[i, d]``, over the batch and the rows for
+    ``col_angles[j, d]``."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, row_angles: torch.Tensor,
@@ -670,7 +712,7 @@ class _Rotary2d(torch.autograd.Function):
         dx = _rotate(grad, tables, transpose=True) if ctx.needs_input_grad[0] else None
         d_rows = d_cols = None
         if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
-            d_angle = _rotate(_turn(x), tables, overwrite=True).mul_(grad)   # (B, D, H, W)
+            d_angle = _rotate(x, _quarter_turned(tables)).mul_(grad)          # (B, D, H, W)
             dtype = tables[0].dtype
             d_rows = d_angle.sum(dim=(0, 3), dtype=dtype).t().to(ctx.angle_dtypes[0])
             d_cols = d_angle.sum(dim=(0, 2), dtype=dtype).t().to(ctx.angle_dtypes[1])

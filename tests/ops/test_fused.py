@@ -379,8 +379,9 @@ def test_conv3x3_rms_linear_matches_conv_then_projection(overwrite, dtype, shape
 
 @pytest.mark.parametrize('overwrite', [False, True])
 def test_rotary_2d_in_row_blocks_equals_the_whole_map(overwrite, monkeypatch):
-    """Without the kernel the rotation goes in blocks of rows (here 2 of 9 rows, the last one
-    short), as under autograd (the function's forward)."""
+    """Without the kernel the rotation goes in blocks of rows (here of 9 rows, 2 in place and
+    4 out of place, whose temporaries hold no copy of x; the last one short), as under autograd
+    (the function's forward)."""
     torch.manual_seed(16)
     rope = RoPE(8).double()
     x = torch.randn(2, 8, 9, 5, dtype=torch.float64)
@@ -395,9 +396,14 @@ def test_rotary_2d_in_row_blocks_equals_the_whole_map(overwrite, monkeypatch):
         torch.testing.assert_close(got, whole.detach(), rtol=1e-12, atol=1e-12)
 
 
-def test_gpu_maps_of_448x448_are_one_piece():
-    """On a GPU (faked here: shapes only) a 448x448 map of 128 channels is rotated in one piece
-    (one cat of the halves), not in the CPU's cache-sized blocks of rows."""
+def test_gpu_maps_of_448x448_are_one_piece(monkeypatch):
+    """On a GPU (faked here: shapes only) a 448x448 map of 128 channels is rotated in one block
+    of rows, not in the CPU's cache-sized blocks, and without a turned copy (no cat)."""
+    blocks, block_tables = [], fused._block_tables
+    monkeypatch.setattr(fused, '_block_tables',
+                        lambda x, tables, rows: blocks.append(rows) or block_tables(x, tables,
+                                                                                   rows))
+
     class CountCats(TorchDispatchMode):
         cats = 0
 
@@ -410,8 +416,28 @@ def test_gpu_maps_of_448x448_are_one_piece():
         assert fused.piece_elements(x) == fused.max_gpu_piece_elements > x.numel()
         with CountCats() as counter:
             rope(x, overwrite=True)
-    assert counter.cats == 1
+    assert blocks == [slice(0, 448)] and counter.cats == 0
     assert fused.piece_elements(torch.empty(1)) == fused.max_piece_elements
+
+
+@pytest.mark.parametrize('channels_last', [False, True])
+def test_rotary_block_tables_are_the_angles_in_the_maps_layout(channels_last):
+    """A block's cos and signed sin (its first channel half negated), from the per-row and
+    per-column tables, are those of the summed angle, laid out like the map's pixels (an
+    elementwise op reads both in runs)."""
+    torch.manual_seed(17)
+    x = torch.randn(2, 6, 5, 7, dtype=torch.float64)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    rows, cols = torch.randn(5, 6, dtype=torch.float64), torch.randn(7, 6, dtype=torch.float64)
+    cos, signed_sin = fused._block_tables(x, fused._rotary_tables(x, rows, cols), slice(1, 4))
+    angle = (rows[1:4, None] + cols[None]).permute(2, 0, 1)                  # (D, 3, W)
+    sign = torch.tensor([-1.0] * 3 + [1.0] * 3, dtype=torch.float64)[:, None, None]
+    torch.testing.assert_close(cos, angle.cos(), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(signed_sin, sign * angle.sin(), rtol=1e-12, atol=1e-12)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    assert cos[None].is_contiguous(memory_format=layout)
+    assert signed_sin[None].is_contiguous(memory_format=layout)
 
 
 @pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
