@@ -16,6 +16,7 @@ extension's ops run their shape functions, not their CUDA launchers.
 from __future__ import annotations
 
 import os
+import sys
 import traceback
 from pathlib import Path
 
@@ -24,7 +25,8 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from anyup_neck.ops import fused
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'tools'))
+from count_traffic import select_gpu_paths_on_meta  # noqa: E402,F401  (for the tests on meta)
 
 aten = torch.ops.aten
 #: Ops that read device data on the host.
@@ -50,14 +52,6 @@ def _caller() -> str:
     return f'{frames[-1].filename}:{frames[-1].lineno}'
 
 
-def gpu_paths_on_meta(monkeypatch, cuda_kernels: bool = False) -> None:
-    """On the meta device (autograd on fake CUDA tensors needs a real device), select what
-    CUDA tensors select: the GPU formulations, with ``cuda_kernels`` the extension's CUDA
-    kernels wherever autograd does not record; autocast is off (meta has none)."""
-    monkeypatch.setattr(fused, 'uses_gpu_formulation', lambda x: True)
-    if cuda_kernels:
-        monkeypatch.setattr(fused, 'cuda_kernels_usable', lambda *t: not fused.records_grad(*t))
-    monkeypatch.setattr(torch, 'is_autocast_enabled', lambda *args: False)
 
 
 class _Ops(TorchDispatchMode):

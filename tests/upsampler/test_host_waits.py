@@ -15,7 +15,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 
 from anyup_neck import AnyUp
 from anyup_neck.ops import extension, fused
-from tests.host_waits import HostWaits, gpu_paths_on_meta
+from tests.host_waits import HostWaits, select_gpu_paths_on_meta
 
 pytestmark = pytest.mark.skipif(not extension.available(), reason='needs the compiled extension')
 BACKENDS = importlib.import_module('anyup_neck.ops.window_attention').BACKENDS
@@ -59,7 +59,7 @@ def test_gpu_forward_never_waits(as_on_cuda, monkeypatch, backend, kernels):
 
 @pytest.mark.parametrize('backend', ['torch', 'cuda_tiled'])
 def test_gpu_training_step_never_waits(as_on_cuda, monkeypatch, backend):
-    gpu_paths_on_meta(monkeypatch, cuda_kernels=True)
+    select_gpu_paths_on_meta(monkeypatch, cuda_kernels=True)
     with torch.device('meta'):
         model = AnyUp(qk_dim=16, num_heads=4, lfu_basis=8, backend=backend)
         image, features = torch.randn(2, 3, 48, 40), torch.randn(2, 24, 6, 5)

@@ -9,7 +9,7 @@ from anyup_neck import AnyUp
 from anyup_neck.mm.engine import save_upsampler
 from anyup_neck.mm.models import AnyUpCropConsistency
 from anyup_neck.mm.models.crop_consistency import CropGeometry
-from tests.host_waits import HostWaits, gpu_paths_on_meta
+from tests.host_waits import HostWaits, select_gpu_paths_on_meta
 
 from .test_losses import _cos_mse_reference
 
@@ -207,7 +207,7 @@ def test_gpu_training_step_never_waits(monkeypatch):
     draws and the crop corners stay on the host. Augmentations limited to those that run on the
     images' device (JPEG goes through the host by design; noise and two torchvision
     operations copy host-made tensors)."""
-    gpu_paths_on_meta(monkeypatch)
+    select_gpu_paths_on_meta(monkeypatch)
     on_device = ['photometric_distortion', 'grayscale', 'blur', 'autocontrast', 'equalize',
                  'posterize', 'solarize', 'invert']
     model = _model(augment=dict(ops=on_device, num_ops=len(on_device))).to('meta')  # all run
