@@ -39,6 +39,12 @@ backends with the extension's CUDA kernels of the fused primitives switched on
 ``--profile ROWS`` adds, per case, torch.profiler's table of one more run (the ops with the
 most self time: GPU time on CUDA), printed after the results and kept in the JSON.
 
+``--traffic`` adds, per case, the memory traffic of one more run, counted at the dispatcher
+(tools/_traffic.py: the bytes each operation must read and write, and the operations, about
+one kernel launch each on a GPU): "moved GB" (GB as in the memory columns, 1024^3 bytes),
+"ops", and "TB/s", the counted bytes over the median time (10^12 bytes/s, as cards quote their
+bandwidth): how close the run's operations come to the card's memory bandwidth.
+
 Each case runs in its own process: warm-up runs (``--warmup``, default 1 on CPU, 3 on GPU),
 then timed runs (at least one, up to ``--repeats`` or until ``--max-seconds``); the table shows
 the fastest and the median. On GPU each run is timed with CUDA events. Peak memory is the
@@ -122,6 +128,8 @@ class Result:
     output_gb: float | None = None
     repeats_peak_gb: float | None = None  # when the last run ended
     profile: str = ''                     # --profile: torch.profiler's table of one run
+    moved_bytes: int | None = None        # --traffic: counted bytes read and written by one run
+    ops: int | None = None                # --traffic: its operations that move data
 
     @property
     def best(self) -> float | None:
@@ -137,6 +145,13 @@ class Result:
         if self.case.mode not in OP_MODES or not self.times:
             return None
         return op_flops(self.case) / self.best / 1e12
+
+    @property
+    def tb_per_s(self) -> float | None:
+        """Counted traffic over the median time, in TB/s (10^12 bytes/s; see ``--traffic``)."""
+        if self.moved_bytes is None or not self.times:
+            return None
+        return self.moved_bytes / self.median / 1e12
 
     @property
     def images_per_s(self) -> float | None:
@@ -341,8 +356,19 @@ def _profile(run, device, rows: int) -> str:
         sort_by='self_device_time_total' if gpu else 'self_cpu_time_total', row_limit=rows)
 
 
+def _traffic(run, device) -> tuple[int, int]:
+    """(bytes read and written, operations) of one run, counted by tools/_traffic.py."""
+    import torch
+    from _traffic import TrafficCounter
+    with TrafficCounter() as counter:
+        run()
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+    return counter.bytes, counter.ops
+
+
 def worker(case: Case, repeats: int, max_seconds: float, warmup: int = 1,
-           profile_rows: int = 0) -> dict:
+           profile_rows: int = 0, traffic: bool = False) -> dict:
     """Measure one case in this process; returns a JSON-able dict."""
     import torch
     from anyup_neck.ops import fused
@@ -364,9 +390,11 @@ def worker(case: Case, repeats: int, max_seconds: float, warmup: int = 1,
     times, start = [], time.perf_counter()
     while len(times) < repeats and (not times or time.perf_counter() - start < max_seconds):
         times.append(_timed(run, device))
+    moved_bytes, ops = _traffic(run, device) if traffic else (None, None)
     return {'times': times, 'peak_gb': first_peak, 'above_inputs_gb': first_peak - before,
             'repeats_peak_gb': _peak_gb(device), 'output_gb': out_bytes / GB,
-            'profile': _profile(run, device, profile_rows) if profile_rows else ''}
+            'profile': _profile(run, device, profile_rows) if profile_rows else '',
+            'moved_bytes': moved_bytes, 'ops': ops}
 
 
 # --------------------------------------------------------------------------- driver
@@ -386,6 +414,8 @@ def run_case(case: Case, args: argparse.Namespace) -> Result:
         command += ['--threads', str(args.threads)]
     if args.profile:
         command += ['--profile', str(args.profile)]
+    if args.traffic:
+        command += ['--traffic']
     run = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True)
     if run.returncode != 0:
         lines = (run.stderr or run.stdout).strip().splitlines()
@@ -394,7 +424,8 @@ def run_case(case: Case, args: argparse.Namespace) -> Result:
         return Result(case, 'failed', reason[:120])
     data = json.loads(run.stdout.strip().splitlines()[-1])
     return Result(case, 'ok', '', data['times'], data['peak_gb'], data['above_inputs_gb'],
-                  data['output_gb'], data['repeats_peak_gb'], data['profile'])
+                  data['output_gb'], data['repeats_peak_gb'], data['profile'],
+                  data['moved_bytes'], data['ops'])
 
 
 def merge(a: Result, b: Result) -> Result:
@@ -407,7 +438,7 @@ def merge(a: Result, b: Result) -> Result:
         return min(x, y) if x is not None and y is not None else x if y is None else y
     return Result(a.case, 'ok', '', a.times + b.times, low(a.peak_gb, b.peak_gb),
                   low(a.above_inputs_gb, b.above_inputs_gb), a.output_gb,
-                  max(a.repeats_peak_gb, b.repeats_peak_gb), a.profile)
+                  max(a.repeats_peak_gb, b.repeats_peak_gb), a.profile, a.moved_bytes, a.ops)
 
 
 def cases(args: argparse.Namespace) -> list[Case]:
@@ -444,17 +475,20 @@ def table(results: list[Result]) -> str:
                           r.case.precision): r.best
                          for r in results if r.case.backend == name and r.best})
     rows = ['| mode | output | map | C | batch | backend | best s | median s | images/s '
-            '| TFLOP/s | peak GB | above inputs GB | x output | peak after repeats GB '
-            '| vs baseline | note |', '|' + '---|' * 16]
+            '| TFLOP/s | moved GB | TB/s | ops | peak GB | above inputs GB | x output '
+            '| peak after repeats GB | vs baseline | note |', '|' + '---|' * 19]
     for r in results:
         c = r.case
         base = baseline.get((c.mode, c.size, c.map, c.channels, c.batch, c.precision))
         speedup = f'{base / r.best:.1f}x' if base and r.best else '-'
         ratio = (f'{r.above_inputs_gb / r.output_gb:.2f}' if r.above_inputs_gb is not None
                  and r.output_gb else '-')
+        moved = None if r.moved_bytes is None else r.moved_bytes / GB
         rows.append(f'| {c.mode} | {c.size} | {c.map} | {c.channels} | {c.batch} | {c.label} '
                     f'| {_fmt(r.best)} | {_fmt(r.median)} | {_fmt(r.images_per_s, 1)} '
-                    f'| {_fmt(r.tflops, 2)} | {_fmt(r.peak_gb, 2)} | {_fmt(r.above_inputs_gb, 2)} | {ratio} '
+                    f'| {_fmt(r.tflops, 2)} | {_fmt(moved, 2)} | {_fmt(r.tb_per_s, 2)} '
+                    f'| {r.ops if r.ops is not None else "-"} '
+                    f'| {_fmt(r.peak_gb, 2)} | {_fmt(r.above_inputs_gb, 2)} | {ratio} '
                     f'| {_fmt(r.repeats_peak_gb, 2)} | {speedup} '
                     f'| {r.status if r.status != "ok" else ""}{": " if r.note else ""}{r.note} |')
     return '\n'.join(rows)
@@ -463,7 +497,8 @@ def table(results: list[Result]) -> str:
 def write_files(results: list[Result], args: argparse.Namespace) -> None:
     records = [{**asdict(r.case), 'status': r.status, 'note': r.note, 'times_s': r.times,
                 'best_s': r.best, 'median_s': r.median, 'images_per_s': r.images_per_s,
-                'tflops': r.tflops,
+                'tflops': r.tflops, 'moved_bytes': r.moved_bytes, 'tb_per_s': r.tb_per_s,
+                'ops': r.ops,
                 'peak_gb': r.peak_gb, 'above_inputs_gb': r.above_inputs_gb,
                 'output_gb': r.output_gb, 'repeats_peak_gb': r.repeats_peak_gb,
                 'profile': r.profile}
@@ -523,6 +558,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--profile', type=int, default=0, metavar='ROWS',
                         help='after the timed runs, profile one run with torch.profiler and '
                              'print its ROWS ops with the most self time (GPU time on CUDA)')
+    parser.add_argument('--traffic', action='store_true',
+                        help='after the timed runs, count the bytes one run reads and writes, '
+                             'and its operations (tools/_traffic.py), and show the rate')
     parser.add_argument('--json', help='also write the results as JSON')
     parser.add_argument('--csv', help='also write the results as CSV')
     parser.add_argument('--worker', help=argparse.SUPPRESS)
@@ -549,7 +587,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.threads:
             torch.set_num_threads(args.threads)
         result = worker(Case(**json.loads(args.worker)), args.repeats, args.max_seconds,
-                        args.warmup, args.profile)
+                        args.warmup, args.profile, args.traffic)
         print(json.dumps(result))
         return
     todo = cases(args)

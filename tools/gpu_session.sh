@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU checks of one short session on a lent GPU, most important first, in about 7 minutes:
 # the CUDA tests beyond the op's own (model, fused primitives, mm stack), then the
-# benchmarks behind the GPU targets in README ("Speed and memory (GPU)"), last a profile of the
+# benchmarks behind the GPU targets in README ("Speed and memory (GPU)"), the whole-model ones
+# with their counted traffic (how close to the card's bandwidth), last a profile of the
 # forward (where the time goes). Each step has a time limit, writes its full output to
 # $OUT/<step>.txt (tables also as JSON) and prints its tail.
 #
@@ -31,11 +32,11 @@ step cuda-tests 105 "$PYTHON" -m pytest -q -p no:cacheprovider -k cuda \
 step op 80 "${BENCH[@]}" --modes op op-train --backends cuda_tiled torch --batches 1 4 \
   --bf16 --json "$OUT/op.json"
 step forward 70 "${BENCH[@]}" --modes forward --backends official torch cuda_tiled --bf16 \
-  --cuda-fused-kernels --json "$OUT/forward.json"
+  --cuda-fused-kernels --traffic --json "$OUT/forward.json"
 step forward-b4 40 "${BENCH[@]}" --modes forward --batches 4 --backends official torch \
-  cuda_tiled --cuda-fused-kernels --json "$OUT/forward-b4.json"
+  cuda_tiled --cuda-fused-kernels --traffic --json "$OUT/forward-b4.json"
 step train 60 "${BENCH[@]}" --modes train --batches 4 --backends official torch cuda_tiled \
-  --cuda-fused-kernels --json "$OUT/train.json"
+  --cuda-fused-kernels --traffic --json "$OUT/train.json"
 step large 35 "$PYTHON" tools/benchmark.py --device cuda --modes forward --sizes 896 2048 \
   --maps 64 --channels 384 --backends torch cuda_tiled --repeats 3 --json "$OUT/large.json"
 step downstream 35 "$PYTHON" tools/benchmark.py --device cuda --modes downstream --sizes 448 \

@@ -23,8 +23,8 @@ def _run(tmp_path, capsys, *argv: str) -> tuple[list[dict], str]:
 def test_tiny_grid_end_to_end(tmp_path, capsys):
     benchmark.main(['--modes', 'op-train', 'forward', '--sizes', '24', '--maps', '4',
                     '--channels', '8', '--grid', 'full', '--backends', 'official', 'dense', 'cpp',
-                    '--repeats', '1', '--threads', '1', '--json', str(tmp_path / 'bench.json'),
-                    '--csv', str(tmp_path / 'bench.csv')])
+                    '--repeats', '1', '--threads', '1', '--traffic',
+                    '--json', str(tmp_path / 'bench.json'), '--csv', str(tmp_path / 'bench.csv')])
     table = capsys.readouterr().out
     records = json.loads((tmp_path / 'bench.json').read_text())
     # official runs only the whole-model modes; every other case ran and was timed
@@ -34,6 +34,12 @@ def test_tiny_grid_end_to_end(tmp_path, capsys):
     assert all(r['status'] == 'ok' and r['best_s'] > 0 and r['peak_gb'] > 0 for r in records)
     # the peak after the repeated runs can only be higher than the first run's
     assert all(r['repeats_peak_gb'] >= r['peak_gb'] for r in records)
+    # --traffic: one run's counted bytes (at least the output, written once) and operations,
+    # and the rate at the median time
+    output_bytes = 8 * 24 * 24 * 4
+    assert all(r['moved_bytes'] > output_bytes and r['ops'] > 0 for r in records)
+    assert all(r['tb_per_s'] == pytest.approx(r['moved_bytes'] / r['median_s'] / 1e12)
+               for r in records)
     assert '| forward | 24 | 4 | 8 | 1 | official |' in table and '1.0x |' in table
     assert (tmp_path / 'bench.csv').read_text().startswith(
         'mode,backend,size,map,channels,device,precision,batch')

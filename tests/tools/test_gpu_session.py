@@ -50,6 +50,9 @@ def test_benchmarks_parse_and_cover_the_gpu_targets():
     # each case is a process: start-up and warm-up included, a few seconds each
     assert sum(len(group) for group in cases.values()) <= 50
     assert _benchmark_args(steps['profile'][1]).profile > 0
+    # the whole model's steps count their traffic: the bandwidth they reach
+    assert all(_benchmark_args(steps[name][1]).traffic for name in ('forward', 'forward-b4',
+                                                                     'train'))
 
 
 def test_steps_fit_the_session():
