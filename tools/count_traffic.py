@@ -4,7 +4,7 @@ take, each operation's reads and writes counted by tools/_traffic.py.
 
     python tools/count_traffic.py                                  # forward and train step
     python tools/count_traffic.py --modes train --batch 4 --cuda-kernels
-    python tools/count_traffic.py --dtype bf16 --backend cuda_tiled
+    python tools/count_traffic.py --dtype bf16 --cuda-kernels --backend cuda_tiled
 
 A bfloat16 model stands in for autocast (meta tensors have none). ``--cuda-kernels`` counts
 the extension's fused CUDA kernels where CUDA would run them (no autograd recording;

@@ -656,7 +656,7 @@ def _rotate(x: torch.Tensor, tables: tuple[torch.Tensor, ...], transpose: bool =
         torch.ops.anyup_neck.rotary_2d_(out, *(t.contiguous() for t in tables), transpose)
         return out
     B, D, H, W = x.shape
-    # A block's temporaries: its (D, r, W) tables, and in place a copy of half its rows of x.
+    # A block's temporaries: its (D, r, W) tables; in place also a copy of its first channel half.
     step = max(1, piece_elements(x) // ((B if overwrite else 1) * D * W))
     rows = [slice(r0, min(H, r0 + step)) for r0 in range(0, H, step)]
     blocks = [_rotate_block(x[:, :, r], *_block_tables(x, tables, r), transpose, overwrite)
