@@ -390,11 +390,12 @@ def worker(case: Case, repeats: int, max_seconds: float, warmup: int = 1,
     times, start = [], time.perf_counter()
     while len(times) < repeats and (not times or time.perf_counter() - start < max_seconds):
         times.append(_timed(run, device))
-    moved_bytes, ops = _traffic(run, device) if traffic else (None, None)
-    return {'times': times, 'peak_gb': first_peak, 'above_inputs_gb': first_peak - before,
-            'repeats_peak_gb': _peak_gb(device), 'output_gb': out_bytes / GB,
-            'profile': _profile(run, device, profile_rows) if profile_rows else '',
-            'moved_bytes': moved_bytes, 'ops': ops}
+    result = {'times': times, 'peak_gb': first_peak, 'above_inputs_gb': first_peak - before,
+              'repeats_peak_gb': _peak_gb(device), 'output_gb': out_bytes / GB,
+              'profile': _profile(run, device, profile_rows) if profile_rows else ''}
+    # counted after the peaks are read: the count's run is one more run
+    result['moved_bytes'], result['ops'] = _traffic(run, device) if traffic else (None, None)
+    return result
 
 
 # --------------------------------------------------------------------------- driver
