@@ -1,6 +1,6 @@
 // Schema of the fused ops and the argument checks their CPU and CUDA entry points share
 // (contracts in fused_ops.h).
-#include <ATen/ATen.h>
+#include <ATen/core/Tensor.h>
 #include <torch/library.h>
 
 #include "fused_ops.h"

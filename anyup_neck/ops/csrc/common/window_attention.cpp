@@ -1,6 +1,6 @@
 // Schema of the window-attention ops, and the argument checks and layout helpers shared by the
 // CPU and CUDA entry points (which register their kernels next to them).
-#include <ATen/ATen.h>
+#include <ATen/core/Tensor.h>
 #include <torch/library.h>
 
 #include <string>

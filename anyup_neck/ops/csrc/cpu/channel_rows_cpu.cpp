@@ -3,7 +3,7 @@
 // _rotary_2d_rows_ (affine_silu and rotary_2d_ through the row code; those ops' own CPU kernels
 // are SIMD). Every (row, run) or piece a GPU thread would take, with the same indexing, vector
 // moves and arithmetic.
-#include <ATen/ATen.h>
+#include <ATen/core/Tensor.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 

@@ -1,6 +1,8 @@
 // CPU entry points of the fused ops (contracts and schema: common/fused_ops.h, .cpp; kernels:
 // fused_cpu_kernels.h): float32 and float64.
-#include <ATen/ATen.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
 #include "cpu_isa.h"

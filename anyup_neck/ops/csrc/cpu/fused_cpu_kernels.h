@@ -3,7 +3,7 @@
 // pixels with small fixed-size inner blocks, so that they vectorise for the target; every sum
 // runs in a fixed order, independent of the number of threads.
 
-#include <ATen/ATen.h>
+#include <ATen/core/Tensor.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>

@@ -1,6 +1,8 @@
 // CPU entry points: prepare layouts and outputs, then run the kernels built for the selected
 // instruction set (cpu_isa.h).
-#include <ATen/ATen.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
 #include <torch/library.h>
 
 #include "cpu_isa.h"

@@ -17,7 +17,7 @@
 // another writes and every sum runs in a fixed order, whatever the band height or thread count:
 // results are deterministic.
 
-#include <ATen/ATen.h>
+#include <ATen/core/Tensor.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>

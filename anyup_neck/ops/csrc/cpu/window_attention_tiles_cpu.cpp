@@ -18,7 +18,7 @@
 // writes of the same value are not seen; on a GPU that race is harmless. Two threads of one
 // block changing one element in global memory are not checked: a scan of the outputs per
 // thread would cost too much.)
-#include <ATen/ATen.h>
+#include <ATen/core/Tensor.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>

@@ -10,7 +10,8 @@
 //       separately.
 //
 // Float32 and float64; no autograd (inference only, like the fused ops).
-#include <ATen/ATen.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
 #include <torch/library.h>
 
 #include "cpu_isa.h"

@@ -16,7 +16,7 @@
 // products stay in the cache, and the whole convolution is one parallel loop. Maps are
 // channels-last; the transforms' loops run over contiguous channels.
 
-#include <ATen/ATen.h>
+#include <ATen/core/Tensor.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 

@@ -7,7 +7,7 @@
 // float32, float16 and bfloat16 with float32 arithmetic; float64 in float64. Compiled here and
 // run on the CPU through the same row code in the tests; not yet run on a GPU, so the Python
 // layer uses them only when told to (anyup_neck.ops.fused.use_cuda_kernels).
-#include <ATen/ATen.h>
+#include <ATen/core/Tensor.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>

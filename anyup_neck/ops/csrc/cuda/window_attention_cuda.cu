@@ -10,7 +10,10 @@
 // Every output element is written by exactly one thread with a fixed summation order, so
 // forward and backward are deterministic (no atomics), whatever
 // torch.use_deterministic_algorithms says.
-#include <ATen/ATen.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <ATen/ops/zeros.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <c10/cuda/CUDAStream.h>
