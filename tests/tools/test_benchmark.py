@@ -45,32 +45,43 @@ def test_tiny_grid_end_to_end(tmp_path, capsys):
         'mode,backend,size,map,channels,device,precision,batch')
 
 
-def test_train_and_throughput_under_each_precision(tmp_path, capsys):
+def test_train_and_throughput_under_reduced_precision(tmp_path, capsys):
+    """Each mode runs at fp32, then at every precision asked for (one process per case: bf16
+    here; --fp16 adds its cases the same way)."""
+    both = benchmark.parse_args(['--modes', 'train', '--sizes', '24', '--maps', '4',
+                                 '--channels', '8', '--grid', 'full', '--backends', 'cpp',
+                                 '--bf16', '--fp16'])
+    assert [c.precision for c in benchmark.cases(both)] == ['fp32', 'bf16', 'fp16']
     records, table = _run(tmp_path, capsys, '--modes', 'train', 'throughput', '--sizes', '24',
                           '--maps', '4', '--channels', '8', '--grid', 'full', '--backends', 'cpp',
-                          '--batch', '2', '--bf16', '--fp16')
+                          '--batch', '2', '--bf16')
     assert [(r['mode'], r['precision'], r['batch']) for r in records] == [
         (mode, precision, batch) for mode, batch in (('train', 1), ('throughput', 2))
-        for precision in ('fp32', 'bf16', 'fp16')]
+        for precision in ('fp32', 'bf16')]
     assert all(r['status'] == 'ok' and r['best_s'] > 0 for r in records)
     assert all(r['images_per_s'] == pytest.approx(2 / r['median_s'])
                for r in records if r['mode'] == 'throughput')
-    assert '| throughput | 24 | 4 | 8 | 2 | cpp+fp16 |' in table
+    assert '| throughput | 24 | 4 | 8 | 2 | cpp+bf16 |' in table
     assert '| train | 24 | 4 | 8 | 1 | cpp+bf16 |' in table
 
 
 def test_op_modes_at_each_batch_and_precision(tmp_path, capsys):
     """--batches and the reduced dtypes reach the op modes (q, k, v made in the dtype);
     the C++ kernels' cases without such dtypes are skipped and say why."""
+    grid = benchmark.parse_args(['--modes', 'op', 'op-train', '--sizes', '24', '--maps', '4',
+                                 '--channels', '8', '--grid', 'full', '--backends', 'cpp',
+                                 '--batches', '1', '2'])
+    assert [(c.mode, c.batch) for c in benchmark.cases(grid)] == [
+        ('op', 1), ('op', 2), ('op-train', 1), ('op-train', 2)]
     records, table = _run(tmp_path, capsys, '--modes', 'op', '--sizes', '24', '--maps', '4',
                           '--channels', '8', '--grid', 'full', '--backends', 'cpp', 'torch',
-                          '--batches', '1', '2', '--bf16')
+                          '--batches', '2', '--bf16')
     assert [(r['batch'], r['backend'], r['precision'], r['status']) for r in records] == [
-        (batch, backend, precision, 'skipped' if (backend, precision) == ('cpp', 'bf16')
-         else 'ok')
-        for batch in (1, 2) for backend in ('cpp', 'torch') for precision in ('fp32', 'bf16')]
-    torch_bf16 = [r for r in records if r['backend'] == 'torch' and r['precision'] == 'bf16']
-    assert [r['output_gb'] * 1024 ** 3 for r in torch_bf16] == [b * 8 * 24 * 24 * 2 for b in (1, 2)]
+        (2, backend, precision, 'skipped' if (backend, precision) == ('cpp', 'bf16') else 'ok')
+        for backend in ('cpp', 'torch') for precision in ('fp32', 'bf16')]
+    output_bytes = {r['precision']: r['output_gb'] * 1024 ** 3 for r in records
+                    if r['backend'] == 'torch'}
+    assert output_bytes == {'fp32': 2 * 8 * 24 * 24 * 4, 'bf16': 2 * 8 * 24 * 24 * 2}
     assert '| op | 24 | 4 | 8 | 2 | torch+bf16 |' in table
     assert 'skipped: the C++ kernels take float32/float64' in table
 

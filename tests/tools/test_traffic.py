@@ -10,9 +10,10 @@ import sys
 import pytest
 import torch
 from _traffic import TrafficCounter, tensor_bytes
+import count_traffic
 from count_traffic import count, select_gpu_paths_on_meta
 
-from anyup_neck.ops import extension, torch_backend
+from anyup_neck.ops import extension, fused, torch_backend
 from anyup_neck.upsampler import RoPE
 from tests.mm.helpers import REPO
 
@@ -101,7 +102,9 @@ def test_fused_cuda_kernels_count_less_traffic_in_fewer_operations(monkeypatch, 
     assert kernels.bytes < ops_only.bytes and kernels.ops < ops_only.ops / 2
 
 
-def test_count_traffic_command_line():
+def test_count_traffic_command_line(capsys):
+    """In a process of its own (the command selects the GPU paths for good); a bad argument
+    stops it before anything is selected."""
     run = subprocess.run([sys.executable, str(COMMAND), '--size', '64',
                           '--map', '8', '--channels', '24'], capture_output=True, text=True,
                          check=True)
@@ -109,6 +112,8 @@ def test_count_traffic_command_line():
     assert forward.startswith('forward 64<-8 C=24 batch 1 fp32 torch: ')
     assert train.startswith('train 64<-8 C=24 batch 1 fp32 torch: ')
     assert forward.endswith('ms at 4.3 TB/s')
-    bad = subprocess.run([sys.executable, str(COMMAND), '--backend',
-                          'cuda_tiled'], capture_output=True, text=True)
-    assert bad.returncode == 2 and '--backend cuda_tiled: expected --cuda-kernels' in bad.stderr
+    with pytest.raises(SystemExit) as stop:
+        count_traffic.main(['--backend', 'cuda_tiled'])
+    assert stop.value.code == 2
+    assert '--backend cuda_tiled: expected --cuda-kernels' in capsys.readouterr().err
+    assert not fused.uses_gpu_formulation(torch.empty(1))
