@@ -257,8 +257,10 @@ class _GroupNormSiLU(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         # Full-map passes (reads + writes). PyTorch ops: g 5 (z, then g over it), S1 1, S2 4,
-        # dx 5 (over g). CUDA kernels: S1 and S2 2 (x and grad read, g never stored), dx 3;
-        # they centre x on the group's mean, so no sum cancels when the mean is large.
+        # dx 5 (over g; for float16/bfloat16 x, whose g is float32, the last of them writes dx
+        # in x's dtype: no float32 map converted afterwards). CUDA kernels: S1 and S2 2 (x and
+        # grad read, g never stored), dx 3; they centre x on the group's mean, so no sum
+        # cancels when the mean is large.
         # The coefficient math runs on the (B, 2, G, C/G) sums and (B, G) tensors, which
         # broadcast into the (B, G, C/G, H, W) view of the map: 11 small ops (23 on (B, C) ones).
         x, weight, mean, rstd, scale, shift = ctx.saved_tensors
@@ -295,8 +297,10 @@ class _GroupNormSiLU(torch.autograd.Function):
             coef = torch.addcmul(coef_a, coef_x, mean, value=-1).view(B, G, 1, *pixels)
             g_groups = _groups(g, G)                                   # into g's memory
             torch.addcmul(coef, g_groups, coef_g.view(B, G, -1, *pixels), out=g_groups)
-            g_groups.addcmul_(_groups(x, G), coef_x.view(B, G, 1, *pixels))
-            dx = g.to(x.dtype)
+            # the last term into g (float32/float64), or straight into x's reduced dtype
+            dx = g if g.dtype == x.dtype else torch.empty_like(x)
+            torch.addcmul(g_groups, _groups(x, G), coef_x.view(B, G, 1, *pixels),
+                          out=_groups(dx, G))
         d_bias, d_weight = sums.sum(0).flatten(1)
         return (dx if ctx.needs_input_grad[0] else None,
                 d_weight.to(weight.dtype) if ctx.needs_input_grad[1] else None,

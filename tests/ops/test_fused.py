@@ -287,6 +287,28 @@ def test_group_norm_silu_by_reductions_gradients_in_every_dtype(dtype):
         assert relative_error(got.double(), expected) < tolerance
 
 
+@pytest.mark.parametrize('mean', [0.0, 40.0])
+def test_group_norm_silu_by_reductions_bfloat16_gradients_at_a_large_mean(mean):
+    """bfloat16 x and gradient: the backward's terms are float32 (g, g * x), so the weight and
+    bias gradients are float32 sums of them, even at a mean 40 times the spread (against
+    float64 autograd on the same rounded x and gradient); dx is rounded once, to bfloat16.
+    (bfloat16 maps of g and g * x would cost dweight 3e-2 here, and dx 7e-2.)"""
+    torch.manual_seed(10)
+    norm64 = _group_norm(16, 4, torch.float64)
+    x = (torch.randn(2, 16, 11, 13, dtype=torch.float64) + mean).bfloat16()
+    grad = torch.randn(2, 16, 11, 13, dtype=torch.float64).bfloat16()
+    x64 = x.double().requires_grad_()
+    F.silu(norm64(x64)).backward(grad.double())
+    norm = _group_norm(16, 4, torch.float32)
+    norm.load_state_dict(norm64.state_dict())
+    x.requires_grad_()
+    fused.group_norm_silu_by_reductions(x, norm).backward(grad)
+    assert x.grad.dtype == torch.bfloat16
+    assert relative_error(x.grad.double(), x64.grad) < 5e-3
+    assert relative_error(norm.weight.grad.double(), norm64.weight.grad) < 1e-3
+    assert relative_error(norm.bias.grad.double(), norm64.bias.grad) < 1e-3
+
+
 def test_group_norm_silu_by_reductions_saves_only_its_input():
     """Autograd keeps x and the (B, G) statistics for the backward, not the normalised map
     (autograd through the PyTorch ops keeps that too: twice the memory)."""

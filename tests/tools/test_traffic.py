@@ -77,6 +77,22 @@ def test_rope_on_a_gpu_moves_14_passes_over_the_map_at_batch_1():
     assert counter.bytes / x.nbytes == pytest.approx(14, abs=0.1)  # + the small (n, D) tables
 
 
+@pytest.mark.parametrize('dtype, bytes_per_value', [(torch.float32, 60), (torch.bfloat16, 50)])
+def test_group_norm_silu_backward_on_a_gpu_moves_15_float32_passes(dtype, bytes_per_value):
+    """The GPU formulation's backward through PyTorch ops, per value of the map: z and g over
+    it (read x and grad, write z, read and write it: float32 for both dtypes), the two sums
+    (g; g times x, written then read), then dx in two passes over g, the last writing x's
+    dtype (in bfloat16: no float32 dx converted afterwards, 8 bytes a value less)."""
+    with torch.device('meta'):
+        norm = torch.nn.GroupNorm(8, 128)
+        x = torch.empty(1, 128, 96, 96, dtype=dtype, requires_grad=True)
+        out = fused.group_norm_silu_by_reductions(x, norm)
+        with TrafficCounter() as counter:
+            out.backward(torch.empty_like(out))
+    assert x.grad.dtype == dtype
+    assert counter.bytes / x.numel() == pytest.approx(bytes_per_value, abs=0.1)
+
+
 def test_gpu_training_step_traffic_grows_linearly_with_the_batch(monkeypatch):
     """Per image, a training step at batch 4 moves no more than at batch 1 (the weights'
     gradients are shared). The tiled attention runs in chunks of tile rows here, as at full
