@@ -674,8 +674,8 @@ def _block_tables(x: torch.Tensor, tables: tuple[torch.Tensor, ...],
     signed_sin being sin with its first channel half negated, each (D, r, W) in x's dtype and
     laid out like x's pixels (so that the rotation reads them in runs). By the angle-addition
     formulas from :func:`_rotary_tables`' ``tables``, with the signs in the small (n, D)
-    tables: a multiply and an ``addcmul_`` each, in the tables' dtype (no negative
-    ``value``, which torch.compile rounds differently in place)."""
+    tables: a multiply and an addcmul each (:func:`_sum_of_products`), in the tables' dtype (no
+    negative ``value``, which torch.compile rounds differently in place)."""
     cos_r, sin_r, cos_c, sin_c = tables                                  # (H, D), (W, D)
     cos_r, sin_r = cos_r[rows], sin_r[rows]
     sign = torch.ones(cos_r.shape[1], dtype=cos_r.dtype, device=cos_r.device)
@@ -689,9 +689,20 @@ def _block_tables(x: torch.Tensor, tables: tuple[torch.Tensor, ...],
         row_tables = [t.t().contiguous()[:, :, None] for t in row_tables]
         cos_c, sin_c = (t.t().contiguous()[:, None] for t in (cos_c, sin_c))
         order = (0, 1, 2)
-    cos = torch.mul(row_tables[0], cos_c).addcmul_(row_tables[1], sin_c)
-    signed_sin = torch.mul(row_tables[2], cos_c).addcmul_(row_tables[3], sin_c)
-    return cos.permute(order).to(x.dtype), signed_sin.permute(order).to(x.dtype)
+    cos = _sum_of_products(row_tables[0], cos_c, row_tables[1], sin_c, x.dtype)
+    signed_sin = _sum_of_products(row_tables[2], cos_c, row_tables[3], sin_c, x.dtype)
+    return cos.permute(order), signed_sin.permute(order)
+
+
+def _sum_of_products(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, d: torch.Tensor,
+                     dtype: torch.dtype) -> torch.Tensor:
+    """``a b + c d`` (broadcast) in ``dtype``, computed in the operands' dtype: a multiply, then
+    an addcmul into the product, or, when ``dtype`` is another (reduced) one, straight into a
+    map of that dtype (no map of the operands' dtype converted afterwards)."""
+    product = torch.mul(a, b)
+    if product.dtype == dtype:
+        return product.addcmul_(c, d)
+    return torch.addcmul(product, c, d, out=torch.empty_like(product, dtype=dtype))
 
 
 class _Rotary2d(torch.autograd.Function):
