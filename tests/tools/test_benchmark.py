@@ -45,23 +45,17 @@ def test_tiny_grid_end_to_end(tmp_path, capsys):
         'mode,backend,size,map,channels,device,precision,batch')
 
 
-def test_train_and_throughput_under_reduced_precision(tmp_path, capsys):
-    """Each mode runs at fp32, then at every precision asked for (one process per case: bf16
-    here; --fp16 adds its cases the same way)."""
-    both = benchmark.parse_args(['--modes', 'train', '--sizes', '24', '--maps', '4',
-                                 '--channels', '8', '--grid', 'full', '--backends', 'cpp',
-                                 '--bf16', '--fp16'])
-    assert [c.precision for c in benchmark.cases(both)] == ['fp32', 'bf16', 'fp16']
+def test_train_and_throughput_under_each_precision(tmp_path, capsys):
     records, table = _run(tmp_path, capsys, '--modes', 'train', 'throughput', '--sizes', '24',
                           '--maps', '4', '--channels', '8', '--grid', 'full', '--backends', 'cpp',
-                          '--batch', '2', '--bf16')
+                          '--batch', '2', '--bf16', '--fp16')
     assert [(r['mode'], r['precision'], r['batch']) for r in records] == [
         (mode, precision, batch) for mode, batch in (('train', 1), ('throughput', 2))
-        for precision in ('fp32', 'bf16')]
+        for precision in ('fp32', 'bf16', 'fp16')]
     assert all(r['status'] == 'ok' and r['best_s'] > 0 for r in records)
     assert all(r['images_per_s'] == pytest.approx(2 / r['median_s'])
                for r in records if r['mode'] == 'throughput')
-    assert '| throughput | 24 | 4 | 8 | 2 | cpp+bf16 |' in table
+    assert '| throughput | 24 | 4 | 8 | 2 | cpp+fp16 |' in table
     assert '| train | 24 | 4 | 8 | 1 | cpp+bf16 |' in table
 
 
