@@ -236,6 +236,16 @@ def _apply_affine_silu(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor
     return F.silu(y, inplace=True)
 
 
+def _addcmul_in(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
+                dtype: torch.dtype) -> torch.Tensor:
+    """``acc + a b`` (broadcast into acc's shape) in ``dtype``, computed in the operands' type:
+    into acc itself when it has that dtype, else straight into a new map of that (reduced)
+    dtype in acc's layout, so that no map of acc's dtype is converted afterwards."""
+    if acc.dtype == dtype:
+        return acc.addcmul_(a, b)
+    return torch.addcmul(acc, a, b, out=torch.empty_like(acc, dtype=dtype))
+
+
 class _GroupNormSiLU(torch.autograd.Function):
     """``silu(group_norm(x))`` for autograd, saving x, the (B, G) statistics and the (B, C)
     affine map only (autograd through the PyTorch ops also saves the normalised map, a second
@@ -298,9 +308,8 @@ class _GroupNormSiLU(torch.autograd.Function):
             g_groups = _groups(g, G)                                   # into g's memory
             torch.addcmul(coef, g_groups, coef_g.view(B, G, -1, *pixels), out=g_groups)
             # the last term into g (float32/float64), or straight into x's reduced dtype
-            dx = g if g.dtype == x.dtype else torch.empty_like(x)
-            torch.addcmul(g_groups, _groups(x, G), coef_x.view(B, G, 1, *pixels),
-                          out=_groups(dx, G))
+            dx = _addcmul_in(g_groups, _groups(x, G), coef_x.view(B, G, 1, *pixels),
+                             x.dtype).flatten(1, 2)
         d_bias, d_weight = sums.sum(0).flatten(1)
         return (dx if ctx.needs_input_grad[0] else None,
                 d_weight.to(weight.dtype) if ctx.needs_input_grad[1] else None,
@@ -674,7 +683,7 @@ def _block_tables(x: torch.Tensor, tables: tuple[torch.Tensor, ...],
     signed_sin being sin with its first channel half negated, each (D, r, W) in x's dtype and
     laid out like x's pixels (so that the rotation reads them in runs). By the angle-addition
     formulas from :func:`_rotary_tables`' ``tables``, with the signs in the small (n, D)
-    tables: a multiply and an addcmul each (:func:`_sum_of_products`), in the tables' dtype (no
+    tables: a multiply and an addcmul each (:func:`_addcmul_in`), in the tables' dtype (no
     negative ``value``, which torch.compile rounds differently in place)."""
     cos_r, sin_r, cos_c, sin_c = tables                                  # (H, D), (W, D)
     cos_r, sin_r = cos_r[rows], sin_r[rows]
@@ -689,20 +698,9 @@ def _block_tables(x: torch.Tensor, tables: tuple[torch.Tensor, ...],
         row_tables = [t.t().contiguous()[:, :, None] for t in row_tables]
         cos_c, sin_c = (t.t().contiguous()[:, None] for t in (cos_c, sin_c))
         order = (0, 1, 2)
-    cos = _sum_of_products(row_tables[0], cos_c, row_tables[1], sin_c, x.dtype)
-    signed_sin = _sum_of_products(row_tables[2], cos_c, row_tables[3], sin_c, x.dtype)
+    cos = _addcmul_in(torch.mul(row_tables[0], cos_c), row_tables[1], sin_c, x.dtype)
+    signed_sin = _addcmul_in(torch.mul(row_tables[2], cos_c), row_tables[3], sin_c, x.dtype)
     return cos.permute(order), signed_sin.permute(order)
-
-
-def _sum_of_products(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, d: torch.Tensor,
-                     dtype: torch.dtype) -> torch.Tensor:
-    """``a b + c d`` (broadcast) in ``dtype``, computed in the operands' dtype: a multiply, then
-    an addcmul into the product, or, when ``dtype`` is another (reduced) one, straight into a
-    map of that dtype (no map of the operands' dtype converted afterwards)."""
-    product = torch.mul(a, b)
-    if product.dtype == dtype:
-        return product.addcmul_(c, d)
-    return torch.addcmul(product, c, d, out=torch.empty_like(product, dtype=dtype))
 
 
 class _Rotary2d(torch.autograd.Function):

@@ -66,7 +66,7 @@ def test_the_extensions_ops_are_counted_by_their_schema():
 
 
 @pytest.mark.parametrize('dtype, passes', [(torch.float32, 14), (torch.bfloat16, 18)])
-def test_rope_on_a_gpu_moves_14_passes_over_the_map_at_batch_1(dtype, passes):
+def test_rope_on_a_gpu_moves_14_float32_or_18_bfloat16_passes_at_batch_1(dtype, passes):
     """The GPU formulation (what meta tensors select), in place, one block of rows: the
     block's cos and sin tables (D, H, W), each a multiply (write 1) and an addcmul_ (read and
     write 1): 6; the copy of the first channel half: 1; per half a multiply (read x, cos;
@@ -81,7 +81,7 @@ def test_rope_on_a_gpu_moves_14_passes_over_the_map_at_batch_1(dtype, passes):
 
 
 @pytest.mark.parametrize('dtype, bytes_per_value', [(torch.float32, 60), (torch.bfloat16, 50)])
-def test_group_norm_silu_backward_on_a_gpu_moves_15_float32_passes(dtype, bytes_per_value):
+def test_group_norm_silu_backward_on_a_gpu_bytes_per_value(dtype, bytes_per_value):
     """The GPU formulation's backward through PyTorch ops, per value of the map: z and g over
     it (read x and grad, write z, read and write it: float32 for both dtypes), the two sums
     (g; g times x, written then read), then dx in two passes over g, the last writing x's
