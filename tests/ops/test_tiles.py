@@ -3,10 +3,12 @@ private kernels='tiled' runs each block's phases thread by thread between the ba
 the GPU's shared-memory indexing, against the independent dense float64 reference."""
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
 import torch
+from torch.profiler import ProfilerActivity, profile
 
 from anyup_neck.ops import extension
 from anyup_neck.upsampler.official import dense_attention
@@ -184,3 +186,44 @@ def test_tiled_equals_the_cpu_kernels_on_random_shapes():
             scale = max(1.0, expected.abs().max().item())  # dq, dk vanish for 1-key windows
             assert (got - expected).abs().max().item() <= 1e-11 * scale, (
                 name, B, N, d, C, out_size, in_size, ratio)
+
+
+def _peak_allocated_bytes(run, trace_path) -> int:
+    """The most bytes that ``run()`` held allocated at once beyond what it started with, from
+    the profiler's allocation events (every CPU allocation and release, in order)."""
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        run()
+    prof.export_chrome_trace(str(trace_path))
+    held = peak = 0
+    for event in json.loads(trace_path.read_text())['traceEvents']:
+        if event.get('name') == '[memory]':
+            held += event['args']['Bytes']
+            peak = max(peak, held)
+    return peak
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16, torch.float16], ids=str)
+def test_tiled_forward_and_backward_hold_at_most_2_5_outputs(dtype, tmp_path):
+    """The op's memory bound, on the kernels' host code (the same allocations as the CUDA
+    launcher's for the full-size maps: out, lse, dq, the backward's bands of partial rows):
+    at 448 from 32's proportions (C = 384, 4 heads of 32, ratio 0.1, 196 output pixels per
+    key) but 112 from 8, forward and backward, the output's gradient included, hold at most
+    2.5 times the output above q, k and v, in float32 and in the half types, whose float32
+    partial rows are bounded in bytes (an eighth of the output's elements gave 2.6 in
+    bfloat16)."""
+    q, k, v = (t.to(dtype) for t in make_inputs(1, 4, 32, 384, (112, 112), (8, 8)))
+    args = (4, 0.1, 32 ** -0.5)
+    results = []
+
+    def forward_and_backward():
+        out, lse = torch.ops.anyup_neck.window_attention_forward(q, k, v, *args, 'tiled')
+        grad = torch.ones_like(out)
+        results.append((out, *torch.ops.anyup_neck.window_attention_backward(
+            grad, q, k, v, lse, *args, 'tiled')))
+
+    peak = _peak_allocated_bytes(forward_and_backward, tmp_path / 'trace.json')
+    out, dq, dk, dv = results[0]
+    assert (dq.dtype, dk.dtype, dv.dtype) == (dtype,) * 3
+    output_bytes = out.numel() * out.element_size()
+    # the maps there in any case (output, its gradient, dq) take 2.33 of the bound
+    assert 2.33 * output_bytes < peak <= 2.5 * output_bytes, peak / output_bytes

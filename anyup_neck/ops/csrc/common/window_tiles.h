@@ -39,8 +39,8 @@
 // partial rows of the tiles whose pixels see it, in tile order, into dk | dv (channels last).
 // So every pair (pixel, key) costs its logits, dW, dq, dk and dv once, each as part of a
 // matrix product; nothing is recomputed per value channel. The buffer is bounded by bands of
-// tile rows (band_rows: at most an eighth of the output's size, or one tile row), each band's
-// tiles reduced before the next band runs.
+// tile rows (band_rows: at most a tenth of the output's bytes, or one tile row), each band's
+// tiles reduced, over the key rows the band sees, before the next band runs.
 //
 // Every output element is written by one thread, every sum runs in a fixed order, and no
 // atomics are used: results are deterministic. Accumulation is in acc_t (float32 for float16,
@@ -55,7 +55,7 @@
 //     once (308 MB); q, k and v read once per tile (k, v mostly from L2).
 //   backward: dW 2.8, logits 0.9, dq 0.9, dk 0.9, dv 2.8 MFLOP per tile: 26 GFLOP (the
 //     windows': 22.7); the partial rows 3136 x 56.25 x 512 x 4 B = 0.36 GB written and read
-//     once, in 12 bands of at most 37 MB (0.17 ms of traffic at 4.3 TB/s).
+//     once, in 14 bands of 29 MB (fp32; bf16: 28 of 15 MB) (0.17 ms of traffic at 4.3 TB/s).
 //   At the 4 x 4 tiles' ratio of shared-memory reads to multiply-adds the products can run at
 //   a large fraction of the fp32 FMA rate (67 TFLOP/s on an H200): the floors are about 0.17
 //   ms forward and 0.39 ms backward. None of it is measured on a GPU yet.
@@ -153,12 +153,13 @@ WA_FN int64_t widest_span(int64_t out_len, int64_t in_len, float ratio, int64_t 
 
 // Tile rows [row0, row0 + rows) of every batch element: the blocks of one launch. slots: the
 // backward's partial rows per tile (slots(s), computed once on the host: on the device it is a
-// loop over H / 8 + W / 8 window bounds per thread).
+// loop over H / 8 + W / 8 window bounds per thread). Key rows [key_row0, key_row0 + key_rows):
+// those the band's pixels see (band_of), the blocks of its reduction.
 struct Band {
-  int64_t row0, rows, slots;
+  int64_t row0, rows, slots, key_row0, key_rows;
 };
 
-WA_FN Band whole_map(const Sizes& s) { return {0, tiles_along(s.H, kTileRows), 0}; }
+WA_FN Band whole_map(const Sizes& s) { return {0, tiles_along(s.H, kTileRows), 0, 0, s.h}; }
 
 WA_FN int64_t band_blocks(const Sizes& s, const Band& band) {
   return s.B * band.rows * tiles_along(s.W, kTileCols);
@@ -172,14 +173,19 @@ WA_FN int64_t slots(const Sizes& s) {
 // Whether every tile's key span fits one chunk (then no out_sums or dq_sums is needed).
 WA_FN bool spans_fit_one_chunk(const Sizes& s) { return slots(s) <= kKeyChunk; }
 
-// Tile rows per band of the backward: the part buffer of a band holds at most an eighth of the
-// output's elements, or one tile row. (Forward and backward then hold at most about 2.5 times
-// the output above q, k, v at 448 from 32, C = 384 in float32: the output, its gradient and dq,
-// which are there in any case, take 2.33 of it.)
-WA_FN int64_t band_rows(const Sizes& s) {
-  const int64_t per_row = s.B * tiles_along(s.W, kTileCols) * slots(s) * (s.D + s.C);
-  const int64_t budget = max_(per_row, s.B * s.C * s.H * s.W / 8);
-  return max_<int64_t>(1, min_(tiles_along(s.H, kTileRows), budget / per_row));
+// The backward's band of tile rows [row0, row0 + rows) with `slots` partial rows per tile, and
+// the key rows its pixels see: windows are monotone, so those of its first and last pixel rows
+// bound them.
+WA_FN Band band_of(const Sizes& s, int64_t row0, int64_t rows, int64_t slots) {
+  int64_t key_row0, key_stop;
+  span_along(row0 * kTileRows, min_<int64_t>((row0 + rows) * kTileRows, s.H) - 1, s.H, s.h,
+             s.ratio, key_row0, key_stop);
+  return {row0, rows, slots, key_row0, key_stop - key_row0};
+}
+
+// Blocks of the backward's reduction of `band`: one per (batch element, key of its key rows).
+WA_FN int64_t reduce_blocks(const Sizes& s, const Band& band) {
+  return s.B * band.key_rows * s.w;
 }
 
 // Block `block` of `band`: a tile of output pixels and its key span. Pixel m of the tile (m <
@@ -790,13 +796,14 @@ WA_FN void covering_tiles(int64_t key, int64_t out_len, int64_t in_len, float ra
   last = hi > lo ? (hi - 1) / tile : first - 1;
 }
 
-// Block (b, key): adds the partial rows of `band`'s tiles whose pixels see the key, tile by tile
-// in row-major order, to kv[b][key][.] (dk | dv).
+// Block (b, key) of `band`'s key rows (reduce_blocks): adds the partial rows of the band's tiles
+// whose pixels see the key, tile by tile in row-major order, to kv[b][key][.] (dk | dv).
 template <typename Run, typename scalar_t, typename acc_t>
 WA_FN void reduce_block(const Run& run, const Sizes& s, const Tensors<scalar_t, acc_t>& x,
                         const Band& band, int64_t block, void* shared_memory) {
   int64_t* offsets = static_cast<int64_t*>(shared_memory);  // [kThreads] partial rows
-  const int64_t hw = s.h * s.w, b = block / hw, y = block % hw / s.w, xk = block % s.w;
+  const int64_t per_batch = band.key_rows * s.w, b = block / per_batch;
+  const int64_t y = band.key_row0 + block % per_batch / s.w, xk = block % s.w;
   const int64_t row_length = s.D + s.C, across = tiles_along(s.W, kTileCols);
   int64_t tr0, tr1, tc0, tc1;
   covering_tiles(y, s.H, s.h, s.ratio, kTileRows, tr0, tr1);
@@ -804,7 +811,7 @@ WA_FN void reduce_block(const Run& run, const Sizes& s, const Tensors<scalar_t, 
   tr0 = max_(tr0, band.row0);
   tr1 = min_(tr1, band.row0 + band.rows - 1);
   const int64_t cols = tc1 - tc0 + 1, pairs = tr1 >= tr0 && cols > 0 ? (tr1 - tr0 + 1) * cols : 0;
-  acc_t* kv = x.kv + block * row_length;
+  acc_t* kv = x.kv + ((b * s.h + y) * s.w + xk) * row_length;
   for (int64_t p0 = 0; p0 < pairs; p0 += kThreads) {
     const int64_t count = min_<int64_t>(kThreads, pairs - p0);
     run([&](int t) {

@@ -70,13 +70,13 @@ std::tuple<Tensor, Tensor, Tensor> backward_cpu(const Tensor& grad_out, const Te
   p.v_cl = v.permute({0, 2, 3, 1}).contiguous();
   p.grad_out = grad_out.contiguous();
   p.lse = lse.to(acc_dtype(q)).contiguous();
-  p.delta = at::empty_like(p.lse);
   p.dq = at::empty(q.sizes(), q.options());
-  p.dk = at::empty(k.sizes(), k.options());
-  p.dv = at::empty(v.sizes(), v.options());
   if (cpu::is_tiled(p.kernels)) {
-    cpu::tiled_backward(p, k.contiguous());
+    cpu::tiled_backward(p, k.contiguous());  // allocates dk and dv as the CUDA launcher does
   } else {
+    p.delta = at::empty_like(p.lse);
+    p.dk = at::empty(k.sizes(), k.options());
+    p.dv = at::empty(v.sizes(), v.options());
     ANYUP_NECK_CPU_DISPATCH(backward, p)
   }
   return {p.dq, p.dk, p.dv};

@@ -24,13 +24,13 @@ struct Problem {
   at::Tensor lse;       // (B, N, H, W) accumulation dtype: forward output, backward input
   at::Tensor out;       // forward: (B, C, H, W) contiguous
   at::Tensor grad_out;  // backward: (B, C, H, W) contiguous, q is then NCHW-contiguous
-  at::Tensor delta;     // backward scratch, like lse
+  at::Tensor delta;     // backward scratch, like lse (not the tiled kernels')
   at::Tensor dq, dk, dv;
 };
 
 // The tiled CUDA kernels' block code (common/window_tiles.h) run thread by thread
 // (cpu/window_attention_tiles_cpu.cpp), given k (B, D, h, w) contiguous: forward fills out and
-// lse; backward fills dq, dk and dv (all contiguous). Kernels::tiled_racecheck also checks
+// lse; backward fills dq and allocates dk and dv (all contiguous). Kernels::tiled_racecheck also checks
 // for races (see there).
 inline bool is_tiled(Kernels k) { return k == Kernels::tiled || k == Kernels::tiled_racecheck; }
 void tiled_forward(Problem& p, const at::Tensor& k);

@@ -27,6 +27,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -215,7 +216,7 @@ void tiled_backward(Problem& p, const at::Tensor& k) {
                                                   at::Tensor(), at::Tensor(), p.lse, p.dq,
                                                   dq_sums);
     const auto scale = static_cast<acc_t>(p.scale);
-    const auto [dk, dv] = tiles::backward_in_bands(
+    std::tie(p.dk, p.dv) = tiles::backward_in_bands(
         s, x, acc_options(p.q),
         [&](const tiles::Band& band) {
           const int64_t blocks = tiles::band_blocks(s, band), row = s.D + s.C;
@@ -230,13 +231,12 @@ void tiled_backward(Problem& p, const at::Tensor& k) {
         [&](const tiles::Band& band) {
           const Written kv{"dk | dv", reinterpret_cast<unsigned char*>(x.kv),
                            s.B * s.h * s.w * (s.D + s.C), sizeof(acc_t)};
-          run_blocks<acc_t>(p.kernels, s.B * s.h * s.w, tiles::reduce_shared_bytes<acc_t>(s),
+          run_blocks<acc_t>(p.kernels, tiles::reduce_blocks(s, band),
+                            tiles::reduce_shared_bytes<acc_t>(s),
                             {kv}, [&](const SerialBlock& run, int64_t index, void* shared) {
                               tiles::reduce_block(run, s, x, band, index, shared);
                             });
         });
-    p.dk.copy_(dk);
-    p.dv.copy_(dv);
   });
 }
 

@@ -309,15 +309,15 @@ std::tuple<Tensor, Tensor, Tensor> backward_cuda(const Tensor& grad_out, const T
       const Tensor dq_sums = tiles::sums_buffer(ts, dq, acc_options, /*share=*/true);
       auto x = tiles::tensors_of<scalar_t, acc_t>(q, k_channels, k_cl, v, v_cl, g, Tensor(),
                                                   Tensor(), lse, dq, dq_sums);
+      const int64_t pixel_bytes = tiles::pixel_shared_bytes<acc_t>(ts);
       std::tie(dk, dv) = tiles::backward_in_bands(
           ts, x, acc_options,
           [&](const tiles::Band& band) {
             launch_tiled(tiled_pixel_kernel<scalar_t, acc_t>, tiles::band_blocks(ts, band),
-                         tiles::pixel_shared_bytes<acc_t>(ts), "the backward pixel pass", ts, x,
-                         band, sc);
+                         pixel_bytes, "the backward pixel pass", ts, x, band, sc);
           },
           [&](const tiles::Band& band) {
-            launch_tiled(tiled_reduce_kernel<scalar_t, acc_t>, s.B * s.h * s.w,
+            launch_tiled(tiled_reduce_kernel<scalar_t, acc_t>, tiles::reduce_blocks(ts, band),
                          tiles::reduce_shared_bytes<acc_t>(ts), "the backward reduction", ts,
                          x, band);
           });
