@@ -226,13 +226,19 @@ def _apply_affine_silu(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor
     """``silu(x * scale + shift)`` with (B, C) ``scale`` and ``shift``: where
     :func:`cuda_kernels_usable` (and x is NCHW- or channels-last-contiguous), the CUDA kernel
     :func:`affine_silu` (float32 arithmetic);
-    otherwise one ``addcmul`` with them in x's dtype, then SiLU in place. The result has x's
-    dtype and layout, and is x itself with ``into_x``. Without autograd only."""
+    otherwise one ``addcmul`` in the coefficients' dtype, then SiLU in place: float16/bfloat16
+    x is computed in float32 with unrounded coefficients and written in its own type (through
+    ``out=``, no converted coefficients or map; under ``torch.compile``, which traces no
+    ``out=`` of another layout, a conversion it fuses). The result has x's dtype and layout,
+    and is x itself with ``into_x``. Without autograd only."""
     if _flat_pixels_format(x) is not None and cuda_kernels_usable(x):
         return affine_silu(x, scale.contiguous(), shift.contiguous(),
                            out=x if into_x else None)
-    scale, shift = _per_channel(scale, x).to(x.dtype), _per_channel(shift, x).to(x.dtype)
-    y = torch.addcmul(shift, x, scale, out=x) if into_x else torch.addcmul(shift, x, scale)
+    scale, shift = _per_channel(scale, x), _per_channel(shift, x)
+    if into_x or (x.dtype != scale.dtype and _may_write_out(x)):
+        y = torch.addcmul(shift, x, scale, out=x if into_x else torch.empty_like(x))
+    else:
+        y = torch.addcmul(shift, x, scale).to(x.dtype)
     return F.silu(y, inplace=True)
 
 

@@ -96,6 +96,24 @@ def test_group_norm_silu_backward_on_a_gpu_bytes_per_value(dtype, bytes_per_valu
     assert counter.bytes / x.numel() == pytest.approx(bytes_per_value, abs=0.1)
 
 
+@pytest.mark.parametrize('dtype, passes, ops', [(torch.float32, 5, 7),
+                                                (torch.bfloat16, 6, 11)])
+def test_group_norm_silu_forward_on_a_gpu_passes_and_operations(dtype, passes, ops):
+    """The GPU formulation without autograd, with float32 parameters (autocast's case): the
+    statistics (float32: var_mean, 1 pass; bfloat16: the mean and the norm, 2), small ops on
+    (B, G) and (B, C) tensors (4; 7 in bfloat16), then the map written in x's dtype by one
+    addcmul from the float32 coefficients (2 passes) and SiLU in place (2): no coefficients
+    converted to x's dtype (2 operations more at each of the model's 20 GroupNorms)."""
+    with torch.device('meta'), torch.no_grad():
+        norm = torch.nn.GroupNorm(8, 128)
+        x = torch.empty(1, 128, 96, 96, dtype=dtype)
+        with TrafficCounter() as counter:
+            out = fused.group_norm_silu_by_reductions(x, norm)
+    assert out.dtype == dtype
+    assert counter.bytes / x.nbytes == pytest.approx(passes, abs=0.01)
+    assert counter.ops == ops
+
+
 def test_gpu_training_step_traffic_grows_linearly_with_the_batch(monkeypatch):
     """Per image, a training step at batch 4 moves no more than at batch 1 (the weights'
     gradients are shared). The tiled attention runs in chunks of tile rows here, as at full
