@@ -132,7 +132,8 @@ def _affine_silu_grad_sums_fake(x, grad, scale, shift, center):
     return x.new_empty((x.shape[0], 2, x.shape[1]), dtype=_acc_dtype(x.dtype))
 
 
-def _group_norm_silu_input_grad_fake(x, grad, scale, shift, coef_g, coef_x, coef, center):
+def _group_norm_silu_input_grad_fake(x, grad, scale, shift, coef_g, coef_x, coef, center,
+                                     residual=None):
     return torch.empty_strided(x.shape, x.stride(), dtype=x.dtype, device=x.device)
 
 

@@ -253,9 +253,12 @@ def _addcmul_in(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
 
 
 class _GroupNormSiLU(torch.autograd.Function):
-    """``silu(group_norm(x))`` for autograd, saving x, the (B, G) statistics and the (B, C)
-    affine map only (autograd through the PyTorch ops also saves the normalised map, a second
-    full-size tensor); the backward recomputes the normalised map from them. Its formulas: with
+    """``(silu(group_norm(x)), x)`` for autograd, saving x, the (B, G) statistics and the
+    (B, C) affine map only (autograd through the PyTorch ops also saves the normalised map, a
+    second full-size tensor); the backward recomputes the normalised map from them. The second
+    output, x itself (a view), is for a residual block's identity shortcut: its gradient joins
+    dx in the backward (with the CUDA kernels in dx's pass, one more read of a map instead of
+    autograd's sum of two maps afterwards); unused, it costs nothing. Its formulas: with
     ``g`` the gradient at the GroupNorm's output, per (sample, channel) ``S1 = sum(g)``, ``S2 =
     sum(g * x)``, so ``sum(g * xhat) = rstd (S2 - mean S1)``; per group ``A = sum_c w S1`` and
     ``Bv = sum_c w rstd (S2 - mean S1)``; then ``dx = rstd w g - rstd A / n - rstd^2 (x - mean)
@@ -264,14 +267,17 @@ class _GroupNormSiLU(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
-                num_groups: int, eps: float) -> torch.Tensor:
+                num_groups: int, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
         scale, shift, mean, rstd = _group_norm_coefficients(x, weight, bias, num_groups, eps)
         ctx.save_for_backward(x, weight, mean, rstd, scale, shift)
         ctx.bias_dtype = bias.dtype
-        return _apply_affine_silu(x, scale, shift)
+        ctx.set_materialize_grads(False)   # no zero map for an unused output
+        return _apply_affine_silu(x, scale, shift), x
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor):
+    def backward(ctx, grad: torch.Tensor | None, shortcut_grad: torch.Tensor | None):
+        if grad is None:
+            return shortcut_grad, None, None, None, None
         # Full-map passes (reads + writes). PyTorch ops: g 5 (z, then g over it), S1 1, S2 4,
         # dx 5 (over g; for float16/bfloat16 x, whose g is float32, the last of them writes dx
         # in x's dtype: no float32 map converted afterwards). CUDA kernels: S1 and S2 2 (x and
@@ -289,6 +295,8 @@ class _GroupNormSiLU(torch.autograd.Function):
         # sums (B, 2, G, C/G): per channel S1 and sum(g * xhat), in the statistics dtype
         if kernels:
             grad = grad.contiguous(memory_format=layout)
+            if shortcut_grad is not None:
+                shortcut_grad = shortcut_grad.contiguous(memory_format=layout)
             mean_c = _channels(mean, C)
             sums = torch.ops.anyup_neck.affine_silu_grad_sums(
                 x, grad, scale, shift, mean_c).view(B, 2, G, -1)
@@ -307,7 +315,7 @@ class _GroupNormSiLU(torch.autograd.Function):
         if kernels:
             dx = torch.ops.anyup_neck.group_norm_silu_input_grad(
                 x, grad, scale, shift, coef_g.view(B, C), _channels(coef_x, C),
-                _channels(coef_a, C), mean_c)
+                _channels(coef_a, C), mean_c, shortcut_grad)
         else:
             pixels = (1,) * (x.dim() - 2)
             coef = torch.addcmul(coef_a, coef_x, mean, value=-1).view(B, G, 1, *pixels)
@@ -316,6 +324,8 @@ class _GroupNormSiLU(torch.autograd.Function):
             # the last term into g (float32/float64), or straight into x's reduced dtype
             dx = _addcmul_in(g_groups, _groups(x, G), coef_x.view(B, G, 1, *pixels),
                              x.dtype).flatten(1, 2)
+            if shortcut_grad is not None:   # what autograd's sum of the two would move
+                dx = dx.add_(shortcut_grad)
         d_bias, d_weight = sums.sum(0).flatten(1)
         return (dx if ctx.needs_input_grad[0] else None,
                 d_weight.to(weight.dtype) if ctx.needs_input_grad[1] else None,
@@ -331,7 +341,7 @@ def group_norm_silu_by_reductions(x: torch.Tensor, norm: nn.GroupNorm,
     autograd :class:`_GroupNormSiLU`, which saves only x, the statistics and the affine map.
     """
     if records_grad(x, norm.weight, norm.bias):
-        return _GroupNormSiLU.apply(x, norm.weight, norm.bias, norm.num_groups, norm.eps)
+        return _GroupNormSiLU.apply(x, norm.weight, norm.bias, norm.num_groups, norm.eps)[0]
     scale, shift, _, _ = _group_norm_coefficients(x, norm.weight, norm.bias, norm.num_groups,
                                                   norm.eps)
     return _apply_affine_silu(x, scale, shift, into_x=overwrite and _may_write_out(x))
@@ -352,6 +362,18 @@ def group_norm_silu(x: torch.Tensor, norm: nn.GroupNorm, overwrite: bool = False
         return group_norm_silu_by_reductions(x, norm, overwrite)
     y = norm(x)
     return F.silu(y, inplace=not records_grad(y))
+
+
+def group_norm_silu_and_shortcut(x: torch.Tensor,
+                                 norm: nn.GroupNorm) -> tuple[torch.Tensor, torch.Tensor]:
+    """(:func:`group_norm_silu` of x, x for the shortcut) of a residual block whose branch
+    starts with GroupNorm + SiLU and whose shortcut reads x. Where autograd records the GPU
+    formulation, the second is x as :class:`_GroupNormSiLU`'s second output, so that the
+    shortcut's gradient joins the GroupNorm's input gradient in its backward instead of in a
+    sum of two maps by autograd; otherwise x itself."""
+    if uses_gpu_formulation(x) and records_grad(x, norm.weight, norm.bias):
+        return _GroupNormSiLU.apply(x, norm.weight, norm.bias, norm.num_groups, norm.eps)
+    return group_norm_silu(x, norm), x
 
 
 # -- pre-activation residual block ------------------------------------------------------------
@@ -459,18 +481,20 @@ def preactivation_residual(x: torch.Tensor, norm1: nn.GroupNorm, conv1: nn.Conv2
             and x.is_contiguous(memory_format=torch.channels_last)
             and cpu_kernels_usable(x, *_params(norm1, conv1, norm2, conv2))):
         return _residual_in_pieces(x, norm1, conv1, norm2, conv2, pool_to if pool else None)
-    hidden = group_norm_silu(conv1(group_norm_silu(x, norm1)), norm2, overwrite=True)
+    normed, shortcut_x = group_norm_silu_and_shortcut(x, norm1)
+    hidden = group_norm_silu(conv1(normed), norm2, overwrite=True)
     if pool and pointwise:
-        return conv2(adaptive_pool(hidden, pool_to)) + shortcut(adaptive_pool(x, pool_to))
-    grad = records_grad(hidden, x, *_params(conv2, shortcut))
+        pooled_x = adaptive_pool(shortcut_x, pool_to)
+        return conv2(adaptive_pool(hidden, pool_to)) + shortcut(pooled_x)
+    grad = records_grad(hidden, shortcut_x, *_params(conv2, shortcut))
     if _plain_pointwise(conv2):  # the shortcut's map, or x itself when ``overwrite``, takes the sum
         identity = isinstance(shortcut, nn.Identity)
         in_place = not grad and (overwrite or not identity)
-        summed = conv1x1_add(shortcut(x), hidden, conv2.weight, in_place=in_place)
+        summed = conv1x1_add(shortcut(shortcut_x), hidden, conv2.weight, in_place=in_place)
         return adaptive_pool(summed, pool_to)
     if grad:
-        return adaptive_pool(conv2(hidden) + shortcut(x), pool_to)
-    return adaptive_pool(conv2(hidden).add_(shortcut(x)), pool_to)
+        return adaptive_pool(conv2(hidden) + shortcut(shortcut_x), pool_to)
+    return adaptive_pool(conv2(hidden).add_(shortcut(shortcut_x)), pool_to)
 
 
 def _row_pieces(x: torch.Tensor) -> list[tuple[int, torch.Tensor]]:

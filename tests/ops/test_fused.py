@@ -534,6 +534,13 @@ def _channels_last(*shape: int) -> torch.Tensor:
     (lambda: torch.ops.anyup_neck.group_norm_silu_input_grad(
         torch.zeros(1, 4, 2, 2), torch.zeros(1, 4, 2, 3), *[torch.zeros(1, 4)] * 6),
      "grad must have x's shape and device"),
+    (lambda: torch.ops.anyup_neck.group_norm_silu_input_grad(
+        *[torch.zeros(1, 4, 2, 2)] * 2, *[torch.zeros(1, 4)] * 6,
+        torch.zeros(1, 4, 2, 2, dtype=torch.float64)),
+     "group_norm_silu_input_grad: residual must have x's dtype Float, got Double"),
+    (lambda: torch.ops.anyup_neck.group_norm_silu_input_grad(
+        *[torch.zeros(1, 4, 2, 2)] * 2, *[torch.zeros(1, 4)] * 6, _channels_last(1, 4, 2, 2)),
+     "residual must have x's memory format"),
     (lambda: torch.ops.anyup_neck.affine_silu(torch.zeros(1, 4, 2, 2), _doubles(1, 4),
                                               _doubles(1, 4), torch.zeros(1, 4, 2, 3)),
      "out must have x's shape"),
@@ -759,19 +766,23 @@ def test_affine_silu_grad_sums_row_code(dtype, shape, channels_last):
 @pytest.mark.parametrize('dtype', ROW_DTYPES)
 @pytest.mark.parametrize('shape, channels_last', ROW_CASES)
 def test_group_norm_silu_input_grad_row_code(dtype, shape, channels_last):
-    """coef_g * g + coef_x * (x - center) + coef with g recomputed, in x's dtype and layout;
-    aligned and not."""
+    """coef_g * g + coef_x * (x - center) + coef with g recomputed, in x's dtype and layout,
+    and with a residual gradient added in the same pass; aligned and not."""
     x, grad, coefs, arithmetic, g = _silu_backward_inputs(shape, channels_last, dtype, 6, 18)
     coef_g, coef_x, coef, center = (_channel(c.double()) for c in coefs[2:])
-    expected = (coef_g * g + coef_x * (x.double() - center) + coef).to(dtype)
+    residual = torch.randn(shape, dtype=torch.float64).to(dtype).contiguous(
+        memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    dx = coef_g * g + coef_x * (x.double() - center) + coef
     # float32/float64: a few roundings in the formula, terms of up to about 10; float16 and
     # bfloat16: their final rounding, either way of a boundary
     reduced = dtype in (torch.float16, torch.bfloat16)
     tolerance = _row_tolerance(dtype, 2) if reduced else _row_tolerance(arithmetic, 64)
-    for xs, grads in ((x, grad), (_misaligned(x), _misaligned(grad))):
-        got = torch.ops.anyup_neck.group_norm_silu_input_grad(xs, grads, *coefs)
-        assert got.dtype == dtype and got.stride() == x.stride()
-        torch.testing.assert_close(got, expected, **tolerance)
+    for xs, grads, residuals in ((x, grad, residual),
+                                 (_misaligned(x), _misaligned(grad), _misaligned(residual))):
+        for added, expected in ((None, dx), (residuals, dx + residual.double())):
+            got = torch.ops.anyup_neck.group_norm_silu_input_grad(xs, grads, *coefs, added)
+            assert got.dtype == dtype and got.stride() == x.stride()
+            torch.testing.assert_close(got, expected.to(dtype), **tolerance)
 
 
 @pytest.mark.parametrize('dtype', ROW_DTYPES)
@@ -841,6 +852,35 @@ def test_group_norm_silu_through_the_kernels(channels_last, monkeypatch):
         results.append([y.detach(), x32.grad, norm32.weight.grad, norm32.bias.grad])
     for got, expected in zip(*results):
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('kernels', [False, True], ids=['torch ops', 'kernels'])
+@pytest.mark.parametrize('channels_last', [False, True])
+def test_group_norm_silu_and_shortcut_gradients(kernels, channels_last, monkeypatch):
+    """A residual block's first GroupNorm + SiLU with x for the shortcut as its second output
+    (the GPU formulation, through the PyTorch ops or the kernels' CPU versions): gradcheck in
+    float64 of both outputs, each alone too (the other's gradient None), and x's gradient as
+    autograd's sum of the branch's and the shortcut's when x itself is the shortcut."""
+    monkeypatch.setattr(fused, 'uses_gpu_formulation', lambda x: True)
+    if kernels:
+        monkeypatch.setattr(fused, 'cuda_kernels_usable', lambda *t: not fused.records_grad(*t))
+    torch.manual_seed(31)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    norm = _group_norm(6, 3, torch.float64)
+    x = (3 * torch.randn(2, 6, 3, 5, dtype=torch.float64) + 2).contiguous(memory_format=layout)
+    x.requires_grad_()
+    assert torch.autograd.gradcheck(
+        lambda t, w, b: fused.group_norm_silu_and_shortcut(t, _with_affine(norm, w, b)),
+        (x, norm.weight, norm.bias))
+    grad_y, grad_shortcut = torch.randn(2, *x.shape, dtype=torch.float64)
+    y, shortcut = fused.group_norm_silu_and_shortcut(x, norm)
+    assert torch.equal(shortcut, x)
+    joined = torch.autograd.grad((y, shortcut), x, (grad_y, grad_shortcut))[0]
+    summed = torch.autograd.grad((fused.group_norm_silu_by_reductions(x, norm), x), x,
+                                 (grad_y, grad_shortcut))[0]
+    torch.testing.assert_close(joined, summed, rtol=1e-12, atol=1e-12)
+    with torch.no_grad():
+        assert fused.group_norm_silu_and_shortcut(x, norm)[1] is x
 
 
 @pytest.mark.parametrize('channels_last', [False, True])

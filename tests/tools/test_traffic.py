@@ -114,6 +114,31 @@ def test_group_norm_silu_forward_on_a_gpu_passes_and_operations(dtype, passes, o
     assert counter.ops == ops
 
 
+@pytest.mark.parametrize('cuda_kernels, joined, summed', [(False, 72, 72), (True, 24, 32)],
+                         ids=['torch ops', 'kernels'])
+def test_shortcut_gradient_joins_the_group_norm_backward(monkeypatch, cuda_kernels, joined,
+                                                          summed):
+    """A residual block's first GroupNorm + SiLU and its shortcut, backward in float32, bytes
+    per value of the map: with x for the shortcut from :func:`group_norm_silu_and_shortcut`,
+    the kernels read the shortcut's gradient in dx's pass (their 20 bytes and 4); with x
+    itself, autograd sums the two gradients afterwards (12 bytes). The PyTorch ops add it in
+    place either way."""
+    select_gpu_paths_on_meta(monkeypatch, cuda_kernels=cuda_kernels)
+    moved = {}
+    with torch.device('meta'):
+        norm = torch.nn.GroupNorm(8, 128)
+        x = torch.empty(1, 128, 96, 96, requires_grad=True)
+        for name, (y, shortcut) in (
+                ('joined', fused.group_norm_silu_and_shortcut(x, norm)),
+                ('summed', (fused.group_norm_silu_by_reductions(x, norm), x))):
+            grads = (torch.empty_like(y), torch.empty_like(x))
+            with TrafficCounter() as counter:
+                torch.autograd.grad((y, shortcut), x, grads)
+            moved[name] = counter.bytes / x.numel()
+    assert moved == {'joined': pytest.approx(joined, abs=0.1),
+                     'summed': pytest.approx(summed, abs=0.1)}
+
+
 def test_gpu_training_step_traffic_grows_linearly_with_the_batch(monkeypatch):
     """Per image, a training step at batch 4 moves no more than at batch 1 (the weights'
     gradients are shared). The tiled attention runs in chunks of tile rows here, as at full

@@ -322,11 +322,12 @@ struct AffineSiluGradSums {
   }
 };
 
-// dx <- coef_g * g + coef_x * (x - center) + coef, g = silu_grad(x, grad) recomputed: GroupNorm
-// + SiLU's input gradient, whose per-(b, c) coefficients come from AffineSiluGradSums.
+// dx <- coef_g * g + coef_x * (x - center) + coef [+ residual], g = silu_grad(x, grad)
+// recomputed: GroupNorm + SiLU's input gradient, whose per-(b, c) coefficients come from
+// AffineSiluGradSums, with another gradient of x (residual, or null) added in the same pass.
 template <typename scalar_t, typename acc_t>
 struct GroupNormSiluInputGrad {
-  const scalar_t *x, *grad;
+  const scalar_t *x, *grad, *residual;
   scalar_t* dx;
   const acc_t *scale, *shift, *coef_g, *coef_x, *coef, *center;
 
@@ -334,11 +335,15 @@ struct GroupNormSiluInputGrad {
     const RunAt at = run_at(r, row, col);
     Run<scalar_t> v = load(x, at);
     const Run<scalar_t> d = load(grad, at);
+    Run<scalar_t> added{};
+    if (residual != nullptr) added = load(residual, at);
     for (int k = 0; k < kRun; ++k) {
       const int64_t i = at.coef(k);
       const acc_t value = static_cast<acc_t>(v.v[k]);
       const acc_t g = silu_grad(value, static_cast<acc_t>(d.v[k]), scale[i], shift[i]);
-      v.v[k] = static_cast<scalar_t>(coef_g[i] * g + coef_x[i] * (value - center[i]) + coef[i]);
+      acc_t dx_k = coef_g[i] * g + coef_x[i] * (value - center[i]) + coef[i];
+      if (residual != nullptr) dx_k += static_cast<acc_t>(added.v[k]);
+      v.v[k] = static_cast<scalar_t>(dx_k);
     }
     store(dx, at, v);
   }

@@ -12,6 +12,7 @@
 #include <ATen/OpMathType.h>
 
 #include <cstdint>
+#include <optional>
 #include <tuple>
 #include <vector>
 
@@ -172,9 +173,12 @@ at::Tensor group_norm_silu_input_grad(const at::Tensor& x, const at::Tensor& gra
                                       const at::Tensor& scale, const at::Tensor& shift,
                                       const at::Tensor& coef_g, const at::Tensor& coef_x,
                                       const at::Tensor& coef, const at::Tensor& center,
+                                      const std::optional<at::Tensor>& residual,
                                       Launch&& launch) {
   const char* name = "group_norm_silu_input_grad";
-  check_silu_backward_args(name, x, grad, {&scale, &shift, &coef_g, &coef_x, &coef, &center});
+  const at::Tensor* added = residual.has_value() ? &*residual : nullptr;
+  check_silu_backward_args(name, x, grad, {&scale, &shift, &coef_g, &coef_x, &coef, &center},
+                           added);
   at::Tensor dx = at::empty_like(x);   // x's strides (its memory format)
   if (x.numel() == 0) return dx;
   dispatch(x, name, [&](auto tag) {
@@ -183,11 +187,14 @@ at::Tensor group_norm_silu_input_grad(const at::Tensor& x, const at::Tensor& gra
     std::vector<at::Tensor> keep;
     const GroupNormSiluInputGrad<scalar_t, acc_t> op{
         x.const_data_ptr<scalar_t>(),      grad.const_data_ptr<scalar_t>(),
+        added ? added->const_data_ptr<scalar_t>() : nullptr,
         dx.data_ptr<scalar_t>(),           coefficients<acc_t>(scale, keep),
         coefficients<acc_t>(shift, keep),  coefficients<acc_t>(coef_g, keep),
         coefficients<acc_t>(coef_x, keep), coefficients<acc_t>(coef, keep),
         coefficients<acc_t>(center, keep)};
-    launch(rows_of(x, aligned(op.x) && aligned(op.grad) && aligned(op.dx)), op);
+    launch(rows_of(x, aligned(op.x) && aligned(op.grad) && aligned(op.dx) &&
+                             (op.residual == nullptr || aligned(op.residual))),
+           op);
   });
   return dx;
 }

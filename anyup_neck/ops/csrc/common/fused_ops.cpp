@@ -3,6 +3,8 @@
 #include <ATen/core/Tensor.h>
 #include <torch/library.h>
 
+#include <utility>
+
 #include "fused_ops.h"
 #include "window_attention.h"
 
@@ -42,11 +44,16 @@ void check_affine_silu_args(const Tensor& x, const Tensor& scale, const Tensor& 
 }
 
 void check_silu_backward_args(const char* op, const Tensor& x, const Tensor& grad,
-                              std::initializer_list<const Tensor*> coefficients) {
+                              std::initializer_list<const Tensor*> coefficients,
+                              const Tensor* residual) {
   check_map(op, "x", x, x);
-  check_map(op, "grad", grad, x);
-  TORCH_CHECK(grad.scalar_type() == x.scalar_type(), op, ": grad must have x's dtype ",
-              x.scalar_type(), ", got ", grad.scalar_type());
+  for (const auto& [name, t] : {std::pair<const char*, const Tensor*>{"grad", &grad},
+                                {"residual", residual}}) {
+    if (t == nullptr) continue;
+    check_map(op, name, *t, x);
+    TORCH_CHECK(t->scalar_type() == x.scalar_type(), op, ": ", name, " must have x's dtype ",
+                x.scalar_type(), ", got ", t->scalar_type());
+  }
   check_coefficients(op, x, coefficients);
 }
 
@@ -62,7 +69,8 @@ TORCH_LIBRARY_FRAGMENT(anyup_neck, m) {
   m.def("affine_silu_grad_sums(Tensor x, Tensor grad, Tensor scale, Tensor shift, "
         "Tensor center) -> Tensor");
   m.def("group_norm_silu_input_grad(Tensor x, Tensor grad, Tensor scale, Tensor shift, "
-        "Tensor coef_g, Tensor coef_x, Tensor coef, Tensor center) -> Tensor");
+        "Tensor coef_g, Tensor coef_x, Tensor coef, Tensor center, Tensor? residual=None) "
+        "-> Tensor");
   // affine_silu and rotary_2d_ through the row code on the CPU (tests only; those ops' CPU
   // kernels are SIMD).
   m.def("_affine_silu_rows(Tensor x, Tensor scale, Tensor shift, Tensor(a!) out) -> ()");

@@ -19,11 +19,13 @@
 //       affine step, never stored), per (b, c) sum(g) and sum(g * (x - center)) over the
 //       pixels, in the accumulation type (float32; float64 for float64 x), deterministic; grad
 //       has x's dtype and layout; center (B, C), the group's mean;
-//   group_norm_silu_input_grad(x, grad, scale, shift, coef_g, coef_x, coef, center) -> dx
-//                                                                                  CPU, CUDA
-//       dx <- coef_g * g + coef_x * (x - center) + coef with g as above, coefficients (B, C);
-//       dx of x's dtype and layout: GroupNorm + SiLU's input gradient, whose coefficients come
-//       from affine_silu_grad_sums (the backward in 2 passes over x and grad);
+//   group_norm_silu_input_grad(x, grad, scale, shift, coef_g, coef_x, coef, center,
+//                              residual=None) -> dx                               CPU, CUDA
+//       dx <- coef_g * g + coef_x * (x - center) + coef [+ residual] with g as above,
+//       coefficients (B, C); dx of x's dtype and layout: GroupNorm + SiLU's input gradient,
+//       whose coefficients come from affine_silu_grad_sums (the backward in 2 passes over x
+//       and grad); residual (x's dtype and layout): another gradient of x added in the same
+//       pass (a residual block's shortcut), instead of a sum of two maps afterwards;
 //   rms_linear(x, weight, bias, eps, out)                                          CPU
 //       out <- bias + weight x / sqrt(mean(x^2) + eps) per pixel: RMSNorm (gain folded into
 //       weight (C_out, C)) and a linear map in one pass; x (B, C, H, W) and out (B, C_out, H, W)
@@ -64,8 +66,10 @@ void check_coefficients(const char* op, const at::Tensor& x,
 void check_affine_silu_args(const at::Tensor& x, const at::Tensor& scale,
                             const at::Tensor& shift, const at::Tensor& out);
 
-// The backward ops' checks: x and grad (x's dtype) maps, then `coefficients`.
+// The backward ops' checks: x, grad and the optional residual (x's dtype) maps, then
+// `coefficients`.
 void check_silu_backward_args(const char* op, const at::Tensor& x, const at::Tensor& grad,
-                              std::initializer_list<const at::Tensor*> coefficients);
+                              std::initializer_list<const at::Tensor*> coefficients,
+                              const at::Tensor* residual = nullptr);
 
 }  // namespace anyup_neck

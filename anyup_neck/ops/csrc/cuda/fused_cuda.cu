@@ -91,11 +91,12 @@ at::Tensor affine_silu_grad_sums(const at::Tensor& x, const at::Tensor& grad,
 at::Tensor group_norm_silu_input_grad(const at::Tensor& x, const at::Tensor& grad,
                                       const at::Tensor& scale, const at::Tensor& shift,
                                       const at::Tensor& coef_g, const at::Tensor& coef_x,
-                                      const at::Tensor& coef, const at::Tensor& center) {
+                                      const at::Tensor& coef, const at::Tensor& center,
+                                      const std::optional<at::Tensor>& residual) {
   check_cuda(x, "group_norm_silu_input_grad");
   const c10::cuda::CUDAGuard guard(x.device());
   return rows::group_norm_silu_input_grad(x, grad, scale, shift, coef_g, coef_x, coef, center,
-                                          OnGpu());
+                                          residual, OnGpu());
 }
 
 void rotary_2d_(const at::Tensor& x, const at::Tensor& cos_rows, const at::Tensor& sin_rows,
