@@ -137,3 +137,23 @@ def test_torch_compile_traces_the_gpu_formulation():
         compiled = torch.compile(model, backend='aot_eager', fullgraph=True)
         got = compiled(image, feats, output_size=(13, 17))
     torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+
+def test_torch_compile_traces_a_training_step_of_the_gpu_formulation():
+    """With autograd too, the GPU formulations' own backwards (GroupNorm + SiLU, RoPE) trace
+    in one graph (no ``out=`` into maps of another layout while compiling): the same output
+    and parameter gradients as eager, in bfloat16 (the GPU formulation on the CPU)."""
+    model = randomized_anyup(dtype=torch.bfloat16, qk_dim=16, lfu_basis=8, num_heads=2)
+    model.backend = 'torch'
+    image = torch.randn(2, 3, 24, 20, dtype=torch.bfloat16)
+    feats = torch.randn(2, 5, 3, 4, dtype=torch.bfloat16)
+    results = []
+    for run in (model, torch.compile(model, backend='aot_eager', fullgraph=True)):
+        model.zero_grad()
+        out = run(image, feats, output_size=(13, 17))
+        out.float().square().sum().backward()
+        results.append([out.detach()] + [p.grad for p in model.parameters()
+                                         if p.grad is not None])
+    assert len(results[0]) == len(results[1]) > 50
+    for got, expected in zip(*results):
+        torch.testing.assert_close(got, expected, rtol=0, atol=0)
