@@ -259,7 +259,7 @@ class _GroupNormSiLU(torch.autograd.Function):
     """``(silu(group_norm(x)), x)`` for autograd, saving x, the (B, G) statistics and the
     (B, C) affine map only (autograd through the PyTorch ops also saves the normalised map, a
     second full-size tensor); the backward recomputes the normalised map from them. The second
-    output, x itself (a view), is for a residual block's identity shortcut: its gradient joins
+    output, x itself (a view), is for a residual block's shortcut: its gradient joins
     dx in the backward (with the CUDA kernels in dx's pass, one more read of a map instead of
     autograd's sum of two maps afterwards); unused, it costs nothing. Its formulas: with
     ``g`` the gradient at the GroupNorm's output, per (sample, channel) ``S1 = sum(g)``, ``S2 =
@@ -285,7 +285,8 @@ class _GroupNormSiLU(torch.autograd.Function):
         # dx 5 (over g; for float16/bfloat16 x, whose g is float32, the last of them writes dx
         # in x's dtype: no float32 map converted afterwards). CUDA kernels: S1 and S2 2 (x and
         # grad read, g never stored), dx 3; they centre x on the group's mean, so no sum
-        # cancels when the mean is large.
+        # cancels when the mean is large. The shortcut's gradient: 1 more read in the kernels'
+        # dx pass; 3 (an add, as autograd's sum) with the PyTorch ops.
         # The coefficient math runs on the (B, 2, G, C/G) sums and (B, G) tensors, which
         # broadcast into the (B, G, C/G, H, W) view of the map: 11 small ops (23 on (B, C) ones).
         x, weight, mean, rstd, scale, shift = ctx.saved_tensors
