@@ -34,7 +34,11 @@ whole-model modes under bfloat16 / float16 autocast (``downstream``: mmengine's
 AmpOptimWrapper on GPUs, the package's CPUAmpOptimWrapper for bf16 on CPUs; fp16 training on
 a CPU is not offered). ``--cuda-fused-kernels`` adds the AnyUp modes of the non-official
 backends with the extension's CUDA kernels of the fused primitives switched on
-(``anyup_neck.ops.fused.use_cuda_kernels``; label ``+fused``).
+(``anyup_neck.ops.fused.use_cuda_kernels``; label ``+fused``). ``--compile MODE...`` adds them
+with the model under ``torch.compile(mode=MODE)`` (label ``+compile``, ``+compile:MODE``;
+the first warm-up run compiles; ``reduce-overhead`` replays CUDA graphs, no launch cost per
+operation; the fused kernels stand aside while compiling, so there is no ``+fused+compile``;
+``--traffic`` counts eager operations only).
 
 ``--profile ROWS`` adds, per case, torch.profiler's table of one more run (the ops with the
 most self time: GPU time on CUDA), printed after the results and kept in the JSON.
@@ -104,11 +108,13 @@ class Case:
     precision: str = 'fp32'   # fp32 | bf16 | fp16 (autocast; not in the op modes)
     batch: int = 1
     cuda_fused: bool = False  # anyup_neck.ops.fused.use_cuda_kernels in the worker
+    compile: str = ''         # AnyUp modes: torch.compile's mode for the model ('': eager)
 
     @property
     def label(self) -> str:
+        compiled = {'': '', 'default': '+compile'}.get(self.compile, '+compile:' + self.compile)
         return (self.backend + ('' if self.precision == 'fp32' else '+' + self.precision)
-                + ('+fused' if self.cuda_fused else ''))
+                + ('+fused' if self.cuda_fused else '') + compiled)
 
     @property
     def title(self) -> str:
@@ -252,7 +258,7 @@ def _anyup_workload(case: Case, device, gen):
     image = torch.randn(case.batch, 3, *size, device=device, generator=gen)
     features = torch.randn(case.batch, case.channels, case.map, case.map, device=device,
                            generator=gen)
-    upsample = model
+    upsample = torch.compile(model, mode=case.compile) if case.compile else model
     if case.backend == 'official':
         weights = model.state_dict(keep_vars=True)  # the parameters themselves
 
@@ -393,8 +399,10 @@ def worker(case: Case, repeats: int, max_seconds: float, warmup: int = 1,
     result = {'times': times, 'peak_gb': first_peak, 'above_inputs_gb': first_peak - before,
               'repeats_peak_gb': _peak_gb(device), 'output_gb': out_bytes / GB,
               'profile': _profile(run, device, profile_rows) if profile_rows else ''}
-    # counted after the peaks are read: the count's run is one more run
-    result['moved_bytes'], result['ops'] = _traffic(run, device) if traffic else (None, None)
+    # counted after the peaks are read: the count's run is one more run; compiled code's
+    # fused kernels are not the eager operations the counter sees
+    counted = traffic and not case.compile
+    result['moved_bytes'], result['ops'] = _traffic(run, device) if counted else (None, None)
     return result
 
 
@@ -454,11 +462,14 @@ def cases(args: argparse.Namespace) -> list[Case]:
                           args.batch) for size in args.sizes for neck in args.necks
                      for p in precisions]
             continue
-        fused = [False, True] if args.cuda_fused_kernels and mode in ANYUP_MODES else [False]
-        todo += [Case(mode, backend, size, fmap, channels, args.device, p, batch, on)
+        anyup = mode in ANYUP_MODES
+        fused = [False, True] if args.cuda_fused_kernels and anyup else [False]
+        compiled = [''] + args.compile if anyup else ['']
+        todo += [Case(mode, backend, size, fmap, channels, args.device, p, batch, on, how)
                  for size, fmap in pairs for channels in args.channels for batch in batches
-                 for backend in args.backends if backend != 'official' or mode in ANYUP_MODES
-                 for p in precisions for on in fused if not (on and backend == 'official')]
+                 for backend in args.backends if backend != 'official' or anyup
+                 for p in precisions for on in fused if not (on and backend == 'official')
+                 for how in compiled if not (how and (on or backend == 'official'))]
     return todo
 
 
@@ -540,6 +551,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--fp16', action='store_true',
                         help='also run the whole-model modes under float16 autocast, the op '
                              'modes in float16')
+    parser.add_argument('--compile', nargs='+', default=[],
+                        choices=('default', 'reduce-overhead', 'max-autotune'),
+                        help='also run the AnyUp modes of the non-official backends with the '
+                             'model under torch.compile(mode=...) (label +compile; the first '
+                             'warm-up run compiles; reduce-overhead replays CUDA graphs)')
     parser.add_argument('--cuda-fused-kernels', action='store_true',
                         help='also run the AnyUp modes with the fused CUDA kernels switched on')
     parser.add_argument('--rounds', type=int, default=1,

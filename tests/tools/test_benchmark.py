@@ -155,6 +155,32 @@ def test_fused_cuda_kernels_are_cases_of_their_own():
         benchmark.parse_args(['--cuda-fused-kernels'])
 
 
+def test_compiled_models_are_cases_of_their_own(monkeypatch):
+    """--compile adds each AnyUp mode's non-official, kernel-less backends under
+    torch.compile(mode=...), labelled; the worker compiles the model with that mode and
+    counts no traffic for it (the compiled kernels are not the eager operations)."""
+    args = benchmark.parse_args(['--device', 'cuda', '--modes', 'op', 'forward', '--sizes', '448',
+                                 '--maps', '32', '--channels', '384', '--backends', 'official',
+                                 'torch', '--cuda-fused-kernels', '--compile', 'default',
+                                 'reduce-overhead'])
+    assert [(c.mode, c.label) for c in benchmark.cases(args)] == [
+        ('op', 'torch'), ('forward', 'official'), ('forward', 'torch'),
+        ('forward', 'torch+compile'), ('forward', 'torch+compile:reduce-overhead'),
+        ('forward', 'torch+fused')]
+    modes = []
+
+    def compile_(model, mode):
+        modes.append(mode)
+        return model
+    monkeypatch.setattr(torch, 'compile', compile_)
+    case = benchmark.Case('forward', 'torch', 32, 4, 8, compile='reduce-overhead')
+    result = benchmark.worker(case, repeats=1, max_seconds=10, traffic=True)
+    assert modes == ['reduce-overhead'] and len(result['times']) == 1
+    assert result['moved_bytes'] is None
+    with pytest.raises(SystemExit):
+        benchmark.parse_args(['--compile', 'fastest'])
+
+
 def test_cases_that_cannot_fit_are_skipped_and_said_so():
     args = benchmark.parse_args(['--modes', 'op', '--sizes', '2048', '--maps', '64',
                                  '--channels', '1024', '--backends', 'dense',
