@@ -937,20 +937,23 @@ def test_channel_row_cuda_kernels_are_their_cpu_versions(dtype, shape, channels_
     order; exp and contracted multiply-adds may differ in the last bit, and the pieces are added
     by each device's own reduction)."""
     x, grad, coefs, arithmetic, _ = _silu_backward_inputs(shape, channels_last, dtype, 6, 20)
+    residual = grad.flip(0)   # another gradient of x's dtype and layout
     ops = torch.ops.anyup_neck
     expected = [torch.empty_like(x)]
     ops._affine_silu_rows(x, coefs[0], coefs[1], expected[0])
     expected += [ops.affine_silu_grad_sums(x, grad, *coefs[:2], coefs[5]),
-                 ops.group_norm_silu_input_grad(x, grad, *coefs)]
+                 ops.group_norm_silu_input_grad(x, grad, *coefs),
+                 ops.group_norm_silu_input_grad(x, grad, *coefs, residual)]
     cx, cgrad, ccoefs = x.cuda(), grad.cuda(), [c.cuda() for c in coefs]
     got = [fused.affine_silu(cx, ccoefs[0], ccoefs[1]),
            ops.affine_silu_grad_sums(cx, cgrad, *ccoefs[:2], ccoefs[5]),
-           ops.group_norm_silu_input_grad(cx, cgrad, *ccoefs)]
+           ops.group_norm_silu_input_grad(cx, cgrad, *ccoefs),
+           ops.group_norm_silu_input_grad(cx, cgrad, *ccoefs, residual.cuda())]
     for got_, expected_ in zip(got, expected):
         assert got_.stride() == expected_.stride() and got_.dtype == expected_.dtype
     sums_tolerance = (1e-12 if arithmetic == torch.float64 else 1e-5) * expected[1].abs().max()
     torch.testing.assert_close(got[1].cpu(), expected[1], rtol=0, atol=sums_tolerance.item())
-    for got_, expected_ in (got[0], expected[0]), (got[2], expected[2]):
+    for got_, expected_ in zip(got[:1] + got[2:], expected[:1] + expected[2:]):
         torch.testing.assert_close(got_.cpu(), expected_, **_row_tolerance(expected_.dtype, 16))
     groups, weight, bias = _groups(shape[1]), torch.randn(shape[1]), torch.randn(shape[1])
     on_cpu = ops.group_norm_coefficients(x, weight, bias, groups, 1e-5)
