@@ -246,11 +246,11 @@ def _addcmul_in(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
                 dtype: torch.dtype) -> torch.Tensor:
     """``acc + a b`` (broadcast into acc's shape) in ``dtype``, computed in the operands' type:
     into acc itself when it has that dtype, else straight into a new map of that (reduced)
-    dtype in acc's layout, so that no map of acc's dtype is converted afterwards (under
-    ``torch.compile``, which traces no ``out=`` of another layout, a conversion it fuses)."""
+    dtype in acc's layout, so that no map of acc's dtype is converted afterwards (where no
+    ``out=`` may be written, e.g. under ``torch.compile``: a conversion, which it fuses)."""
     if acc.dtype == dtype:
         return acc.addcmul_(a, b)
-    if torch.compiler.is_compiling():
+    if not _may_write_out(acc, a, b):
         return torch.addcmul(acc, a, b).to(dtype)
     return torch.addcmul(acc, a, b, out=torch.empty_like(acc, dtype=dtype))
 
@@ -296,7 +296,7 @@ class _GroupNormSiLU(torch.autograd.Function):
         mean3, rstd3 = mean[:, :, None], rstd[:, :, None]                     # (B, G, 1)
         layout = _flat_pixels_format(x)
         kernels = layout is not None and cuda_kernels_usable(x, grad)
-        compiling = torch.compiler.is_compiling()
+        writes_out = _may_write_out(x, grad)   # into maps via out= (not while compiling)
         # sums (B, 2, G, C/G): per channel S1 and sum(g * xhat), in the statistics dtype
         if kernels:
             grad = grad.contiguous(memory_format=layout)
@@ -308,10 +308,10 @@ class _GroupNormSiLU(torch.autograd.Function):
             sums[:, 1] *= rstd3
         else:
             z = torch.addcmul(_per_channel(shift, x), x, _per_channel(scale, x))
-            if compiling:   # traces no out= (of another layout); the compiler fuses anyway
-                g = torch.ops.aten.silu_backward(grad, z)
-            else:
+            if writes_out:
                 g = torch.ops.aten.silu_backward.grad_input(grad, z, grad_input=z)
+            else:
+                g = torch.ops.aten.silu_backward(grad, z)
             dims = tuple(range(2, x.dim()))
             sums = torch.stack((g.sum(dim=dims), (g * x).sum(dim=dims)), 1).view(B, 2, G, -1)
             sums[:, 1].addcmul_(mean3, sums[:, 0], value=-1).mul_(rstd3)
@@ -329,7 +329,7 @@ class _GroupNormSiLU(torch.autograd.Function):
             coef = torch.addcmul(coef_a, coef_x, mean, value=-1).view(B, G, 1, *pixels)
             g_groups = _groups(g, G)
             g_groups = torch.addcmul(coef, g_groups, coef_g.view(B, G, -1, *pixels),
-                                     out=None if compiling else g_groups)  # into g's memory
+                                     out=g_groups if writes_out else None)  # into g's memory
             # the last term into g (float32/float64), or straight into x's reduced dtype
             dx = _addcmul_in(g_groups, _groups(x, G), coef_x.view(B, G, 1, *pixels),
                              x.dtype).flatten(1, 2)

@@ -161,9 +161,10 @@ struct Band {
 
 WA_FN Band whole_map(const Sizes& s) { return {0, tiles_along(s.H, kTileRows), 0, 0, s.h}; }
 
-WA_FN int64_t band_blocks(const Sizes& s, const Band& band) {
-  return s.B * band.rows * tiles_along(s.W, kTileCols);
-}
+// Blocks of one tile row of every batch element; of a band (a launch of the pixel passes).
+WA_FN int64_t row_blocks(const Sizes& s) { return s.B * tiles_along(s.W, kTileCols); }
+
+WA_FN int64_t band_blocks(const Sizes& s, const Band& band) { return band.rows * row_blocks(s); }
 
 // Partial rows per tile: the largest span (the part buffer's rows of one block).
 WA_FN int64_t slots(const Sizes& s) {

@@ -55,7 +55,7 @@ inline at::Tensor sums_buffer(const Sizes& s, const at::Tensor& map,
 // bands are half as high: at batch 1, 2 tile rows, 112 blocks, where float32 has 4.)
 template <typename scalar_t, typename acc_t>
 int64_t band_rows(const Sizes& s) {
-  const int64_t row_bytes = band_blocks(s, {0, 1, 0, 0, 0}) * slots(s) * (s.D + s.C) *
+  const int64_t row_bytes = row_blocks(s) * slots(s) * (s.D + s.C) *
                             static_cast<int64_t>(sizeof(acc_t));
   const int64_t budget = s.B * s.C * s.H * s.W * static_cast<int64_t>(sizeof(scalar_t)) / 10;
   return std::max<int64_t>(1, std::min(whole_map(s).rows,
@@ -73,8 +73,7 @@ std::pair<at::Tensor, at::Tensor> backward_in_bands(const Sizes& s, Tensors<scal
                                                     const Reduction& reduction) {
   const int64_t rows = band_rows<scalar_t, acc_t>(s), all = whole_map(s).rows;
   const int64_t per_tile = slots(s);
-  const at::Tensor part = at::empty({band_blocks(s, {0, rows, per_tile, 0, 0}), per_tile,
-                                     s.D + s.C}, options);
+  const at::Tensor part = at::empty({rows * row_blocks(s), per_tile, s.D + s.C}, options);
   const at::Tensor kv = at::zeros({s.B, s.h, s.w, s.D + s.C}, options);
   x.part = part.data_ptr<acc_t>();
   x.kv = kv.data_ptr<acc_t>();
