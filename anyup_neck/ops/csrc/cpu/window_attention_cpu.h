@@ -30,8 +30,8 @@ struct Problem {
 
 // The tiled CUDA kernels' block code (common/window_tiles.h) run thread by thread
 // (cpu/window_attention_tiles_cpu.cpp), given k (B, D, h, w) contiguous: forward fills out and
-// lse; backward fills dq and allocates dk and dv (all contiguous). Kernels::tiled_racecheck also checks
-// for races (see there).
+// lse; backward fills dq and allocates dk and dv (all contiguous). Kernels::tiled_racecheck
+// also checks for races (see there).
 inline bool is_tiled(Kernels k) { return k == Kernels::tiled || k == Kernels::tiled_racecheck; }
 void tiled_forward(Problem& p, const at::Tensor& k);
 void tiled_backward(Problem& p, const at::Tensor& k);
