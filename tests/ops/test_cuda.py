@@ -1,12 +1,15 @@
-"""CUDA: the sources compile and link here (no GPU needed); the kernels run where a GPU is,
-both versions: 'cuda' (per pixel, the default) and 'cuda_tiled' (common/window_tiles.h, whose
-block code tests/ops/test_tiles.py runs on the CPU)."""
+"""CUDA: the sources compile and link here (no GPU needed), the tiled and fused kernels with no
+local memory; the kernels run where a GPU is, both versions: 'cuda' (per pixel, the default)
+and 'cuda_tiled' (common/window_tiles.h, whose block code tests/ops/test_tiles.py runs on the
+CPU)."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -25,23 +28,79 @@ CHECK = textwrap.dedent('''
     cfg = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(cfg)
     load(name='anyup_neck_cuda_check', sources=[str(cfg.CSRC / s) for s in cfg.CUDA_CHECK_SOURCES],
-         extra_cflags=cfg.CXX_FLAGS, extra_cuda_cflags=cfg.NVCC_FLAGS,
+         extra_cflags=cfg.CXX_FLAGS, extra_cuda_cflags=cfg.NVCC_FLAGS + ['--resource-usage'],
          extra_ldflags=cfg.LINK_FLAGS + ['-Wl,--no-undefined'], build_directory=sys.argv[1],
          is_python_module=False, verbose=True)
 ''')
 
 
-@pytest.mark.skipif(torch.version.cuda is None or build_config.cuda_home() is None,
-                    reason='needs a CUDA build of torch and a CUDA toolkit')
-def test_cuda_sources_compile_and_link(tmp_path):
-    """nvcc builds the CUDA kernels against the installed torch and every symbol resolves
-    (-Wl,--no-undefined), so a broken .cu never lands. Loads the library, runs nothing."""
+needs_toolkit = pytest.mark.skipif(
+    torch.version.cuda is None or build_config.cuda_home() is None,
+    reason='needs a CUDA build of torch and a CUDA toolkit')
+
+
+@pytest.fixture(scope='module')
+def cuda_build(tmp_path_factory) -> tuple[Path, str]:
+    """The CUDA sources built by nvcc here (for sm_90 unless TORCH_CUDA_ARCH_LIST says
+    otherwise), with ptxas reporting each kernel's resources: the build folder and the log."""
+    folder = tmp_path_factory.mktemp('cuda_build')
     env = {**os.environ, 'CUDA_HOME': str(build_config.cuda_home()),
            'TORCH_CUDA_ARCH_LIST': os.environ.get('TORCH_CUDA_ARCH_LIST') or '9.0'}
-    run = subprocess.run([sys.executable, '-c', CHECK, str(tmp_path), build_config.__file__],
+    run = subprocess.run([sys.executable, '-c', CHECK, str(folder), build_config.__file__],
                          env=env, text=True, capture_output=True, timeout=900)
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
-    assert list(tmp_path.glob('anyup_neck_cuda_check*.so'))
+    return folder, run.stdout + run.stderr
+
+
+@needs_toolkit
+def test_cuda_sources_compile_and_link(cuda_build):
+    """nvcc builds the CUDA kernels against the installed torch and every symbol resolves
+    (-Wl,--no-undefined), so a broken .cu never lands. Loads the library, runs nothing."""
+    folder, _ = cuda_build
+    assert list(folder.glob('anyup_neck_cuda_check*.so'))
+
+
+#: ptxas's report of one kernel (--resource-usage): its mangled name, then its local memory.
+KERNEL_RESOURCES = re.compile(
+    r'Function properties for (?P<name>\S+)\s+(?P<stack>\d+) bytes stack frame, '
+    r'(?P<stores>\d+) bytes spill stores, (?P<loads>\d+) bytes spill loads\s+'
+    r'ptxas info\s+: Used (?P<registers>\d+) registers')
+#: Mangled template arguments of the kernels' value types (float64, for gradcheck, is exempt).
+MANGLED_DTYPES = {'float32': 'IffE', 'float16': 'N3c104HalfEfE', 'bfloat16': 'N3c108BFloat16EfE'}
+TILED_KERNELS = ['tiled_forward_kernel', 'tiled_pixel_kernel', 'tiled_reduce_kernel']
+FUSED_KERNELS = ['rows_kernel', 'each_kernel']
+
+
+def kernel_resources(log: str) -> dict[tuple[str, str], list[dict[str, int]]]:
+    """ptxas's figures per (kernel, dtype) of TILED_KERNELS + FUSED_KERNELS and MANGLED_DTYPES
+    (a fused kernel template has one instantiation per primitive): registers, stack (bytes of
+    stack frame), stores and loads (bytes spilled)."""
+    found = {}
+    for match in KERNEL_RESOURCES.finditer(log):
+        name = match['name']
+        kernel = next((k for k in TILED_KERNELS + FUSED_KERNELS if k in name), None)
+        dtype = next((d for d, mangled in MANGLED_DTYPES.items() if mangled in name), None)
+        if kernel and dtype:
+            found.setdefault((kernel, dtype), []).append(
+                {key: int(match[key]) for key in ('registers', 'stack', 'stores', 'loads')})
+    return found
+
+
+@needs_toolkit
+def test_tiled_and_fused_kernels_use_no_local_memory(cuda_build):
+    """Every tiled window-attention kernel and every fused-primitive kernel keeps its working
+    values in registers and shared memory: no stack frame and no register spills (per-thread
+    arrays in local memory made the per-pixel kernels slow), in float32, float16 and bfloat16
+    (ptxas's report for the build's architecture)."""
+    _, log = cuda_build
+    found = kernel_resources(log)
+    expected = {(kernel, dtype) for kernel in TILED_KERNELS + FUSED_KERNELS
+                for dtype in MANGLED_DTYPES}
+    assert set(found) == expected, f'ptxas reported no resources for {expected - set(found)}'
+    for (kernel, dtype), reports in found.items():
+        for report in reports:
+            assert report['stack'] == report['stores'] == report['loads'] == 0, \
+                f'{kernel} ({dtype}) uses local memory: {report}'
 
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available() or 'cuda' not in BACKENDS,
