@@ -64,12 +64,10 @@
 // 113 KB, growing by 512 B per head; float64 doubles it. The CUDA launcher opts in to more than
 // 48 KB (cudaFuncSetAttribute) and checks the device's limit.
 //
-// Registers (ptxas of CUDA 13 for sm_90): forward 156 per thread in float32, 171 in float16 and
-// bfloat16; pixel pass 228; reduction 48; no local memory (tests/ops/test_cuda.py checks that
-// on every build). So one forward or pixel-pass block (8 warps) runs per multiprocessor, bounded
-// by the registers: the shared memory would hold two. Capped at 128 registers for two blocks
-// (__launch_bounds__(kThreads, 2)), the forward spills about 120 bytes per thread and the pixel
-// pass about 900; which is faster is for a GPU to measure.
+// Registers: the forward and the pixel pass take 150 to 230 per thread (ptxas for sm_90; the
+// figures are in README's op section), so one block of 8 warps runs per multiprocessor, though
+// the shared memory would hold two; capped for two blocks, they spill. No kernel here may use
+// local memory (tests/ops/test_cuda.py checks ptxas's report on every build).
 #pragma once
 
 #include <cstdint>
