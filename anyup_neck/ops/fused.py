@@ -239,7 +239,10 @@ def _apply_affine_silu(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor
         y = torch.addcmul(shift, x, scale, out=x if into_x else torch.empty_like(x))
     else:
         y = torch.addcmul(shift, x, scale).to(x.dtype)
-    return F.silu(y, inplace=True)
+    # Not in place while torch.compile traces (it fuses SiLU anyway): under torch 2.11 an
+    # autograd.Function whose forward returns an in-place op's result, as _GroupNormSiLU's
+    # does through this, gets zero gradients (pytorch/pytorch#180642).
+    return F.silu(y, inplace=into_x or not torch.compiler.is_compiling())
 
 
 def _addcmul_in(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
