@@ -157,3 +157,36 @@ def test_torch_compile_traces_a_training_step_of_the_gpu_formulation():
     assert len(results[0]) == len(results[1]) > 50
     for got, expected in zip(*results):
         torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+
+def _in_place(node: torch.fx.Node) -> bool:
+    """Whether a node of a Dynamo graph is an in-place operation (``x.mul_(...)``,
+    ``F.silu(x, inplace=True)``)."""
+    name = node.target if isinstance(node.target, str) else getattr(node.target, '__name__', '')
+    return (node.op in ('call_method', 'call_function') and name.endswith('_')
+            and not name.startswith('_')) or node.kwargs.get('inplace') is True
+
+
+def test_no_autograd_function_returns_an_in_place_result_while_compiling():
+    """Under torch.compile, torch 2.11 gives an autograd.Function whose forward returns an
+    in-place operation's result zero gradients (pytorch/pytorch#180642: the step above fails
+    there, passes on later releases). So no forward of the model's Functions (GroupNorm + SiLU,
+    RoPE) returns one, read off the graphs Dynamo traces, at any torch version."""
+    model = randomized_anyup(dtype=torch.bfloat16, qk_dim=16, lfu_basis=8, num_heads=2)
+    model.backend = 'torch'
+    graphs = []
+
+    def capture(graph_module, inputs):
+        graphs.append(graph_module)
+        return graph_module.forward
+    out = torch.compile(model, backend=capture, fullgraph=True)(
+        torch.randn(2, 3, 24, 20, dtype=torch.bfloat16),
+        torch.randn(2, 5, 3, 4, dtype=torch.bfloat16), output_size=(13, 17))
+    assert out.requires_grad and len(graphs) == 1
+    forwards = [m for name, m in graphs[0].named_modules() if name.startswith('fwd_body')]
+    assert len(forwards) > 10    # every GroupNorm + SiLU of the ResBlocks, and RoPE
+    for forward in forwards:
+        (output,) = [n for n in forward.graph.nodes if n.op == 'output']
+        returned = torch.fx.node.map_arg(output.args[0][0], lambda n: n)
+        returned = returned if isinstance(returned, (tuple, list)) else [returned]
+        assert not [n.format_node() for n in returned if _in_place(n)], forward.code
