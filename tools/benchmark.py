@@ -52,7 +52,8 @@ bandwidth): how close the run's operations come to the card's memory bandwidth.
 Each case runs in its own process: warm-up runs (``--warmup``, default 1 on CPU, 3 on GPU),
 then timed runs (at least one, up to ``--repeats`` or until ``--max-seconds``); the table shows
 the fastest and the median. On GPU each run is timed with CUDA events. Peak memory is the
-process's peak resident set (``ru_maxrss``, ``import torch`` included) on CPU, and
+process's peak resident set (``ru_maxrss``, ``import anyup_neck`` included, with the mm
+stack it registers) on CPU, and
 ``torch.cuda.max_memory_allocated`` (reset once the inputs are built) on GPU, read when the
 first warm-up run has ended: what one run costs. "above inputs" subtracts what the process held
 once its inputs (and model) were built. "peak after repeats" is read at the end: with the
@@ -81,8 +82,6 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout
-
-from anyup_neck import runtime  # noqa: E402
 
 OP_MODES = ('op', 'op-train')
 ANYUP_MODES = ('forward', 'train', 'throughput')
@@ -415,6 +414,7 @@ def run_case(case: Case, args: argparse.Namespace) -> Result:
         return Result(case, 'skipped', 'fp16 training needs a GPU (AmpOptimWrapper)')
     if case.mode in OP_MODES and case.backend == 'cpp' and case.precision != 'fp32':
         return Result(case, 'skipped', 'the C++ kernels take float32/float64')
+    from anyup_neck import runtime
     env = runtime.environment(malloc=args.malloc == 'tuned')
     command = [sys.executable, str(Path(__file__).resolve()), '--worker', json.dumps(asdict(case)),
                '--repeats', str(args.repeats), '--max-seconds', str(args.max_seconds),
@@ -597,14 +597,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def _leave_out_mm_stack() -> None:
+    """Block mmseg's import in a fresh GPU worker (``None`` in ``sys.modules`` makes it fail),
+    so that ``import anyup_neck`` registers no mm modules: only the downstream mode uses them,
+    and importing them costs every case seconds of a GPU session. (The GPU figures come from
+    the CUDA allocator, which imports do not touch. On the CPU the measure is the process's
+    resident set, whose heap the import also shapes, so CPU workers import the whole package,
+    as a user's mmseg process does, and their figures stay comparable.)"""
+    sys.modules['mmseg'] = None
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.worker:
+        case = Case(**json.loads(args.worker))
+        if case.device != 'cpu' and case.mode != 'downstream' and 'anyup_neck' not in sys.modules:
+            _leave_out_mm_stack()
         import torch
         if args.threads:
             torch.set_num_threads(args.threads)
-        result = worker(Case(**json.loads(args.worker)), args.repeats, args.max_seconds,
-                        args.warmup, args.profile, args.traffic)
+        result = worker(case, args.repeats, args.max_seconds, args.warmup, args.profile,
+                        args.traffic)
         print(json.dumps(result))
         return
     todo = cases(args)

@@ -3,6 +3,7 @@ baseline of the same run: each mode end to end on a tiny grid (CPU; CUDA where p
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -127,6 +128,32 @@ def test_downstream_iteration_anyup_neck_against_bilinear(tmp_path, capsys):
     assert all(r['images_per_s'] > 0 for r in records if r['status'] == 'ok')
     assert 'skipped: fp16 training needs a GPU' in table
     assert '| downstream | 28 | 2 | 384 | 2 | bilinear |' in table
+
+
+#: Starts a worker in this fresh process and prints which of the package's modules it imported
+#: (without a GPU a CUDA case stops at its first tensor, after the imports).
+WORKER_IMPORTS = """
+import json, sys
+sys.path.insert(0, 'tools')
+import benchmark
+try:
+    benchmark.main(['--worker', sys.argv[1], '--repeats', '1'])
+except Exception as error:
+    print(type(error).__name__, file=sys.stderr)
+print(json.dumps(['anyup_neck' in sys.modules, 'anyup_neck.mm' in sys.modules]))
+"""
+
+
+@pytest.mark.parametrize('device, registers_mm', [('cuda', False), ('cpu', True)])
+def test_gpu_workers_leave_the_mm_stack_out(device, registers_mm):
+    """A GPU worker of a case outside the downstream mode imports the package without its mm
+    modules (seconds of a GPU session per case); a CPU worker imports all of it, as the
+    resident-set figures have always included."""
+    case = json.dumps({'mode': 'op', 'backend': 'torch', 'size': 24, 'map': 4, 'channels': 8,
+                       'device': device})
+    run = subprocess.run([sys.executable, '-c', WORKER_IMPORTS, case], cwd=benchmark.REPO,
+                         capture_output=True, text=True, check=True)
+    assert json.loads(run.stdout.splitlines()[-1]) == [True, registers_mm], run.stderr
 
 
 def test_defaults_per_device():
