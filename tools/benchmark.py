@@ -597,22 +597,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _leave_out_mm_stack() -> None:
+def _leave_out_mm_stack_unless_needed(case: Case) -> None:
     """Block mmseg's import in a fresh GPU worker (``None`` in ``sys.modules`` makes it fail),
     so that ``import anyup_neck`` registers no mm modules: only the downstream mode uses them,
     and importing them costs every case seconds of a GPU session. (The GPU figures come from
     the CUDA allocator, which imports do not touch. On the CPU the measure is the process's
     resident set, whose heap the import also shapes, so CPU workers import the whole package,
     as a user's mmseg process does, and their figures stay comparable.)"""
-    sys.modules['mmseg'] = None
+    fresh = 'anyup_neck' not in sys.modules
+    if fresh and case.device != 'cpu' and case.mode != 'downstream':
+        sys.modules['mmseg'] = None
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.worker:
         case = Case(**json.loads(args.worker))
-        if case.device != 'cpu' and case.mode != 'downstream' and 'anyup_neck' not in sys.modules:
-            _leave_out_mm_stack()
+        _leave_out_mm_stack_unless_needed(case)
         import torch
         if args.threads:
             torch.set_num_threads(args.threads)
